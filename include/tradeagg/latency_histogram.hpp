@@ -1,0 +1,112 @@
+#pragma once
+// A log-linear histogram of nanosecond latencies: one writer, any number of readers.
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+
+#include <tradeagg/config.hpp>
+
+namespace tradeagg {
+
+/// Percentiles of a latency distribution, in nanoseconds (upper bounds of 1/16-octave
+/// buckets: at most 6.25 % above the true value; `max_ns` is exact).
+struct latency_summary {
+    std::uint64_t samples = 0;
+    double p50_ns = 0;
+    double p90_ns = 0;
+    double p99_ns = 0;
+    double p999_ns = 0;
+    double max_ns = 0;
+};
+
+/// Sixteen buckets per power of two, from 1 ns to 2^64 ns. Recording is two relaxed
+/// load/store pairs (no read-modify-write): exactly one thread may `record`; any thread may
+/// read. Never allocates.
+class latency_histogram {
+public:
+    static constexpr std::size_t sub_buckets = 16;
+    static constexpr std::size_t bucket_count = sub_buckets + (64 - 4) * sub_buckets;
+
+    /// Writer thread only. Never allocates, never blocks.
+    void record(std::uint64_t ns) noexcept {
+        auto& b = buckets_[index_of(ns)];
+        b.store(b.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        if (ns > max_.load(std::memory_order_relaxed)) {
+            max_.store(ns, std::memory_order_relaxed);
+        }
+    }
+
+    /// Adds this histogram's counts into `counts` (for summing shards). Any thread.
+    void accumulate(std::array<std::uint64_t, bucket_count>& counts, std::uint64_t& max) const noexcept {
+        for (std::size_t i = 0; i < bucket_count; ++i) {
+            counts[i] += buckets_[i].load(std::memory_order_relaxed);
+        }
+        max = std::max(max, max_.load(std::memory_order_relaxed));
+    }
+
+    /// Percentiles of summed bucket counts.
+    [[nodiscard]] static latency_summary summarize(const std::array<std::uint64_t, bucket_count>& counts,
+                                                   std::uint64_t max) noexcept {
+        latency_summary s;
+        for (const std::uint64_t c : counts) {
+            s.samples += c;
+        }
+        if (s.samples == 0) {
+            return s;
+        }
+        const auto at = [&](double q) {
+            const auto rank = static_cast<std::uint64_t>(q * static_cast<double>(s.samples - 1)) + 1;
+            std::uint64_t seen = 0;
+            for (std::size_t i = 0; i < bucket_count; ++i) {
+                seen += counts[i];
+                if (seen >= rank) {
+                    return static_cast<double>(std::min(upper_bound_of(i), max));
+                }
+            }
+            return static_cast<double>(max);
+        };
+        s.p50_ns = at(0.50);
+        s.p90_ns = at(0.90);
+        s.p99_ns = at(0.99);
+        s.p999_ns = at(0.999);
+        s.max_ns = static_cast<double>(max);
+        return s;
+    }
+
+    /// This histogram's percentiles. Any thread.
+    [[nodiscard]] latency_summary summary() const noexcept {
+        std::array<std::uint64_t, bucket_count> counts{};
+        std::uint64_t max = 0;
+        accumulate(counts, max);
+        return summarize(counts, max);
+    }
+
+    static constexpr std::size_t index_of(std::uint64_t ns) noexcept {
+        if (ns < sub_buckets) {
+            return static_cast<std::size_t>(ns);
+        }
+        const int octave = std::bit_width(ns) - 1; // >= 4
+        const auto sub = static_cast<std::size_t>((ns >> (octave - 4)) & (sub_buckets - 1));
+        return sub_buckets + static_cast<std::size_t>(octave - 4) * sub_buckets + sub;
+    }
+
+    static constexpr std::uint64_t upper_bound_of(std::size_t index) noexcept {
+        if (index < sub_buckets) {
+            return index;
+        }
+        const std::size_t octave = (index - sub_buckets) / sub_buckets + 4;
+        const std::size_t sub = (index - sub_buckets) % sub_buckets;
+        const std::uint64_t low = (std::uint64_t{sub_buckets} + sub) << (octave - 4);
+        return low + ((std::uint64_t{1} << (octave - 4)) - 1);
+    }
+
+private:
+    std::array<std::atomic<std::uint64_t>, bucket_count> buckets_{};
+    std::atomic<std::uint64_t> max_{0};
+};
+
+} // namespace tradeagg

@@ -1,0 +1,549 @@
+#pragma once
+// The pipeline: owns the token table, the shards and their rings; routes each trade to the
+// shard that owns its token; starts, drains and stops the workers; reports statistics.
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <stdexcept>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <tradeagg/config.hpp>
+#include <tradeagg/ingress.hpp>
+#include <tradeagg/latency_histogram.hpp>
+#include <tradeagg/policy.hpp>
+#include <tradeagg/runtime_config.hpp>
+#include <tradeagg/shard.hpp>
+#include <tradeagg/sink.hpp>
+#include <tradeagg/sink/null_sink.hpp>
+#include <tradeagg/stats.hpp>
+#include <tradeagg/token_table.hpp>
+#include <tradeagg/trade.hpp>
+#include <tradeagg/wait_strategy.hpp>
+
+namespace tradeagg {
+
+/// Aggregates trades per token on `config.shards` worker threads and hands the results to a
+/// `Sink` (held by value; use `Sink = S&` to keep your own object).
+///
+/// Life cycle: construct, `start()`, push from any number of threads, `stop()` (or destroy).
+/// `stop()` drains every accepted trade into the sink before it returns. A pipeline runs once.
+template <policy Policy, class Sink = null_sink>
+    requires sink<std::remove_reference_t<Sink>>
+class pipeline {
+    using sink_object = std::remove_reference_t<Sink>;
+    using shard_type = shard<Policy, sink_object>;
+
+public:
+    using policy_type = Policy;
+    using sink_type = sink_object;
+
+    class producer;
+
+    /// Checks `cfg` against the policy (throws `config_error`), builds the shards and
+    /// constructs the sink from `sink_args`. Allocates; starts no thread.
+    template <class... SinkArgs>
+    explicit pipeline(runtime_config cfg = {}, SinkArgs&&... sink_args)
+        : cfg_(resolve<Policy>(cfg)), on_late_(std::move(cfg.on_late_trade)),
+          sink_(std::forward<SinkArgs>(sink_args)...), table_(cfg_.max_tokens, cfg_.shards),
+          slots_(std::make_unique<detail::producer_slot[]>(Policy::max_producers)) {
+        for (std::size_t i = 0; i < Policy::max_producers; ++i) {
+            slots_[i].pushed = std::make_unique<std::atomic<std::uint64_t>[]>(cfg_.shards);
+            for (std::size_t s = 0; s < cfg_.shards; ++s) {
+                slots_[i].pushed[s].store(0, std::memory_order_relaxed);
+            }
+        }
+        shards_.reserve(cfg_.shards);
+        for (std::size_t s = 0; s < cfg_.shards; ++s) {
+            shards_.push_back(std::make_unique<shard_type>(s, cfg_, on_late_, table_, sink_));
+        }
+    }
+
+    pipeline(const pipeline&) = delete;
+    pipeline& operator=(const pipeline&) = delete;
+
+    /// Stops (draining) if still running.
+    ~pipeline() { stop(); }
+
+    /// Starts one worker thread per shard. Throws std::logic_error if called twice or after
+    /// `stop()`. Thread-safe.
+    void start() {
+        const std::lock_guard lock(control_);
+        if (started_ || stopped_) {
+            throw std::logic_error("tradeagg::pipeline::start: a pipeline starts once");
+        }
+        for (auto& s : shards_) {
+            s->start();
+        }
+        started_ = true;
+    }
+
+    /// Refuses new pushes (`reject_reason::stopped`), waits for pushes in progress, drains every
+    /// accepted trade, flushes to the sink and joins the workers. Idempotent. Thread-safe;
+    /// blocks. A pipeline never started is started first, so trades pushed before are not lost.
+    void stop() {
+        const std::lock_guard lock(control_);
+        if (stopped_) {
+            return;
+        }
+        accepting_.store(false, std::memory_order_seq_cst);
+        for (std::size_t i = 0; i < Policy::max_producers; ++i) {
+            while (slots_[i].busy.load(std::memory_order_seq_cst)) {
+                std::this_thread::yield();
+            }
+        }
+        while (shared_in_flight_.load(std::memory_order_seq_cst) != 0) {
+            std::this_thread::yield();
+        }
+        if (!started_) {
+            for (auto& s : shards_) {
+                s->start();
+            }
+            started_ = true;
+        }
+        for (auto& s : shards_) {
+            s->request_stop();
+        }
+        for (auto& s : shards_) {
+            s->join();
+        }
+        stopped_ = true;
+    }
+
+    /// A handle for one producer thread: its own ring into every shard, the fast path.
+    /// Throws std::length_error when `Policy::max_producers` handles are alive. Thread-safe;
+    /// allocates the rings of a slot on its first use.
+    [[nodiscard]] producer make_producer() {
+        const std::lock_guard lock(registration_);
+        for (std::size_t i = 0; i < Policy::max_producers; ++i) {
+            if (!slots_[i].in_use.load(std::memory_order_relaxed)) {
+                std::vector<ingress_ring*> rings;
+                rings.reserve(shards_.size());
+                for (auto& s : shards_) {
+                    rings.push_back(&s->ring_for(i));
+                }
+                slots_[i].in_use.store(true, std::memory_order_relaxed);
+                return producer(*this, i, std::move(rings));
+            }
+        }
+        throw std::length_error("tradeagg::pipeline::make_producer: all " +
+                                std::to_string(Policy::max_producers) +
+                                " producer slots are in use (Policy::max_producers)");
+    }
+
+    /// Interns a token (validating its spelling). Thread-safe; see `token_table::intern`.
+    [[nodiscard]] token_table::intern_result intern(std::string_view token) {
+        return table_.intern(token);
+    }
+
+    /// Pushes one interned trade from any thread through the shard's multi-producer queue;
+    /// waits by the policy's strategy while it is full. Returns `none` once accepted.
+    /// Slower than a `producer` (a locked add per trade). Thread-safe; never allocates.
+    reject_reason push(const trade& t) {
+        for (unsigned step = 0;; ) {
+            const push_result r = try_push_shared(t, true);
+            if (!r.full) {
+                return r.reason;
+            }
+            wait_full(step, shard_of(t.token));
+        }
+    }
+
+    /// Interns the token, then as `push(const trade&)`. Thread-safe; may allocate to intern.
+    reject_reason push(const trade_view& t) {
+        const reject_reason r = validate(t);
+        if (r != reject_reason::none) {
+            count_shared_reject(r);
+            return r;
+        }
+        const auto id = table_.intern(t.token);
+        if (id.reason != reject_reason::none) {
+            count_shared_reject(id.reason);
+            return id.reason;
+        }
+        return push(trade{id.id, t.taker, t.price, t.quantity, t.ts_ms, t.id});
+    }
+
+    /// Pushes one interned trade from any thread if its shard's queue has room.
+    /// Thread-safe; never blocks, never allocates.
+    [[nodiscard]] push_result try_push(const trade& t) { return try_push_shared(t, false); }
+
+    /// The token table. Thread-safe.
+    [[nodiscard]] token_table& tokens() noexcept { return table_; }
+    [[nodiscard]] const token_table& tokens() const noexcept { return table_; }
+
+    /// The sink. Its own thread-safety rules apply.
+    [[nodiscard]] sink_object& sink() noexcept { return sink_; }
+    [[nodiscard]] const sink_object& sink() const noexcept { return sink_; }
+
+    /// The configuration in force.
+    [[nodiscard]] const resolved_config<Policy>& config() const noexcept { return cfg_; }
+
+    /// The shard that owns a token (stable hash of its string). Precondition: interned.
+    [[nodiscard]] std::size_t shard_of(token_id id) const noexcept {
+        return shards_.size() == 1 ? 0 : table_.shard_of(id);
+    }
+
+    /// A snapshot of every counter. Thread-safe; allocates the per-shard vector; never blocks
+    /// the workers or producers.
+    [[nodiscard]] pipeline_stats stats() const {
+        pipeline_stats st;
+        st.policy = Policy::name;
+        std::vector<std::uint64_t> pushed(shards_.size(), 0);
+        for (std::size_t i = 0; i < Policy::max_producers; ++i) {
+            const detail::producer_slot& slot = slots_[i];
+            st.producers += slot.in_use.load(std::memory_order_relaxed) ? 1 : 0;
+            for (std::size_t r = 0; r < reject_reason_count; ++r) {
+                st.rejected_by_reason[r] += slot.rejected[r].load(std::memory_order_relaxed);
+            }
+            st.backpressure_waits += slot.backpressure_waits.load(std::memory_order_relaxed);
+            st.full_rejections += slot.full_rejections.load(std::memory_order_relaxed);
+        }
+        for (std::size_t r = 0; r < reject_reason_count; ++r) {
+            st.rejected_by_reason[r] += shared_rejected_[r].load(std::memory_order_relaxed);
+            st.rejected += st.rejected_by_reason[r];
+        }
+        st.backpressure_waits += shared_waits_.load(std::memory_order_relaxed);
+        st.full_rejections += shared_full_.load(std::memory_order_relaxed);
+
+        std::array<std::uint64_t, latency_histogram::bucket_count> counts{};
+        std::uint64_t max_latency = 0;
+        for (std::size_t s = 0; s < shards_.size(); ++s) {
+            const shard_type& sh = *shards_[s];
+            // Workers' counters first: a depth computed from a later `pushed` is never negative.
+            shard_stats ss = sh.stats(0);
+            std::uint64_t by_handles = 0;
+            for (std::size_t i = 0; i < Policy::max_producers; ++i) {
+                by_handles += slots_[i].pushed[s].load(std::memory_order_relaxed);
+            }
+            const std::uint64_t in = by_handles + sh.shared_pushed();
+            const std::uint64_t out = ss.applied + ss.late;
+            ss.queue_depth = in > out ? static_cast<std::size_t>(in - out) : 0;
+            st.accepted += in;
+            st.applied += ss.applied;
+            st.late += ss.late;
+            st.flushes += ss.flushes;
+            st.active_tokens += ss.active_tokens;
+            st.candle_updates += sh.candle_updates();
+            st.token_updates += sh.token_updates();
+            st.sink_errors += sh.sink_errors();
+            st.arena_reserved_bytes += sh.book().reserved_bytes();
+            st.arena_live_bytes += sh.book().live_bytes();
+            st.ingress_bytes += sh.ingress_bytes();
+            sh.latency().accumulate(counts, max_latency);
+            st.shards.push_back(ss);
+        }
+        st.interned_tokens = table_.size();
+        st.table_bytes = table_.memory_bytes();
+        st.bytes_per_active_token =
+            st.active_tokens > 0
+                ? static_cast<double>(st.arena_live_bytes) / static_cast<double>(st.active_tokens)
+                : 0.0;
+        st.apply_latency = latency_histogram::summarize(counts, max_latency);
+        return st;
+    }
+
+    /// Fixed bytes of one token's state under this policy (the rolling ring is extra and grows
+    /// with the sub-buckets the token traded in).
+    static constexpr std::size_t token_state_bytes = token_book<Policy>::state_bytes;
+
+    /// One producer thread's handle: a single-producer ring into every shard.
+    /// Movable, not copyable; not thread-safe (one thread at a time uses a handle).
+    /// Must not outlive its pipeline.
+    class producer {
+    public:
+        producer(producer&& o) noexcept
+            : p_(std::exchange(o.p_, nullptr)), slot_(o.slot_), rings_(std::move(o.rings_)) {}
+        producer& operator=(producer&& o) noexcept {
+            if (this != &o) {
+                release();
+                p_ = std::exchange(o.p_, nullptr);
+                slot_ = o.slot_;
+                rings_ = std::move(o.rings_);
+            }
+            return *this;
+        }
+        producer(const producer&) = delete;
+        producer& operator=(const producer&) = delete;
+        ~producer() { release(); }
+
+        /// Pushes one trade if its ring has room. Never blocks, never allocates.
+        [[nodiscard]] push_result try_push(const trade& t) {
+            const busy_scope busy(slot());
+            if (!p_->accepting_.load(std::memory_order_seq_cst)) {
+                return reject(reject_reason::stopped);
+            }
+            const reject_reason r = p_->check(t);
+            if (r != reject_reason::none) {
+                return reject(r);
+            }
+            const std::size_t s = p_->shard_of(t.token);
+            if (!rings_[s]->push(record(t))) {
+                detail::bump(slot().full_rejections);
+                return push_result{reject_reason::none, true};
+            }
+            detail::bump(slot().pushed[s]);
+            p_->shards_[s]->notify_pushed();
+            return {};
+        }
+
+        /// Pushes one trade, waiting by the policy's strategy while its ring is full.
+        /// Returns `none` once accepted. Never allocates.
+        reject_reason push(const trade& t) {
+            const busy_scope busy(slot());
+            if (!p_->accepting_.load(std::memory_order_seq_cst)) {
+                return reject(reject_reason::stopped).reason;
+            }
+            const reject_reason r = p_->check(t);
+            if (r != reject_reason::none) {
+                return reject(r).reason;
+            }
+            const std::size_t s = p_->shard_of(t.token);
+            const ingress_record rec = record(t);
+            if (!rings_[s]->push(rec)) {
+                detail::bump(slot().backpressure_waits);
+                for (unsigned step = 0; !rings_[s]->push(rec);) {
+                    p_->wait_full(step, s);
+                }
+            }
+            detail::bump(slot().pushed[s]);
+            p_->shards_[s]->notify_pushed();
+            return reject_reason::none;
+        }
+
+        /// Interns the token, then as `push(const trade&)`. May allocate to intern.
+        reject_reason push(const trade_view& t) {
+            const reject_reason r = validate(t);
+            if (r != reject_reason::none) {
+                return reject(r).reason;
+            }
+            const auto id = p_->table_.intern(t.token);
+            if (id.reason != reject_reason::none) {
+                return reject(id.reason).reason;
+            }
+            return push(trade{id.id, t.taker, t.price, t.quantity, t.ts_ms, t.id});
+        }
+
+        /// Pushes a batch in order, waiting while rings are full; invalid trades are counted
+        /// as rejected and skipped. Returns how many were accepted (all valid ones, unless the
+        /// pipeline stopped meanwhile). Never allocates.
+        std::size_t push(std::span<const trade> batch) { return push_many(batch, true); }
+
+        /// As `push(span)` but never waits: stops at the first trade whose ring is full.
+        /// Returns how many trades of `batch` were consumed (accepted or rejected); the rest
+        /// were not touched. Never blocks, never allocates.
+        [[nodiscard]] std::size_t try_push(std::span<const trade> batch) {
+            return push_many(batch, false);
+        }
+
+    private:
+        friend class pipeline;
+        producer(pipeline& p, std::size_t slot, std::vector<ingress_ring*> rings)
+            : p_(&p), slot_(slot), rings_(std::move(rings)) {}
+
+        struct busy_scope {
+            explicit busy_scope(detail::producer_slot& s) noexcept : slot(s) {
+                slot.busy.store(true, std::memory_order_seq_cst);
+            }
+            ~busy_scope() { slot.busy.store(false, std::memory_order_release); }
+            busy_scope(const busy_scope&) = delete;
+            busy_scope& operator=(const busy_scope&) = delete;
+            detail::producer_slot& slot;
+        };
+
+        detail::producer_slot& slot() const noexcept { return p_->slots_[slot_]; }
+
+        push_result reject(reject_reason r) {
+            detail::bump(slot().rejected[static_cast<std::size_t>(r)]);
+            return push_result{r, false};
+        }
+
+        ingress_record record(const trade& t) {
+            detail::producer_slot& s = slot();
+            const bool sample = (s.sample_counter++ & (Policy::latency_sample_every - 1)) == 0;
+            return ingress_record{t, sample ? detail::now_ns() : 0};
+        }
+
+        std::size_t push_many(std::span<const trade> batch, bool wait) {
+            constexpr std::size_t chunk = 32;
+            const busy_scope busy(slot());
+            if (!p_->accepting_.load(std::memory_order_seq_cst)) {
+                for (std::size_t i = 0; i < batch.size(); ++i) {
+                    reject(reject_reason::stopped);
+                }
+                return 0;
+            }
+            std::size_t accepted = 0;
+            std::size_t i = 0;
+            if (rings_.size() == 1) {
+                // One shard: validated records go to the ring 32 at a time.
+                ingress_record staged[chunk];
+                std::size_t origin[chunk]; // index in `batch` of each staged record
+                while (i < batch.size()) {
+                    std::size_t n = 0;
+                    for (; i < batch.size() && n < chunk; ++i) {
+                        const reject_reason r = p_->check(batch[i]);
+                        if (r != reject_reason::none) {
+                            reject(r);
+                            continue;
+                        }
+                        origin[n] = i;
+                        staged[n++] = record(batch[i]);
+                    }
+                    std::size_t done = rings_[0]->push(staged, n);
+                    if (done < n && !wait) {
+                        accepted += done;
+                        detail::bump(slot().pushed[0], done);
+                        detail::bump(slot().full_rejections);
+                        p_->shards_[0]->notify_pushed();
+                        // Trades after the first one not taken are untouched: take back the
+                        // rejections counted for them, since the caller will offer them again.
+                        for (std::size_t k = origin[done] + 1; k < i; ++k) {
+                            const reject_reason r = p_->check(batch[k]);
+                            if (r != reject_reason::none) {
+                                auto& c = slot().rejected[static_cast<std::size_t>(r)];
+                                c.store(c.load(std::memory_order_relaxed) - 1,
+                                        std::memory_order_relaxed);
+                            }
+                        }
+                        return origin[done];
+                    }
+                    if (done < n) {
+                        detail::bump(slot().backpressure_waits);
+                        for (unsigned step = 0; done < n;) {
+                            const std::size_t more = rings_[0]->push(staged + done, n - done);
+                            done += more;
+                            if (more == 0) {
+                                p_->shards_[0]->notify_pushed();
+                                p_->wait_full(step, 0);
+                            }
+                        }
+                    }
+                    accepted += n;
+                    detail::bump(slot().pushed[0], n);
+                    p_->shards_[0]->notify_pushed();
+                }
+                return wait ? accepted : batch.size();
+            }
+            for (; i < batch.size(); ++i) {
+                const reject_reason r = p_->check(batch[i]);
+                if (r != reject_reason::none) {
+                    reject(r);
+                    continue;
+                }
+                const std::size_t s = p_->shard_of(batch[i].token);
+                const ingress_record rec = record(batch[i]);
+                if (!rings_[s]->push(rec)) {
+                    if (!wait) {
+                        detail::bump(slot().full_rejections);
+                        return i;
+                    }
+                    detail::bump(slot().backpressure_waits);
+                    for (unsigned step = 0; !rings_[s]->push(rec);) {
+                        p_->shards_[s]->notify_pushed();
+                        p_->wait_full(step, s);
+                    }
+                }
+                detail::bump(slot().pushed[s]);
+                p_->shards_[s]->notify_pushed();
+                ++accepted;
+            }
+            return wait ? accepted : batch.size();
+        }
+
+        void release() noexcept {
+            if (p_ != nullptr) {
+                const std::lock_guard lock(p_->registration_);
+                slot().in_use.store(false, std::memory_order_relaxed);
+                p_ = nullptr;
+            }
+        }
+
+        pipeline* p_;
+        std::size_t slot_;
+        std::vector<ingress_ring*> rings_;
+    };
+
+private:
+    reject_reason check(const trade& t) const noexcept {
+        if (!table_.contains(t.token)) {
+            return reject_reason::unknown_token;
+        }
+        return validate(t);
+    }
+
+    push_result try_push_shared(const trade& t, bool count_wait) {
+        struct in_flight {
+            explicit in_flight(std::atomic<int>& c) noexcept : n(c) {
+                n.fetch_add(1, std::memory_order_seq_cst);
+            }
+            ~in_flight() { n.fetch_sub(1, std::memory_order_release); }
+            in_flight(const in_flight&) = delete;
+            in_flight& operator=(const in_flight&) = delete;
+            std::atomic<int>& n;
+        } guard(shared_in_flight_);
+        if (!accepting_.load(std::memory_order_seq_cst)) {
+            count_shared_reject(reject_reason::stopped);
+            return {reject_reason::stopped, false};
+        }
+        const reject_reason r = check(t);
+        if (r != reject_reason::none) {
+            count_shared_reject(r);
+            return {r, false};
+        }
+        const std::size_t s = shard_of(t.token);
+        const bool sample =
+            (shared_sample_.fetch_add(1, std::memory_order_relaxed) &
+             (Policy::latency_sample_every - 1)) == 0;
+        if (!shards_[s]->shared_queue().bounded_push(
+                ingress_record{t, sample ? detail::now_ns() : 0})) {
+            if (count_wait) {
+                shared_waits_.fetch_add(1, std::memory_order_relaxed);
+            } else {
+                shared_full_.fetch_add(1, std::memory_order_relaxed);
+            }
+            return {reject_reason::none, true};
+        }
+        shards_[s]->count_shared_push();
+        shards_[s]->notify_pushed();
+        return {};
+    }
+
+    void count_shared_reject(reject_reason r) noexcept {
+        shared_rejected_[static_cast<std::size_t>(r)].fetch_add(1, std::memory_order_relaxed);
+    }
+
+    void wait_full(unsigned& step, std::size_t shard) {
+        if (!detail::backoff<Policy::wait::kind>(step)) {
+            shards_[shard]->wait_for_space();
+        }
+    }
+
+    resolved_config<Policy> cfg_;
+    std::function<void(const late_trade&)> on_late_;
+    Sink sink_;
+    token_table table_;
+    std::unique_ptr<detail::producer_slot[]> slots_;
+    std::vector<std::unique_ptr<shard_type>> shards_;
+
+    std::mutex control_;
+    std::mutex registration_;
+    bool started_ = false;
+    bool stopped_ = false;
+
+    alignas(cache_line_size) std::atomic<bool> accepting_{true};
+    alignas(cache_line_size) std::atomic<int> shared_in_flight_{0};
+    std::atomic<std::uint64_t> shared_sample_{0};
+    std::array<std::atomic<std::uint64_t>, reject_reason_count> shared_rejected_{};
+    std::atomic<std::uint64_t> shared_waits_{0};
+    std::atomic<std::uint64_t> shared_full_{0};
+};
+
+} // namespace tradeagg

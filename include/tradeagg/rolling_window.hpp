@@ -1,0 +1,159 @@
+#pragma once
+// Rolling 24-hour statistics per token, kept in a ring of sub-buckets (Binance's rolling
+// ticker uses one-minute sub-buckets; a memory-constrained policy picks coarser ones).
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <new>
+#include <type_traits>
+
+#include <tradeagg/candle.hpp>
+#include <tradeagg/config.hpp>
+#include <tradeagg/trade.hpp>
+
+namespace tradeagg {
+
+/// A token's statistics over the sub-buckets of the last 24 hours of event time.
+///
+/// The window holds the sub-buckets whose index is within the last `24 h / bucket` ones up to
+/// and including the watermark's, so it slides by one sub-bucket at a time.
+struct rolling_stats {
+    timestamp_ms window_start = 0; ///< start of the oldest sub-bucket in the window
+    timestamp_ms window_end = 0;   ///< the token's watermark (latest event time)
+    double open = 0.0;             ///< price of the earliest trade in the window
+    double high = 0.0;
+    double low = 0.0;
+    double last = 0.0; ///< price of the latest trade in the window
+    double volume = 0.0;
+    double quote_volume = 0.0;
+    double vwap = 0.0;
+    std::uint64_t trades = 0;
+    double price_change = 0.0;         ///< last - open
+    double price_change_percent = 0.0; ///< 100 * (last - open) / open
+};
+
+namespace detail {
+
+struct rolling_slot {
+    std::int64_t index = 0; ///< event time / bucket width
+    ohlc_accumulator ohlc;
+};
+static_assert(std::is_trivially_copyable_v<rolling_slot>);
+
+/// Sub-buckets that hold trades, sorted by index, in a ring that grows by doubling: a token
+/// pays only for the sub-buckets it traded in. Single-threaded (the owning shard's worker).
+template <std::int64_t BucketMs, std::int64_t WindowMs>
+class rolling_window {
+public:
+    static constexpr std::int64_t bucket_count = WindowMs / BucketMs;
+    static_assert(WindowMs % BucketMs == 0);
+
+    rolling_window() = default;
+    rolling_window(const rolling_window&) = delete;
+    rolling_window& operator=(const rolling_window&) = delete;
+    ~rolling_window() { ::operator delete(slots_); }
+
+    /// Adds an accepted trade; `watermark` already includes it. `bytes` tracks allocation.
+    /// Allocates when the ring grows.
+    void add(const trade& t, timestamp_ms watermark, std::size_t& bytes) {
+        const std::int64_t lowest = watermark / BucketMs - bucket_count + 1;
+        while (size_ > 0 && at(0).index < lowest) {
+            head_ = (head_ + 1) & (capacity_ - 1);
+            --size_;
+        }
+        const std::int64_t index = t.ts_ms / BucketMs;
+        if (index < lowest) {
+            return; // accepted by the candles' lateness rule, but already outside 24 hours
+        }
+        const double quote = t.price * t.quantity;
+        std::uint32_t pos = size_;
+        while (pos > 0 && at(pos - 1).index > index) {
+            --pos;
+        }
+        if (pos > 0 && at(pos - 1).index == index) {
+            at(pos - 1).ohlc.add(t, quote);
+            return;
+        }
+        if (size_ == capacity_) {
+            grow(bytes);
+        }
+        for (std::uint32_t i = size_; i > pos; --i) {
+            at(i) = at(i - 1);
+        }
+        ++size_;
+        rolling_slot& s = at(pos);
+        s.index = index;
+        s.ohlc.reset(t, quote);
+    }
+
+    /// Statistics as of `watermark`. Never allocates; cost is linear in the sub-buckets held.
+    [[nodiscard]] rolling_stats stats(timestamp_ms watermark) const noexcept {
+        rolling_stats r;
+        const std::int64_t lowest = watermark / BucketMs - bucket_count + 1;
+        r.window_start = lowest * BucketMs;
+        r.window_end = watermark;
+        std::uint32_t i = 0;
+        while (i < size_ && at(i).index < lowest) {
+            ++i;
+        }
+        if (i == size_) {
+            return r;
+        }
+        ohlc_accumulator total = at(i).ohlc;
+        for (++i; i < size_; ++i) {
+            total.merge(at(i).ohlc);
+        }
+        r.open = total.open;
+        r.high = total.high;
+        r.low = total.low;
+        r.last = total.close;
+        r.volume = total.volume.value();
+        r.quote_volume = total.quote_volume.value();
+        r.vwap = r.volume > 0.0 ? r.quote_volume / r.volume : 0.0;
+        r.trades = total.trades;
+        r.price_change = r.last - r.open;
+        r.price_change_percent = r.open > 0.0 ? 100.0 * r.price_change / r.open : 0.0;
+        return r;
+    }
+
+    /// Bytes allocated for sub-buckets.
+    [[nodiscard]] std::size_t allocated_bytes() const noexcept {
+        return std::size_t{capacity_} * sizeof(rolling_slot);
+    }
+
+    /// Releases every sub-bucket (the token is gone). Never allocates.
+    void clear(std::size_t& bytes) noexcept {
+        bytes -= allocated_bytes();
+        ::operator delete(slots_);
+        slots_ = nullptr;
+        capacity_ = head_ = size_ = 0;
+    }
+
+private:
+    rolling_slot& at(std::uint32_t i) noexcept { return slots_[(head_ + i) & (capacity_ - 1)]; }
+    const rolling_slot& at(std::uint32_t i) const noexcept {
+        return slots_[(head_ + i) & (capacity_ - 1)];
+    }
+
+    void grow(std::size_t& bytes) {
+        const std::uint32_t capacity = capacity_ == 0 ? 4 : capacity_ * 2;
+        auto* slots = static_cast<rolling_slot*>(::operator new(capacity * sizeof(rolling_slot)));
+        for (std::uint32_t i = 0; i < size_; ++i) {
+            std::memcpy(static_cast<void*>(slots + i), &at(i), sizeof(rolling_slot));
+        }
+        ::operator delete(slots_);
+        bytes += std::size_t{capacity - capacity_} * sizeof(rolling_slot);
+        slots_ = slots;
+        capacity_ = capacity;
+        head_ = 0;
+    }
+
+    rolling_slot* slots_ = nullptr;
+    std::uint32_t capacity_ = 0;
+    std::uint32_t head_ = 0;
+    std::uint32_t size_ = 0;
+};
+
+} // namespace detail
+} // namespace tradeagg

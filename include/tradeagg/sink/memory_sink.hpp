@@ -1,0 +1,156 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <tradeagg/sink.hpp>
+
+namespace tradeagg {
+
+/// Keeps the latest version of every candle, rolling window and latest trade, queryable by
+/// token, interval and open time. Every member is thread-safe (one mutex); `consume` allocates
+/// for new tokens and candles.
+class memory_sink {
+public:
+    /// Stores every update of the batch, replacing earlier versions.
+    void consume(const flush_batch& batch) {
+        const std::lock_guard lock(mutex_);
+        for (const candle_update& u : batch.candles) {
+            entry& e = find_or_add(u.name);
+            e.candles[key{u.width.count(), u.data.open_time}] = u.data;
+            ++candle_updates_;
+        }
+        for (const token_update& u : batch.tokens) {
+            entry& e = find_or_add(u.name);
+            e.latest = u.latest;
+            e.rolling = u.rolling;
+            e.late_trades = u.late_trades;
+            e.has_token_update = true;
+            ++token_updates_;
+        }
+    }
+
+    /// The candle of `token` for `width` opening at `open_time`, if one was emitted.
+    [[nodiscard]] std::optional<candle> find_candle(std::string_view token, interval width,
+                                                    timestamp_ms open_time) const {
+        const std::lock_guard lock(mutex_);
+        const entry* e = find(token);
+        if (e == nullptr) {
+            return std::nullopt;
+        }
+        const auto it = e->candles.find(key{width.count(), open_time});
+        return it == e->candles.end() ? std::nullopt : std::optional<candle>(it->second);
+    }
+
+    /// Every candle of `token` for `width`, by open time.
+    [[nodiscard]] std::vector<candle> candles(std::string_view token, interval width) const {
+        const std::lock_guard lock(mutex_);
+        std::vector<candle> out;
+        if (const entry* e = find(token)) {
+            for (auto it = e->candles.lower_bound(key{width.count(), 0});
+                 it != e->candles.end() && it->first.first == width.count(); ++it) {
+                out.push_back(it->second);
+            }
+        }
+        return out;
+    }
+
+    /// The token's rolling 24 h statistics, if it was ever flushed.
+    [[nodiscard]] std::optional<rolling_stats> rolling(std::string_view token) const {
+        const std::lock_guard lock(mutex_);
+        const entry* e = find(token);
+        return e != nullptr && e->has_token_update ? std::optional(e->rolling) : std::nullopt;
+    }
+
+    /// The token's latest trade, if it was ever flushed.
+    [[nodiscard]] std::optional<latest_trade> latest(std::string_view token) const {
+        const std::lock_guard lock(mutex_);
+        const entry* e = find(token);
+        return e != nullptr && e->has_token_update ? std::optional(e->latest) : std::nullopt;
+    }
+
+    /// Late trades the pipeline reported for the token at its last flush.
+    [[nodiscard]] std::uint64_t late_trades(std::string_view token) const {
+        const std::lock_guard lock(mutex_);
+        const entry* e = find(token);
+        return e != nullptr ? e->late_trades : 0;
+    }
+
+    /// Tokens seen, in no particular order.
+    [[nodiscard]] std::vector<std::string> tokens() const {
+        const std::lock_guard lock(mutex_);
+        std::vector<std::string> out;
+        out.reserve(entries_.size());
+        for (const auto& [name, e] : entries_) {
+            out.push_back(name);
+        }
+        return out;
+    }
+
+    /// Distinct candles held, over all tokens and intervals.
+    [[nodiscard]] std::size_t candle_count() const {
+        const std::lock_guard lock(mutex_);
+        std::size_t n = 0;
+        for (const auto& [name, e] : entries_) {
+            n += e.candles.size();
+        }
+        return n;
+    }
+
+    /// Candle updates consumed, counting repeated versions of one candle.
+    [[nodiscard]] std::uint64_t candle_updates() const {
+        const std::lock_guard lock(mutex_);
+        return candle_updates_;
+    }
+
+    /// Token updates consumed, counting repeated versions.
+    [[nodiscard]] std::uint64_t token_updates() const {
+        const std::lock_guard lock(mutex_);
+        return token_updates_;
+    }
+
+private:
+    using key = std::pair<std::int64_t, timestamp_ms>; // (width in ms, open time)
+    struct entry {
+        std::map<key, candle> candles;
+        rolling_stats rolling;
+        latest_trade latest;
+        std::uint64_t late_trades = 0;
+        bool has_token_update = false;
+    };
+    struct string_hash {
+        using is_transparent = void;
+        std::size_t operator()(std::string_view s) const noexcept {
+            return std::hash<std::string_view>{}(s);
+        }
+    };
+
+    entry& find_or_add(std::string_view name) {
+        auto it = entries_.find(name);
+        if (it == entries_.end()) {
+            it = entries_.emplace(std::string(name), entry{}).first;
+        }
+        return it->second;
+    }
+    const entry* find(std::string_view name) const {
+        const auto it = entries_.find(name);
+        return it == entries_.end() ? nullptr : &it->second;
+    }
+
+    mutable std::mutex mutex_;
+    std::unordered_map<std::string, entry, string_hash, std::equal_to<>> entries_;
+    std::uint64_t candle_updates_ = 0;
+    std::uint64_t token_updates_ = 0;
+};
+static_assert(sink<memory_sink>);
+
+} // namespace tradeagg
