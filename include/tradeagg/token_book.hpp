@@ -99,10 +99,12 @@ struct token_state {
         if (t.ts_ms > watermark) {
             watermark = t.ts_ms;
         }
-        apply_intervals(t, evicted, std::make_index_sequence<layout::interval_count>{});
+        // Close first: a bucket the new watermark closes may be the one this trade's bucket
+        // pushes out of its slot, and it must leave marked closed.
         if (watermark != previous) {
             close_buckets(std::make_index_sequence<layout::interval_count>{});
         }
+        apply_intervals(t, evicted, std::make_index_sequence<layout::interval_count>{});
         rolling.add(t, watermark, rolling_bytes);
         const trade_key k{t.ts_ms, t.id};
         if (!(k < latest_key)) {
