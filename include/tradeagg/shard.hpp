@@ -85,8 +85,10 @@ public:
     /// Any thread. Takes a mutex only when the worker sleeps.
     void notify_pushed() {
         if constexpr (Policy::wait::kind == wait_kind::block) {
-            std::atomic_thread_fence(std::memory_order_seq_cst);
-            if (sleeping_.load(std::memory_order_relaxed)) {
+            // Both sides use a read-modify-write on `sleeping_`: either this one reads the
+            // worker's announcement and wakes it, or the worker's exchange reads this one and
+            // so sees the trade just pushed. (No fences: ThreadSanitizer cannot check those.)
+            if (sleeping_.fetch_or(0U, std::memory_order_acq_rel) != 0) {
                 wake();
             }
         }
@@ -194,11 +196,11 @@ private:
             return;
         }
         std::unique_lock lock(mutex_);
-        sleeping_.store(true, std::memory_order_seq_cst);
+        sleeping_.exchange(1U, std::memory_order_acq_rel);
         if (!pending() && !stop_requested_.load(std::memory_order_seq_cst)) {
             cv_.wait_until(lock, next_flush);
         }
-        sleeping_.store(false, std::memory_order_relaxed);
+        sleeping_.store(0U, std::memory_order_relaxed);
         steps = 0;
     }
 
@@ -321,7 +323,7 @@ private:
 
     alignas(cache_line_size) std::atomic<std::uint64_t> shared_pushed_{0};
     alignas(cache_line_size) std::atomic<bool> stop_requested_{false};
-    std::atomic<bool> sleeping_{false};
+    std::atomic<unsigned> sleeping_{0};
     std::atomic<int> producers_waiting_{0};
     std::mutex mutex_;
     std::condition_variable cv_;
