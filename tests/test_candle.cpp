@@ -51,11 +51,11 @@ TEST_CASE("a candle is the same whatever order its trades arrive in") {
     }
     const auto build = [](const std::vector<trade>& ts) {
         detail::candle_accumulator c;
-        c.reset(60'000, ts[0]);
+        c.reset(ts[0]);
         for (std::size_t i = 1; i < ts.size(); ++i) {
             c.add(ts[i]);
         }
-        return c.snapshot(60'000);
+        return c.snapshot(60'000, 60'000, false);
     };
     const candle a = build(trades);
     for (int round = 0; round < 5; ++round) {
@@ -82,10 +82,10 @@ TEST_CASE("a candle is the same whatever order its trades arrive in") {
 
 TEST_CASE("equal event times are ordered by trade id") {
     detail::candle_accumulator c;
-    c.reset(0, make(500, 9, 3.0));
+    c.reset(make(500, 9, 3.0));
     c.add(make(500, 2, 1.0));
     c.add(make(500, 5, 2.0));
-    const candle k = c.snapshot(1000);
+    const candle k = c.snapshot(0, 1000, false);
     CHECK(k.open == 1.0);
     CHECK(k.first_trade_id == 2);
     CHECK(k.close == 3.0);
@@ -100,24 +100,24 @@ TEST_CASE("lateness: within the allowed lateness a closed bucket updates, beyond
     std::size_t bytes = 0;
     s.apply(make(10'500, 1, 100.0), ev, bytes);
     s.apply(make(12'100, 2, 101.0), ev, bytes); // closes the 10 s bucket
-    const auto one_second = [&](timestamp_ms open) -> const detail::candle_accumulator* {
+    const auto one_second = [&](timestamp_ms open) -> const detail::bucket_slot* {
         for (std::size_t i = 0; i < state::layout::slots[0]; ++i) {
-            if (s.slots[i].open_time == open) {
+            if (s.slots[i].meta.open_time == open) {
                 return &s.slots[i];
             }
         }
         return nullptr;
     };
     REQUIRE(one_second(10'000) != nullptr);
-    CHECK(one_second(10'000)->closed);
-    CHECK_FALSE(one_second(12'000)->closed);
+    CHECK(one_second(10'000)->meta.closed);
+    CHECK_FALSE(one_second(12'000)->meta.closed);
 
     // Watermark 12 100: the 10 s bucket ended at 11 000, 1 100 ms ago: still accepted.
     const trade within = make(10'900, 3, 99.0);
     CHECK_FALSE(s.is_late(within));
     s.apply(within, ev, bytes);
-    CHECK(one_second(10'000)->ohlc.trades == 2);
-    CHECK(one_second(10'000)->closed);
+    CHECK(one_second(10'000)->acc.ohlc.trades == 2);
+    CHECK(one_second(10'000)->meta.closed);
 
     // Watermark 13 000: the 10 s bucket ended 2 000 ms ago: late.
     s.apply(make(13'000, 4, 102.0), ev, bytes);
@@ -146,10 +146,15 @@ TEST_CASE("a bucket pushed out of its slot before a flush is handed over, closed
 TEST_CASE("rolling window: 24 hours of sub-buckets, sliding with the watermark") {
     detail::rolling_window<60'000, 86'400'000> w;
     std::size_t bytes = 0;
+    const auto add = [&](const trade& t, timestamp_ms watermark) {
+        detail::ohlc_accumulator part;
+        part.reset(t, t.price * t.quantity);
+        w.merge(t.ts_ms / 60'000, part, watermark, bytes);
+    };
     const timestamp_ms day = 86'400'000;
-    w.add(make(0, 1, 10.0, 1.0), 0, bytes);
-    w.add(make(30'000, 2, 20.0, 2.0), 30'000, bytes);
-    w.add(make(day - 1, 3, 15.0, 3.0), day - 1, bytes);
+    add(make(0, 1, 10.0, 1.0), 0);
+    add(make(30'000, 2, 20.0, 2.0), 30'000);
+    add(make(day - 1, 3, 15.0, 3.0), day - 1);
     rolling_stats r = w.stats(day - 1);
     CHECK(r.trades == 3);
     CHECK(r.open == 10.0);
@@ -163,7 +168,7 @@ TEST_CASE("rolling window: 24 hours of sub-buckets, sliding with the watermark")
     CHECK(r.window_start == 0);
 
     // One minute later the first sub-bucket (both early trades) has left the window.
-    w.add(make(day + 60'000, 4, 16.0, 1.0), day + 60'000, bytes);
+    add(make(day + 60'000, 4, 16.0, 1.0), day + 60'000);
     r = w.stats(day + 60'000);
     CHECK(r.trades == 2);
     CHECK(r.open == 15.0);
@@ -171,11 +176,19 @@ TEST_CASE("rolling window: 24 hours of sub-buckets, sliding with the watermark")
     CHECK(bytes == w.allocated_bytes());
     CHECK(bytes > 0);
 
-    // An out-of-order trade inside the window lands in its own sub-bucket, in order.
-    w.add(make(day - 30'000, 5, 14.0, 1.0), day + 60'000, bytes);
+    // An out-of-order part inside the window lands in its own sub-bucket, in order.
+    add(make(day - 30'000, 5, 14.0, 1.0), day + 60'000);
     r = w.stats(day + 60'000);
     CHECK(r.trades == 3);
     CHECK(r.open == 14.0);
+
+    // Parts not merged yet are included by the caller's visitor.
+    detail::ohlc_accumulator pending;
+    pending.reset(make(day + 61'000, 6, 30.0, 1.0), 30.0);
+    r = w.stats(day + 61'000, [&](auto&& take) { take((day + 61'000) / 60'000, pending); });
+    CHECK(r.trades == 4);
+    CHECK(r.high == 30.0);
+    CHECK(r.last == 30.0);
     w.clear(bytes);
     CHECK(bytes == 0);
 }

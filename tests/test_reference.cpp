@@ -85,10 +85,8 @@ reference_model<Policy> reference_for(const trade_stream& s) {
 
 } // namespace
 
-TEST_CASE_TEMPLATE("pipeline equals the reference model, late trades included", Policy,
-                   throughput_policy, latency_policy, memory_constrained_policy) {
-    stream_options o;
-    o.trades = 30'000;
+template <class Policy>
+void check_against_reference(const stream_options& o) {
     const trade_stream s = make_stream(o);
     const auto ref = reference_for<Policy>(s);
     REQUIRE(ref.late_total() > 0);
@@ -112,6 +110,32 @@ TEST_CASE_TEMPLATE("pipeline equals the reference model, late trades included", 
             INFO(log.text());
             CHECK(log.count == 0);
         }
+    }
+}
+
+TEST_CASE_TEMPLATE("pipeline equals the reference model, late trades included", Policy,
+                   throughput_policy, latency_policy, memory_constrained_policy) {
+    SUBCASE("dense: many trades per millisecond, across a UTC midnight") {
+        stream_options o;
+        o.trades = 30'000;
+        o.ms_per_trade = 30; // 15 minutes: every interval's boundary at midnight is crossed
+        check_against_reference<Policy>(o);
+    }
+    SUBCASE("long: two and a half days, rolling windows slide and expire") {
+        stream_options o;
+        o.tokens = 20;
+        o.trades = 20'000;
+        o.ms_per_trade = 11'000;
+        o.late_fraction = 0.03;
+        o.late_delay_ms = 900'000;
+        check_against_reference<Policy>(o);
+    }
+    SUBCASE("burst: thousands of trades within a second") {
+        stream_options o;
+        o.trades = 60'000;
+        o.ms_per_trade = 0.1;
+        o.late_delay_ms = 4'000; // the stream spans 6 s: delayed trades still find it moving
+        check_against_reference<Policy>(o);
     }
 }
 

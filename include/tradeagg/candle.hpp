@@ -106,17 +106,16 @@ struct ohlc_accumulator {
     }
 };
 
-/// A candle under construction in a token's bucket ring.
+/// The sums and extremes of one bucket's trades (the bucket's time and flags are kept apart,
+/// in `bucket_meta`, so the per-trade bookkeeping of every interval fits a few cache lines).
 struct candle_accumulator {
-    timestamp_ms open_time = -1; ///< -1: the slot is empty
     ohlc_accumulator ohlc;
     compensated_sum taker_buy_volume;
     compensated_sum taker_buy_quote_volume;
-    bool dirty = false;  ///< changed since it was last handed to the sink
-    bool closed = false; ///< the watermark has passed its end
 
-    constexpr void reset(timestamp_ms bucket, const trade& t) noexcept {
-        open_time = bucket;
+    [[nodiscard]] constexpr bool empty() const noexcept { return ohlc.trades == 0; }
+
+    constexpr void reset(const trade& t) noexcept {
         const double quote = t.price * t.quantity;
         ohlc.reset(t, quote);
         const bool buy = t.taker == side::buy;
@@ -133,7 +132,22 @@ struct candle_accumulator {
         }
     }
 
-    [[nodiscard]] constexpr candle snapshot(std::int64_t width_ms) const noexcept {
+    /// Folds in another accumulator; either may be empty.
+    constexpr void merge(const candle_accumulator& o) noexcept {
+        if (o.empty()) {
+            return;
+        }
+        if (empty()) {
+            *this = o;
+            return;
+        }
+        ohlc.merge(o.ohlc);
+        taker_buy_volume.merge(o.taker_buy_volume);
+        taker_buy_quote_volume.merge(o.taker_buy_quote_volume);
+    }
+
+    [[nodiscard]] constexpr candle snapshot(timestamp_ms open_time, std::int64_t width_ms,
+                                            bool closed) const noexcept {
         candle c;
         c.open_time = open_time;
         c.close_time = open_time + width_ms - 1;
@@ -151,6 +165,13 @@ struct candle_accumulator {
         c.closed = closed;
         return c;
     }
+};
+
+/// Which bucket a slot holds and whether it must be emitted.
+struct bucket_meta {
+    timestamp_ms open_time = -1; ///< -1: the slot is empty
+    bool dirty = false;          ///< changed since it was last handed to the sink
+    bool closed = false;         ///< the watermark has passed its end
 };
 
 } // namespace detail

@@ -33,7 +33,8 @@
 // | intervals               | std::array<interval, N> (1 <= N <= 16) | candle widths, increasing,    |
 // |                         |                         | each a multiple of the first                 |
 // | allowed_lateness        | std::chrono::milliseconds (>= 0, < 1 day) | see `candle.hpp`           |
-// | rolling_bucket          | std::chrono::milliseconds, divides 24 h | rolling-window sub-bucket    |
+// | rolling_bucket          | std::chrono::milliseconds, divides 24 h, | rolling-window sub-bucket   |
+// |                         | a multiple of the first interval |                                     |
 // | latency_sample_every    | std::uint32_t, power of two | 1 in N trades carries an enqueue time    |
 
 #include <array>
@@ -111,7 +112,9 @@ concept policy =
     detail::constant_of<decltype(P::allowed_lateness), std::chrono::milliseconds> &&
     (P::allowed_lateness.count() >= 0) && (P::allowed_lateness < rolling_window_length) &&
     detail::constant_of<decltype(P::rolling_bucket), std::chrono::milliseconds> &&
-    (P::rolling_bucket.count() >= 1) && (rolling_window_length.count() % P::rolling_bucket.count() == 0) &&
+    (P::rolling_bucket.count() >= 1) &&
+    (rolling_window_length.count() % P::rolling_bucket.count() == 0) &&
+    (P::rolling_bucket.count() % P::intervals[0].count() == 0) &&
     detail::constant_of<decltype(P::latency_sample_every), std::uint32_t> &&
     detail::is_power_of_two(P::latency_sample_every);
 

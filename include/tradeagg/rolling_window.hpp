@@ -54,25 +54,24 @@ public:
     rolling_window& operator=(const rolling_window&) = delete;
     ~rolling_window() { ::operator delete(slots_); }
 
-    /// Adds an accepted trade; `watermark` already includes it. `bytes` tracks allocation.
-    /// Allocates when the ring grows.
-    void add(const trade& t, timestamp_ms watermark, std::size_t& bytes) {
+    /// Folds a final bucket of `BucketMs`-aligned trades (a finest candle leaving its ring) into
+    /// sub-bucket `index`; `watermark` is the token's. Allocates when the ring grows.
+    void merge(std::int64_t index, const ohlc_accumulator& part, timestamp_ms watermark,
+               std::size_t& bytes) {
         const std::int64_t lowest = watermark / BucketMs - bucket_count + 1;
         while (size_ > 0 && at(0).index < lowest) {
             head_ = (head_ + 1) & (capacity_ - 1);
             --size_;
         }
-        const std::int64_t index = t.ts_ms / BucketMs;
-        if (index < lowest) {
+        if (index < lowest || part.trades == 0) {
             return; // accepted by the candles' lateness rule, but already outside 24 hours
         }
-        const double quote = t.price * t.quantity;
         std::uint32_t pos = size_;
         while (pos > 0 && at(pos - 1).index > index) {
             --pos;
         }
         if (pos > 0 && at(pos - 1).index == index) {
-            at(pos - 1).ohlc.add(t, quote);
+            at(pos - 1).ohlc.merge(part);
             return;
         }
         if (size_ == capacity_) {
@@ -82,27 +81,44 @@ public:
             at(i) = at(i - 1);
         }
         ++size_;
-        rolling_slot& s = at(pos);
-        s.index = index;
-        s.ohlc.reset(t, quote);
+        at(pos) = rolling_slot{index, part};
     }
 
-    /// Statistics as of `watermark`. Never allocates; cost is linear in the sub-buckets held.
-    [[nodiscard]] rolling_stats stats(timestamp_ms watermark) const noexcept {
+    /// Statistics as of `watermark`, including `pending` parts not merged yet (each a pair of
+    /// sub-bucket index and accumulator, visited through `for_each_pending(f)`).
+    /// Never allocates; cost is linear in the sub-buckets held.
+    template <class ForEachPending>
+    [[nodiscard]] rolling_stats stats(timestamp_ms watermark,
+                                      ForEachPending&& for_each_pending) const noexcept {
         rolling_stats r;
         const std::int64_t lowest = watermark / BucketMs - bucket_count + 1;
         r.window_start = lowest * BucketMs;
         r.window_end = watermark;
-        std::uint32_t i = 0;
-        while (i < size_ && at(i).index < lowest) {
-            ++i;
+        ohlc_accumulator total;
+        bool any = false;
+        const auto take = [&](const ohlc_accumulator& part) {
+            if (part.trades == 0) {
+                return;
+            }
+            if (any) {
+                total.merge(part);
+            } else {
+                total = part;
+                any = true;
+            }
+        };
+        for (std::uint32_t i = 0; i < size_; ++i) {
+            if (at(i).index >= lowest) {
+                take(at(i).ohlc);
+            }
         }
-        if (i == size_) {
+        for_each_pending([&](std::int64_t index, const ohlc_accumulator& part) {
+            if (index >= lowest) {
+                take(part);
+            }
+        });
+        if (!any) {
             return r;
-        }
-        ohlc_accumulator total = at(i).ohlc;
-        for (++i; i < size_; ++i) {
-            total.merge(at(i).ohlc);
         }
         r.open = total.open;
         r.high = total.high;
@@ -115,6 +131,11 @@ public:
         r.price_change = r.last - r.open;
         r.price_change_percent = r.open > 0.0 ? 100.0 * r.price_change / r.open : 0.0;
         return r;
+    }
+
+    /// Statistics of the merged sub-buckets alone.
+    [[nodiscard]] rolling_stats stats(timestamp_ms watermark) const noexcept {
+        return stats(watermark, [](auto&&) {});
     }
 
     /// Bytes allocated for sub-buckets.

@@ -243,7 +243,15 @@ private:
     void apply_batch(std::size_t count) {
         std::uint64_t applied = 0;
         std::uint64_t late = 0;
+        constexpr std::size_t entry_ahead = 16;
+        constexpr std::size_t state_ahead = 6;
         for (std::size_t i = 0; i < count; ++i) {
+            if (i + entry_ahead < count) {
+                book_.prefetch_entry(drain_buffer_[i + entry_ahead].t.token);
+            }
+            if (i + state_ahead < count) {
+                book_.prefetch(drain_buffer_[i + state_ahead].t);
+            }
             const ingress_record& rec = drain_buffer_[i];
             auto& state = book_.get(rec.t.token, table_);
             if (state.is_late(rec.t)) {
