@@ -176,17 +176,20 @@ TEST_CASE("rolling window: 24 hours of sub-buckets, sliding with the watermark")
     CHECK(bytes == w.allocated_bytes());
     CHECK(bytes > 0);
 
-    // An out-of-order part inside the window lands in its own sub-bucket, in order.
-    add(make(day - 30'000, 5, 14.0, 1.0), day + 60'000);
-    r = w.stats(day + 60'000);
+    // A later part of the same sub-bucket folds into it: its close becomes the window's last.
+    add(make(day + 60'500, 5, 14.0, 1.0), day + 60'500);
+    r = w.stats(day + 60'500);
     CHECK(r.trades == 3);
-    CHECK(r.open == 14.0);
+    CHECK(r.open == 15.0);
+    CHECK(r.last == 14.0);
+    CHECK(r.low == 14.0);
 
     // Parts not merged yet are included by the caller's visitor.
     detail::ohlc_accumulator pending;
     pending.reset(make(day + 61'000, 6, 30.0, 1.0), 30.0);
     r = w.stats(day + 61'000, [&](auto&& take) { take((day + 61'000) / 60'000, pending); });
     CHECK(r.trades == 4);
+    CHECK(r.open == 15.0);
     CHECK(r.high == 30.0);
     CHECK(r.last == 30.0);
     w.clear(bytes);

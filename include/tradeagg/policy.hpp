@@ -31,7 +31,7 @@
 // | max_tokens              | std::size_t (>= 1)      | bound of runtime `max_tokens`                |
 // | flush_interval          | std::chrono::milliseconds (>= 1) | default flush tick                  |
 // | intervals               | std::array<interval, N> (1 <= N <= 16) | candle widths, increasing,    |
-// |                         |                         | each a multiple of the first                 |
+// |                         |                         | each a multiple of the one before            |
 // | allowed_lateness        | std::chrono::milliseconds (>= 0, < 1 day) | see `candle.hpp`           |
 // | rolling_bucket          | std::chrono::milliseconds, divides 24 h, | rolling-window sub-bucket   |
 // |                         | a multiple of the first interval |                                     |
@@ -70,7 +70,7 @@ constexpr bool valid_intervals(const std::array<interval, N>& widths) noexcept {
         return false;
     }
     for (std::size_t i = 1; i < N; ++i) {
-        if (widths[i] <= widths[i - 1] || widths[i].count() % widths[0].count() != 0) {
+        if (widths[i] <= widths[i - 1] || widths[i].count() % widths[i - 1].count() != 0) {
             return false;
         }
     }

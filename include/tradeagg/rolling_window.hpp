@@ -35,14 +35,23 @@ struct rolling_stats {
 
 namespace detail {
 
+/// One sub-bucket: the merge of the final finest buckets inside it. They arrive in time order,
+/// so open and close need no ordering keys here.
 struct rolling_slot {
-    std::int64_t index = 0; ///< event time / bucket width
-    ohlc_accumulator ohlc;
+    std::int64_t index = 0; ///< event time / sub-bucket width
+    double open = 0.0;
+    double high = 0.0;
+    double low = 0.0;
+    double close = 0.0;
+    compensated_sum volume;
+    compensated_sum quote_volume;
+    std::uint64_t trades = 0;
 };
 static_assert(std::is_trivially_copyable_v<rolling_slot>);
 
-/// Sub-buckets that hold trades, sorted by index, in a ring that grows by doubling: a token
-/// pays only for the sub-buckets it traded in. Single-threaded (the owning shard's worker).
+/// Sub-buckets that hold trades, in time order, in a ring that grows by doubling up to the
+/// window's sub-bucket count: a token pays only for the sub-buckets it traded in.
+/// Single-threaded (the owning shard's worker).
 template <std::int64_t BucketMs, std::int64_t WindowMs>
 class rolling_window {
 public:
@@ -54,34 +63,35 @@ public:
     rolling_window& operator=(const rolling_window&) = delete;
     ~rolling_window() { ::operator delete(slots_); }
 
-    /// Folds a final bucket of `BucketMs`-aligned trades (a finest candle leaving its ring) into
-    /// sub-bucket `index`; `watermark` is the token's. Allocates when the ring grows.
+    /// Folds a final finest bucket into sub-bucket `index`. Buckets arrive in time order (the
+    /// token retires them oldest first), so a new sub-bucket always goes at the back.
+    /// `watermark` is the token's. Allocates when the ring grows.
     void merge(std::int64_t index, const ohlc_accumulator& part, timestamp_ms watermark,
                std::size_t& bytes) {
         const std::int64_t lowest = watermark / BucketMs - bucket_count + 1;
         while (size_ > 0 && at(0).index < lowest) {
-            head_ = (head_ + 1) & (capacity_ - 1);
+            head_ = wrap(head_ + 1);
             --size_;
         }
         if (index < lowest || part.trades == 0) {
             return; // accepted by the candles' lateness rule, but already outside 24 hours
         }
-        std::uint32_t pos = size_;
-        while (pos > 0 && at(pos - 1).index > index) {
-            --pos;
-        }
-        if (pos > 0 && at(pos - 1).index == index) {
-            at(pos - 1).ohlc.merge(part);
+        if (size_ > 0 && at(size_ - 1).index == index) {
+            rolling_slot& s = at(size_ - 1);
+            s.high = part.high > s.high ? part.high : s.high;
+            s.low = part.low < s.low ? part.low : s.low;
+            s.close = part.close;
+            s.volume.merge(part.volume);
+            s.quote_volume.merge(part.quote_volume);
+            s.trades += part.trades;
             return;
         }
         if (size_ == capacity_) {
             grow(bytes);
         }
-        for (std::uint32_t i = size_; i > pos; --i) {
-            at(i) = at(i - 1);
-        }
+        at(size_) = rolling_slot{index,     part.open,   part.high,         part.low,
+                                 part.close, part.volume, part.quote_volume, part.trades};
         ++size_;
-        at(pos) = rolling_slot{index, part};
     }
 
     /// Statistics as of `watermark`, including `pending` parts not merged yet (each a pair of
@@ -94,6 +104,7 @@ public:
         const std::int64_t lowest = watermark / BucketMs - bucket_count + 1;
         r.window_start = lowest * BucketMs;
         r.window_end = watermark;
+        // Merged sub-buckets come first in time, pending finest buckets after them.
         ohlc_accumulator total;
         bool any = false;
         const auto take = [&](const ohlc_accumulator& part) {
@@ -108,9 +119,22 @@ public:
             }
         };
         for (std::uint32_t i = 0; i < size_; ++i) {
-            if (at(i).index >= lowest) {
-                take(at(i).ohlc);
+            const rolling_slot& s = at(i);
+            if (s.index < lowest) {
+                continue;
             }
+            // Merged sub-buckets are disjoint and ordered: keys that order them suffice.
+            ohlc_accumulator part;
+            part.first = trade_key{s.index * BucketMs, 0};
+            part.last = trade_key{s.index * BucketMs, 0};
+            part.open = s.open;
+            part.high = s.high;
+            part.low = s.low;
+            part.close = s.close;
+            part.volume = s.volume;
+            part.quote_volume = s.quote_volume;
+            part.trades = s.trades;
+            take(part);
         }
         for_each_pending([&](std::int64_t index, const ohlc_accumulator& part) {
             if (index >= lowest) {
@@ -152,13 +176,17 @@ public:
     }
 
 private:
-    rolling_slot& at(std::uint32_t i) noexcept { return slots_[(head_ + i) & (capacity_ - 1)]; }
-    const rolling_slot& at(std::uint32_t i) const noexcept {
-        return slots_[(head_ + i) & (capacity_ - 1)];
+    [[nodiscard]] std::uint32_t wrap(std::uint32_t i) const noexcept {
+        return i >= capacity_ ? i - capacity_ : i;
     }
+    rolling_slot& at(std::uint32_t i) noexcept { return slots_[wrap(head_ + i)]; }
+    const rolling_slot& at(std::uint32_t i) const noexcept { return slots_[wrap(head_ + i)]; }
 
     void grow(std::size_t& bytes) {
-        const std::uint32_t capacity = capacity_ == 0 ? 4 : capacity_ * 2;
+        // Never more than the window's sub-buckets: a full day of minutes is 1440, not 2048.
+        constexpr auto max_capacity = static_cast<std::uint32_t>(bucket_count);
+        const std::uint32_t doubled = capacity_ == 0 ? 4 : capacity_ * 2;
+        const std::uint32_t capacity = doubled < max_capacity ? doubled : max_capacity;
         auto* slots = static_cast<rolling_slot*>(::operator new(capacity * sizeof(rolling_slot)));
         for (std::uint32_t i = 0; i < size_; ++i) {
             std::memcpy(static_cast<void*>(slots + i), &at(i), sizeof(rolling_slot));

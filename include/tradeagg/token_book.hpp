@@ -75,35 +75,40 @@ struct bucket_slot {
 
 /// Everything one token costs a shard. Touched only by the owning shard's worker.
 ///
-/// A trade updates only the finest interval's bucket. Coarser candles and the rolling window's
-/// sub-buckets are merges of finest buckets: those that have left the finest ring are folded
-/// ("sealed") into the coarse slot or the rolling ring, those still in the ring are added when
-/// a candle or the rolling statistics are emitted. So a trade touches the token's header and
-/// one slot, whatever the number of intervals: with many tokens the worker is bound by cache
-/// misses, and this keeps them few.
+/// A trade updates only the finest interval's bucket. Each coarser bucket accumulates the final
+/// buckets of the interval below it: when a bucket can take no more trades (the watermark is
+/// past its end by the allowed lateness) it is retired, oldest first, and folded ("sealed")
+/// into its parent; finest buckets are sealed into the rolling window's sub-buckets as well.
+/// An emitted candle is its sealed part plus its children still in their ring. So a trade
+/// touches the token's header and one slot whatever the number of intervals (with many tokens
+/// the worker is bound by cache misses), and a bucket costs one merge when it retires.
 template <policy Policy>
 struct token_state {
     using layout = candle_layout<Policy>;
     using window = rolling_window<Policy::rolling_bucket.count(), rolling_window_length.count()>;
     static constexpr std::size_t interval_count = layout::interval_count;
-    static constexpr std::size_t finest_slots = layout::slots[0];
+    static constexpr timestamp_ms none = std::numeric_limits<timestamp_ms>::max();
 
     token_state(token_id token_id_, std::string_view name_) noexcept
-        : id(token_id_), name(name_) {}
+        : id(token_id_), name(name_) {
+        next_close.fill(none);
+        next_final.fill(none);
+    }
 
     token_id id;
     bool in_dirty_list = false;
     std::string_view name;
     timestamp_ms watermark = std::numeric_limits<timestamp_ms>::min();
+    /// Earliest watermark at which some bucket closes or becomes final: below it, a trade
+    /// that advances the watermark does no closing work at all.
+    timestamp_ms next_event = none;
     std::uint64_t late_trades = 0;
     trade_key latest_key{std::numeric_limits<timestamp_ms>::min(), 0};
     latest_trade latest;
-    /// Earliest end among each interval's not-yet-closed buckets (0: none): closing work is
-    /// skipped until the watermark reaches it.
+    /// Per interval: earliest end of a bucket not yet closed, and earliest time a bucket in the
+    /// ring becomes final (`none`: no such bucket).
     std::array<timestamp_ms, interval_count> next_close{};
-    /// Earliest time a finest bucket in the ring becomes final (0: none).
-    timestamp_ms next_final = 0;
-    /// Finest interval: each bucket's trades. Coarser intervals: the sealed finest buckets.
+    std::array<timestamp_ms, interval_count> next_final{};
     std::array<bucket_slot, layout::total_slots> slots{};
     window rolling;
 
@@ -117,20 +122,16 @@ struct token_state {
                watermark >= end + layout::lateness;
     }
 
-    /// Applies an accepted, non-late trade. Final candles that leave their slot while still
-    /// unflushed are appended to `evicted`. Allocates only when the rolling ring grows.
+    /// Applies an accepted, non-late trade. Final candles retired while still unflushed are
+    /// appended to `evicted`. Allocates only when the rolling ring grows.
     template <class EvictedOut>
     void apply(const trade& t, EvictedOut& evicted, std::size_t& rolling_bytes) {
-        const timestamp_ms previous = watermark;
         if (t.ts_ms > watermark) {
             watermark = t.ts_ms;
-        }
-        // Close first: a bucket the new watermark closes may be the one this trade's bucket
-        // pushes out of its slot, and it must leave marked closed.
-        if (watermark != previous) {
-            close_buckets(std::make_index_sequence<interval_count>{});
-            if (next_final != 0 && watermark >= next_final) {
-                retire_final(evicted, rolling_bytes);
+            // Close and retire before the trade lands: the bucket it opens may need the slot
+            // of one that has just become final.
+            if (watermark >= next_event) {
+                advance(evicted, rolling_bytes, std::make_index_sequence<interval_count>{});
             }
         }
         const timestamp_ms open = bucket_open(t.ts_ms, layout::widths[0]);
@@ -139,14 +140,9 @@ struct token_state {
             f.acc.add(t);
             f.meta.dirty = true;
         } else {
-            // The slot is free: its previous bucket became final before this trade's bucket
-            // could map here (the ring sizing guarantees it) and was retired above.
+            // The slot is free: the ring has room for every bucket not yet final.
             f.acc.reset(t);
             start_bucket<0>(f, open);
-            const timestamp_ms final_at = open + layout::widths[0] + layout::lateness;
-            if (next_final == 0 || final_at < next_final) {
-                next_final = final_at;
-            }
         }
         const trade_key k{t.ts_ms, t.id};
         if (!(k < latest_key)) {
@@ -160,19 +156,13 @@ struct token_state {
         prefetch_lines(&slots[slot_of<0>(bucket_open(t.ts_ms, layout::widths[0]))]);
     }
 
-    /// Appends every changed candle to `candles` (retiring coarse buckets that a newer one
-    /// displaces), clears the marks, and describes the token.
+    /// Appends every changed candle to `candles`, clears the marks, and describes the token.
     template <class CandleOut>
     token_update collect(CandleOut& candles) {
-        for (std::size_t f = 0; f < finest_slots; ++f) {
-            if (slots[f].meta.dirty) {
-                mark_coarse(slots[f].meta.open_time, candles,
-                            std::make_index_sequence<interval_count>{});
-            }
-        }
+        mark_parents(std::make_index_sequence<interval_count>{});
         collect_intervals(candles, std::make_index_sequence<interval_count>{});
         const auto pending = [this](auto&& take) {
-            for (std::size_t f = 0; f < finest_slots; ++f) {
+            for (std::size_t f = 0; f < layout::slots[0]; ++f) {
                 if (slots[f].meta.open_time >= 0) {
                     take(slots[f].meta.open_time / Policy::rolling_bucket.count(),
                          slots[f].acc.ohlc);
@@ -198,134 +188,141 @@ private:
         constexpr std::int64_t width = layout::widths[I];
         const bool closed = watermark >= open + width;
         s.meta = bucket_meta{open, true, closed};
-        if (!closed && (next_close[I] == 0 || open + width < next_close[I])) {
-            next_close[I] = open + width;
+        if (!closed) {
+            next_close[I] = std::min(next_close[I], open + width);
         }
+        next_final[I] = std::min(next_final[I], open + width + layout::lateness);
+        next_event = std::min({next_event, next_close[I], next_final[I]});
     }
 
-    /// Retires every finest bucket that can take no more trades, oldest first, so coarse
-    /// buckets start in time order and the ring holds only buckets still open to trades.
-    template <class EvictedOut>
-    void retire_final(EvictedOut& evicted, std::size_t& rolling_bytes) {
-        for (;;) {
-            bucket_slot* oldest = nullptr;
-            for (std::size_t f = 0; f < finest_slots; ++f) {
-                bucket_slot& s = slots[f];
-                if (s.meta.open_time >= 0 &&
-                    watermark >= s.meta.open_time + layout::widths[0] + layout::lateness &&
-                    (oldest == nullptr || s.meta.open_time < oldest->meta.open_time)) {
-                    oldest = &s;
+    /// Closes and retires what the new watermark reached, finest interval first, so a bucket's
+    /// children are sealed into it before it retires itself.
+    template <class EvictedOut, std::size_t... I>
+    void advance(EvictedOut& evicted, std::size_t& rolling_bytes, std::index_sequence<I...>) {
+        (advance_interval<I>(evicted, rolling_bytes), ...);
+        next_event = none;
+        ((next_event = std::min({next_event, next_close[I], next_final[I]})), ...);
+    }
+
+    template <std::size_t I, class EvictedOut>
+    void advance_interval(EvictedOut& evicted, std::size_t& rolling_bytes) {
+        constexpr std::int64_t width = layout::widths[I];
+        constexpr std::size_t first = layout::offsets[I];
+        constexpr std::size_t last = first + layout::slots[I];
+        if (watermark >= next_close[I]) {
+            next_close[I] = none;
+            for (std::size_t s = first; s < last; ++s) {
+                bucket_meta& m = slots[s].meta;
+                if (m.open_time < 0 || m.closed) {
+                    continue;
+                }
+                if (watermark >= m.open_time + width) {
+                    m.closed = true;
+                    m.dirty = true;
+                } else {
+                    next_close[I] = std::min(next_close[I], m.open_time + width);
                 }
             }
-            if (oldest == nullptr) {
-                break;
-            }
-            retire_finest(*oldest, evicted, rolling_bytes,
-                          std::make_index_sequence<interval_count>{});
-            oldest->meta = bucket_meta{};
         }
-        next_final = 0;
-        for (std::size_t f = 0; f < finest_slots; ++f) {
-            const timestamp_ms open = slots[f].meta.open_time;
-            if (open >= 0) {
-                const timestamp_ms final_at = open + layout::widths[0] + layout::lateness;
-                next_final = next_final == 0 ? final_at : std::min(next_final, final_at);
+        if (watermark >= next_final[I]) {
+            // Oldest first: the parent's sealed part then grows in time order.
+            for (;;) {
+                bucket_slot* oldest = nullptr;
+                for (std::size_t s = first; s < last; ++s) {
+                    bucket_slot& b = slots[s];
+                    if (b.meta.open_time >= 0 &&
+                        watermark >= b.meta.open_time + width + layout::lateness &&
+                        (oldest == nullptr || b.meta.open_time < oldest->meta.open_time)) {
+                        oldest = &b;
+                    }
+                }
+                if (oldest == nullptr) {
+                    break;
+                }
+                retire<I>(*oldest, evicted, rolling_bytes);
+            }
+            next_final[I] = none;
+            for (std::size_t s = first; s < last; ++s) {
+                if (slots[s].meta.open_time >= 0) {
+                    next_final[I] = std::min(next_final[I],
+                                             slots[s].meta.open_time + width + layout::lateness);
+                }
             }
         }
     }
 
-    /// The finest bucket in `f` is final: hand it over if unflushed, then seal it into the
-    /// coarser buckets and the rolling window.
-    template <class EvictedOut, std::size_t... I>
-    void retire_finest(bucket_slot& f, EvictedOut& evicted, std::size_t& rolling_bytes,
-                       std::index_sequence<I...>) {
-        if (f.meta.dirty) {
-            evicted.push_back(make_update(0, f.acc.snapshot(f.meta.open_time, layout::widths[0],
-                                                            f.meta.closed)));
-        }
-        (seal<I>(f, evicted), ...);
-        rolling.merge(f.meta.open_time / Policy::rolling_bucket.count(), f.acc.ohlc, watermark,
-                      rolling_bytes);
-    }
-
+    /// A final bucket leaves its ring: handed over if unflushed, sealed into its parent (and,
+    /// for the finest, into the rolling window). Its children retired before it, so its own
+    /// accumulator is the whole candle.
     template <std::size_t I, class EvictedOut>
-    void seal(const bucket_slot& f, EvictedOut& evicted) {
-        if constexpr (I > 0) {
-            bucket_slot* c = coarse_for<I>(f.meta.open_time, evicted);
-            if (c != nullptr) {
-                c->acc.merge(f.acc);
-                // The finest bucket's unflushed change now lives only in the coarse bucket.
-                c->meta.dirty = c->meta.dirty || f.meta.dirty;
-            }
+    void retire(bucket_slot& b, EvictedOut& evicted, std::size_t& rolling_bytes) {
+        if (b.meta.dirty) {
+            evicted.push_back(make_update(
+                I, b.acc.snapshot(b.meta.open_time, layout::widths[I], b.meta.closed)));
         }
+        if constexpr (I + 1 < interval_count) {
+            bucket_slot& parent = parent_of<I + 1>(b.meta.open_time);
+            parent.acc.merge(b.acc);
+            // Its unflushed change now lives only in the parent.
+            parent.meta.dirty = parent.meta.dirty || b.meta.dirty;
+        }
+        if constexpr (I == 0) {
+            rolling.merge(b.meta.open_time / Policy::rolling_bucket.count(), b.acc.ohlc,
+                          watermark, rolling_bytes);
+        }
+        b.meta = bucket_meta{};
     }
 
-    /// The coarse slot of interval I holding the bucket that contains `finest_open`, started
-    /// if the slot still holds an older bucket (which is then final and handed over if
-    /// unflushed). Null if a newer bucket holds the slot: this one was retired, and its last
-    /// emission already included every finest bucket still in the ring.
-    template <std::size_t I, class EvictedOut>
-    bucket_slot* coarse_for(timestamp_ms finest_open, EvictedOut& evicted) {
-        const timestamp_ms open = bucket_open(finest_open, layout::widths[I]);
-        bucket_slot& c = slots[slot_of<I>(open)];
-        if (c.meta.open_time == open) {
-            return &c;
+    /// The slot of interval I holding the bucket that contains `child_open`, started if the
+    /// slot is free (an older bucket there would already be final and retired).
+    template <std::size_t I>
+    bucket_slot& parent_of(timestamp_ms child_open) noexcept {
+        const timestamp_ms open = bucket_open(child_open, layout::widths[I]);
+        bucket_slot& p = slots[slot_of<I>(open)];
+        if (p.meta.open_time != open) {
+            p.acc = candle_accumulator{};
+            start_bucket<I>(p, open);
+            p.meta.dirty = false; // set by what is sealed into it
         }
-        if (c.meta.open_time > open) {
-            return nullptr;
-        }
-        if (c.meta.open_time >= 0 && coarse_dirty<I>(c)) {
-            evicted.push_back(make_update(I, materialize<I>(c)));
-        }
-        c.acc = candle_accumulator{};
-        start_bucket<I>(c, open);
-        return &c;
+        return p;
     }
 
-    template <class EvictedOut, std::size_t... I>
-    void mark_coarse(timestamp_ms finest_open, EvictedOut& evicted, std::index_sequence<I...>) {
-        (mark_one<I>(finest_open, evicted), ...);
-    }
-
-    template <std::size_t I, class EvictedOut>
-    void mark_one(timestamp_ms finest_open, EvictedOut& evicted) {
-        if constexpr (I > 0) {
-            if (bucket_slot* c = coarse_for<I>(finest_open, evicted)) {
-                c->meta.dirty = true;
-            }
-        }
+    /// A changed bucket changes its parent: marks (starting them where needed) every parent
+    /// of a dirty bucket, finest level first, so the marks climb all the way up.
+    template <std::size_t... I>
+    void mark_parents(std::index_sequence<I...>) noexcept {
+        (mark_parents_of<I>(), ...);
     }
 
     template <std::size_t I>
-    [[nodiscard]] bool contains(const bucket_slot& coarse, timestamp_ms finest_open) const noexcept {
-        return finest_open >= coarse.meta.open_time &&
-               finest_open < coarse.meta.open_time + layout::widths[I];
-    }
-
-    /// Changed since its last emission: flagged, or a finest bucket inside it changed.
-    template <std::size_t I>
-    [[nodiscard]] bool coarse_dirty(const bucket_slot& c) const noexcept {
-        if (c.meta.dirty) {
-            return true;
-        }
-        for (std::size_t f = 0; f < finest_slots; ++f) {
-            if (slots[f].meta.dirty && contains<I>(c, slots[f].meta.open_time)) {
-                return true;
+    void mark_parents_of() noexcept {
+        if constexpr (I + 1 < interval_count) {
+            for (std::size_t s = layout::offsets[I]; s < layout::offsets[I] + layout::slots[I];
+                 ++s) {
+                if (slots[s].meta.dirty) {
+                    parent_of<I + 1>(slots[s].meta.open_time).meta.dirty = true;
+                }
             }
         }
-        return false;
     }
 
-    /// A coarse bucket's candle: its sealed part plus the finest buckets still in their ring.
+    /// A bucket's candle: its sealed part plus its children still in their ring.
     template <std::size_t I>
-    [[nodiscard]] candle materialize(const bucket_slot& c) const noexcept {
-        candle_accumulator total = c.acc;
-        for (std::size_t f = 0; f < finest_slots; ++f) {
-            if (slots[f].meta.open_time >= 0 && contains<I>(c, slots[f].meta.open_time)) {
-                total.merge(slots[f].acc);
+    [[nodiscard]] candle_accumulator materialize(const bucket_slot& b) const noexcept {
+        if constexpr (I == 0) {
+            return b.acc;
+        } else {
+            candle_accumulator total = b.acc;
+            const timestamp_ms open = b.meta.open_time;
+            for (std::size_t c = layout::offsets[I - 1];
+                 c < layout::offsets[I - 1] + layout::slots[I - 1]; ++c) {
+                const timestamp_ms co = slots[c].meta.open_time;
+                if (co >= open && co < open + layout::widths[I]) {
+                    total.merge(materialize<I - 1>(slots[c]));
+                }
             }
+            return total;
         }
-        return total.snapshot(c.meta.open_time, layout::widths[I], c.meta.closed);
     }
 
     [[nodiscard]] candle_update make_update(std::size_t interval_index,
@@ -336,54 +333,20 @@ private:
 
     template <class CandleOut, std::size_t... I>
     void collect_intervals(CandleOut& candles, std::index_sequence<I...>) {
-        // Coarse first: their materialization reads the finest buckets' state, not flags.
-        (collect_interval<interval_count - 1 - I>(candles), ...);
+        (collect_interval<I>(candles), ...);
     }
 
     template <std::size_t I, class CandleOut>
     void collect_interval(CandleOut& candles) {
         for (std::size_t s = layout::offsets[I]; s < layout::offsets[I] + layout::slots[I]; ++s) {
-            bucket_slot& slot = slots[s];
-            if (!slot.meta.dirty) {
-                continue;
-            }
-            slot.meta.dirty = false;
-            if constexpr (I == 0) {
-                candles.push_back(make_update(0, slot.acc.snapshot(slot.meta.open_time,
-                                                                   layout::widths[0],
-                                                                   slot.meta.closed)));
-            } else {
-                candles.push_back(make_update(I, materialize<I>(slot)));
+            bucket_slot& b = slots[s];
+            if (b.meta.dirty) {
+                b.meta.dirty = false;
+                candles.push_back(make_update(
+                    I, materialize<I>(b).snapshot(b.meta.open_time, layout::widths[I],
+                                                  b.meta.closed)));
             }
         }
-    }
-
-    template <std::size_t... I>
-    void close_buckets(std::index_sequence<I...>) noexcept {
-        (close_interval<I>(), ...);
-    }
-
-    template <std::size_t I>
-    void close_interval() noexcept {
-        if (next_close[I] == 0 || watermark < next_close[I]) {
-            return;
-        }
-        constexpr std::int64_t width = layout::widths[I];
-        timestamp_ms earliest_open_end = 0;
-        for (std::size_t s = layout::offsets[I]; s < layout::offsets[I] + layout::slots[I]; ++s) {
-            bucket_meta& m = slots[s].meta;
-            if (m.open_time < 0 || m.closed) {
-                continue;
-            }
-            const timestamp_ms end = m.open_time + width;
-            if (watermark >= end) {
-                m.closed = true;
-                m.dirty = true;
-            } else if (earliest_open_end == 0 || end < earliest_open_end) {
-                earliest_open_end = end;
-            }
-        }
-        next_close[I] = earliest_open_end;
     }
 };
 
