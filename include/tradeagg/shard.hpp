@@ -41,6 +41,9 @@ public:
         for (std::size_t i = 0; i < Policy::max_producers; ++i) {
             rings_[i].store(nullptr, std::memory_order_relaxed);
         }
+        // Flush buffers keep their capacity between flushes; start them at a useful size.
+        candles_.reserve(4'096);
+        tokens_.reserve(1'024);
     }
 
     shard(const shard&) = delete;

@@ -306,45 +306,44 @@ private:
         }
     }
 
-    /// A bucket's candle: its sealed part plus its children still in their ring.
-    template <std::size_t I>
-    [[nodiscard]] candle_accumulator materialize(const bucket_slot& b) const noexcept {
-        if constexpr (I == 0) {
-            return b.acc;
-        } else {
-            candle_accumulator total = b.acc;
-            const timestamp_ms open = b.meta.open_time;
-            for (std::size_t c = layout::offsets[I - 1];
-                 c < layout::offsets[I - 1] + layout::slots[I - 1]; ++c) {
-                const timestamp_ms co = slots[c].meta.open_time;
-                if (co >= open && co < open + layout::widths[I]) {
-                    total.merge(materialize<I - 1>(slots[c]));
-                }
-            }
-            return total;
-        }
-    }
-
     [[nodiscard]] candle_update make_update(std::size_t interval_index,
                                             const candle& c) const noexcept {
         return candle_update{id, name, Policy::intervals[interval_index],
                              static_cast<std::uint32_t>(interval_index), c};
     }
 
+    /// Emits every dirty bucket. Candles are built bottom-up: a bucket is its sealed part plus
+    /// its children still in their ring, each child built once, so a token costs one merge per
+    /// occupied slot whatever the number of dirty buckets.
     template <class CandleOut, std::size_t... I>
     void collect_intervals(CandleOut& candles, std::index_sequence<I...>) {
-        (collect_interval<I>(candles), ...);
+        std::array<candle_accumulator, layout::total_slots> built;
+        (collect_interval<I>(candles, built), ...);
     }
 
     template <std::size_t I, class CandleOut>
-    void collect_interval(CandleOut& candles) {
+    void collect_interval(CandleOut& candles,
+                          std::array<candle_accumulator, layout::total_slots>& built) {
         for (std::size_t s = layout::offsets[I]; s < layout::offsets[I] + layout::slots[I]; ++s) {
             bucket_slot& b = slots[s];
+            if (b.meta.open_time < 0) {
+                continue;
+            }
+            built[s] = b.acc;
+            if constexpr (I > 0) {
+                const timestamp_ms open = b.meta.open_time;
+                for (std::size_t c = layout::offsets[I - 1];
+                     c < layout::offsets[I - 1] + layout::slots[I - 1]; ++c) {
+                    const timestamp_ms co = slots[c].meta.open_time;
+                    if (co >= open && co < open + layout::widths[I]) {
+                        built[s].merge(built[c]);
+                    }
+                }
+            }
             if (b.meta.dirty) {
                 b.meta.dirty = false;
                 candles.push_back(make_update(
-                    I, materialize<I>(b).snapshot(b.meta.open_time, layout::widths[I],
-                                                  b.meta.closed)));
+                    I, built[s].snapshot(b.meta.open_time, layout::widths[I], b.meta.closed)));
             }
         }
     }
