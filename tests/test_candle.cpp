@@ -14,8 +14,7 @@ using namespace tradeagg;
 
 namespace {
 
-trade make(timestamp_ms ts, std::uint64_t id, double price, double qty = 1.0,
-           side s = side::buy) {
+trade make(timestamp_ms ts, std::uint64_t id, double price, double qty = 1.0, side s = side::buy) {
     return trade{0, s, price, qty, ts, id};
 }
 
@@ -92,7 +91,8 @@ TEST_CASE("equal event times are ordered by trade id") {
     CHECK(k.last_trade_id == 9);
 }
 
-TEST_CASE("lateness: within the allowed lateness a closed bucket updates, beyond it the trade is late") {
+TEST_CASE(
+    "lateness: within the allowed lateness a closed bucket updates, beyond it the trade is late") {
     // throughput_policy: finest interval 1 s, allowed lateness 2 s.
     using state = detail::token_state<throughput_policy>;
     state s(0, "T");

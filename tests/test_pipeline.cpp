@@ -56,7 +56,10 @@ TEST_CASE_TEMPLATE("stop() drains every accepted trade into the sink", Policy, t
                 auto h = p.make_producer();
                 for (int i = 0; i < 20'000; ++i) {
                     const trade t{ids[static_cast<std::size_t>(i * 7 + w) % ids.size()],
-                                  side::sell, 10.0 + i % 13, 1.0, 1'000'000 + i,
+                                  side::sell,
+                                  10.0 + i % 13,
+                                  1.0,
+                                  1'000'000 + i,
                                   static_cast<std::uint64_t>(w * 100'000 + i)};
                     REQUIRE(h.push(t) == reject_reason::none);
                 }
@@ -111,7 +114,11 @@ TEST_CASE_TEMPLATE("a slow sink fills the rings: try_push refuses, push waits, n
     std::uint64_t accepted = 0;
     std::uint64_t refused = 0;
     for (int i = 0; i < 2'000; ++i) {
-        const trade t{ids[static_cast<std::size_t>(i) % ids.size()], side::buy, 1.0, 1.0, 10'000 + i,
+        const trade t{ids[static_cast<std::size_t>(i) % ids.size()],
+                      side::buy,
+                      1.0,
+                      1.0,
+                      10'000 + i,
                       static_cast<std::uint64_t>(i)};
         if (i % 2 == 0) {
             const push_result r = h.try_push(t);
@@ -349,7 +356,8 @@ TEST_CASE("statistics describe the run") {
     CHECK(st.apply_latency.p99_ns <= st.apply_latency.max_ns);
     CHECK(st.arena_live_bytes >= 100 * pipeline<latency_policy>::token_state_bytes);
     CHECK(st.arena_reserved_bytes >= st.arena_live_bytes);
-    CHECK(st.bytes_per_active_token >= static_cast<double>(pipeline<latency_policy>::token_state_bytes));
+    CHECK(st.bytes_per_active_token >=
+          static_cast<double>(pipeline<latency_policy>::token_state_bytes));
     CHECK(st.ingress_bytes > 0);
     CHECK(st.table_bytes > 0);
     CHECK(st.flushes > 0);

@@ -166,8 +166,8 @@ TEST_CASE_TEMPLATE("candles do not depend on how producers interleave", Policy, 
     }
 }
 
-TEST_CASE_TEMPLATE("final candles do not depend on when flushes happen", Policy,
-                   throughput_policy, latency_policy, memory_constrained_policy) {
+TEST_CASE_TEMPLATE("final candles do not depend on when flushes happen", Policy, throughput_policy,
+                   latency_policy, memory_constrained_policy) {
     // One token's state driven directly, collected after every k trades: whatever k, the
     // latest version of every candle must be the reference's. (Through the pipeline, flush
     // timing depends on the scheduler; here every cadence is tried deterministically.)

@@ -83,8 +83,8 @@ TEST_CASE("memory_sink is safe to read while shards write") {
     });
     auto h = p.make_producer();
     for (int i = 0; i < 20'000; ++i) {
-        (void)h.push(trade_view{i % 2 == 0 ? "T1" : "T2", 1.0 + i % 5, 1.0, side::buy,
-                                10'000 + i, static_cast<std::uint64_t>(i)});
+        (void)h.push(trade_view{i % 2 == 0 ? "T1" : "T2", 1.0 + i % 5, 1.0, side::buy, 10'000 + i,
+                                static_cast<std::uint64_t>(i)});
     }
     p.stop();
     done = true;

@@ -14,7 +14,9 @@
 using namespace tradeagg;
 
 namespace {
-trade_view good() { return trade_view{"SOL", 123.45, 2.5, side::buy, 1'732'867'200'123, 42}; }
+trade_view good() {
+    return trade_view{"SOL", 123.45, 2.5, side::buy, 1'732'867'200'123, 42};
+}
 } // namespace
 
 TEST_CASE("every reject reason is produced by the input it names") {
@@ -36,29 +38,37 @@ TEST_CASE("every reject reason is produced by the input it names") {
     rows.push_back({with([&](trade_view& t) { t.price = inf; }), reject_reason::price_not_finite});
     rows.push_back({with([&](trade_view& t) { t.price = -inf; }), reject_reason::price_not_finite});
     rows.push_back({with([](trade_view& t) { t.price = 0.0; }), reject_reason::price_not_positive});
-    rows.push_back({with([](trade_view& t) { t.price = -1.0; }), reject_reason::price_not_positive});
-    rows.push_back({with([&](trade_view& t) { t.quantity = nan; }), reject_reason::quantity_not_finite});
-    rows.push_back({with([&](trade_view& t) { t.quantity = inf; }), reject_reason::quantity_not_finite});
-    rows.push_back({with([](trade_view& t) { t.quantity = 0.0; }), reject_reason::quantity_not_positive});
-    rows.push_back({with([](trade_view& t) { t.quantity = -0.0; }), reject_reason::quantity_not_positive});
-    rows.push_back({with([](trade_view& t) { t.taker = static_cast<side>(7); }), reject_reason::unknown_side});
+    rows.push_back(
+        {with([](trade_view& t) { t.price = -1.0; }), reject_reason::price_not_positive});
+    rows.push_back(
+        {with([&](trade_view& t) { t.quantity = nan; }), reject_reason::quantity_not_finite});
+    rows.push_back(
+        {with([&](trade_view& t) { t.quantity = inf; }), reject_reason::quantity_not_finite});
+    rows.push_back(
+        {with([](trade_view& t) { t.quantity = 0.0; }), reject_reason::quantity_not_positive});
+    rows.push_back(
+        {with([](trade_view& t) { t.quantity = -0.0; }), reject_reason::quantity_not_positive});
+    rows.push_back(
+        {with([](trade_view& t) { t.taker = static_cast<side>(7); }), reject_reason::unknown_side});
     rows.push_back({with([](trade_view& t) { t.token = ""; }), reject_reason::empty_token});
     const std::string long_token(max_token_length + 1, 'A');
-    rows.push_back({with([&](trade_view& t) { t.token = long_token; }), reject_reason::token_too_long});
+    rows.push_back(
+        {with([&](trade_view& t) { t.token = long_token; }), reject_reason::token_too_long});
     rows.push_back({with([](trade_view& t) { t.token = "SO L"; }), reject_reason::invalid_token});
     rows.push_back({with([](trade_view& t) { t.token = "SO{L"; }), reject_reason::invalid_token});
     rows.push_back({with([](trade_view& t) { t.token = "SOL\n"; }), reject_reason::invalid_token});
-    rows.push_back({with([](trade_view& t) { t.ts_ms = -1; }), reject_reason::timestamp_out_of_range});
-    rows.push_back({with([](trade_view& t) { t.ts_ms = max_timestamp_ms + 1; }), reject_reason::timestamp_out_of_range});
+    rows.push_back(
+        {with([](trade_view& t) { t.ts_ms = -1; }), reject_reason::timestamp_out_of_range});
+    rows.push_back({with([](trade_view& t) { t.ts_ms = max_timestamp_ms + 1; }),
+                    reject_reason::timestamp_out_of_range});
     for (const row& r : rows) {
         CAPTURE(to_string(r.want));
         CHECK(validate(r.t) == r.want);
     }
 
     // A 44-character mint address is a valid token.
-    const trade_view mint = with([](trade_view& t) {
-        t.token = "So11111111111111111111111111111111111111112";
-    });
+    const trade_view mint =
+        with([](trade_view& t) { t.token = "So11111111111111111111111111111111111111112"; });
     CHECK(validate(mint) == reject_reason::none);
     const std::string exactly_max(max_token_length, 'Z');
     CHECK(validate_token(exactly_max) == reject_reason::none);

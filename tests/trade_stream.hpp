@@ -20,7 +20,7 @@ struct stream_options {
     double zipf_exponent = 1.1;
     /// Starts 700 s before a UTC midnight, so every interval up to 1 d has a boundary inside.
     timestamp_ms start_ms = 1'732'924'800'000 - 700'000;
-    double ms_per_trade = 0.7; ///< below 1: many trades share a millisecond
+    double ms_per_trade = 0.7;          ///< below 1: many trades share a millisecond
     timestamp_ms max_jitter_ms = 400;   ///< arrival delay of an ordinary trade
     double late_fraction = 0.01;        ///< share of trades delayed by `late_delay_ms`
     timestamp_ms late_delay_ms = 8'000; ///< beyond every shipped policy's lateness
@@ -99,14 +99,12 @@ inline trade_stream make_stream(const stream_options& o) {
         t.id = 1'000'000 + (i * 7919) % (o.trades * 2 + 1);
         const bool delayed = uniform01(rng) < o.late_fraction;
         const double delay = delayed
-                                 ? static_cast<double>(o.late_delay_ms) +
-                                       1000.0 * uniform01(rng)
+                                 ? static_cast<double>(o.late_delay_ms) + 1000.0 * uniform01(rng)
                                  : static_cast<double>(o.max_jitter_ms) * uniform01(rng);
         all.push_back(keyed{static_cast<double>(ts) + delay, i, stream_trade{k, t}});
     }
-    std::stable_sort(all.begin(), all.end(), [](const keyed& a, const keyed& b) {
-        return a.key < b.key;
-    });
+    std::stable_sort(all.begin(), all.end(),
+                     [](const keyed& a, const keyed& b) { return a.key < b.key; });
     for (const keyed& k : all) {
         s.arrivals.push_back(k.st);
     }

@@ -142,9 +142,9 @@ public:
     }
 
     /// Size of one object slot, rounded to the pool's alignment.
-    static constexpr std::size_t object_size =
-        (sizeof(T) + alignof(std::max_align_t) - 1) / alignof(std::max_align_t) *
-        alignof(std::max_align_t);
+    static constexpr std::size_t object_size = (sizeof(T) + alignof(std::max_align_t) - 1) /
+                                               alignof(std::max_align_t) *
+                                               alignof(std::max_align_t);
 
 private:
     static std::size_t objects_in(std::size_t bytes) noexcept {

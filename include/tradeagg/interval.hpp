@@ -31,7 +31,8 @@ inline constexpr std::array<interval, 7> default_intervals{
     intervals::h1, intervals::h4, intervals::d1};
 
 /// Start of the bucket of width `width_ms` holding `ts_ms` (both non-negative). Never allocates.
-[[nodiscard]] constexpr timestamp_ms bucket_open(timestamp_ms ts_ms, std::int64_t width_ms) noexcept {
+[[nodiscard]] constexpr timestamp_ms bucket_open(timestamp_ms ts_ms,
+                                                 std::int64_t width_ms) noexcept {
     return ts_ms - ts_ms % width_ms;
 }
 
@@ -90,11 +91,16 @@ private:
     if (i == 0) {
         return interval{0};
     }
-    if (unit == "ms") return interval{n};
-    if (unit == "s") return interval{n * 1'000};
-    if (unit == "m") return interval{n * 60'000};
-    if (unit == "h") return interval{n * 3'600'000};
-    if (unit == "d") return interval{n * 86'400'000};
+    if (unit == "ms")
+        return interval{n};
+    if (unit == "s")
+        return interval{n * 1'000};
+    if (unit == "m")
+        return interval{n * 60'000};
+    if (unit == "h")
+        return interval{n * 3'600'000};
+    if (unit == "d")
+        return interval{n * 86'400'000};
     return interval{0};
 }
 

@@ -41,7 +41,8 @@ public:
     }
 
     /// Adds this histogram's counts into `counts` (for summing shards). Any thread.
-    void accumulate(std::array<std::uint64_t, bucket_count>& counts, std::uint64_t& max) const noexcept {
+    void accumulate(std::array<std::uint64_t, bucket_count>& counts,
+                    std::uint64_t& max) const noexcept {
         for (std::size_t i = 0; i < bucket_count; ++i) {
             counts[i] += buckets_[i].load(std::memory_order_relaxed);
         }
@@ -49,8 +50,8 @@ public:
     }
 
     /// Percentiles of summed bucket counts.
-    [[nodiscard]] static latency_summary summarize(const std::array<std::uint64_t, bucket_count>& counts,
-                                                   std::uint64_t max) noexcept {
+    [[nodiscard]] static latency_summary
+    summarize(const std::array<std::uint64_t, bucket_count>& counts, std::uint64_t max) noexcept {
         latency_summary s;
         for (const std::uint64_t c : counts) {
             s.samples += c;
@@ -59,7 +60,8 @@ public:
             return s;
         }
         const auto at = [&](double q) {
-            const auto rank = static_cast<std::uint64_t>(q * static_cast<double>(s.samples - 1)) + 1;
+            const auto rank =
+                static_cast<std::uint64_t>(q * static_cast<double>(s.samples - 1)) + 1;
             std::uint64_t seen = 0;
             for (std::size_t i = 0; i < bucket_count; ++i) {
                 seen += counts[i];

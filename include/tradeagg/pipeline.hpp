@@ -36,7 +36,7 @@ namespace tradeagg {
 /// Life cycle: construct, `start()`, push from any number of threads, `stop()` (or destroy).
 /// `stop()` drains every accepted trade into the sink before it returns. A pipeline runs once.
 template <policy Policy, class Sink = null_sink>
-    requires sink<std::remove_reference_t<Sink>>
+requires sink<std::remove_reference_t<Sink>>
 class pipeline {
     using sink_object = std::remove_reference_t<Sink>;
     using shard_type = shard<Policy, sink_object>;
@@ -147,7 +147,7 @@ public:
     /// waits by the policy's strategy while it is full. Returns `none` once accepted.
     /// Slower than a `producer` (a locked add per trade). Thread-safe; never allocates.
     reject_reason push(const trade& t) {
-        for (unsigned step = 0;; ) {
+        for (unsigned step = 0;;) {
             const push_result r = try_push_shared(t, true);
             if (!r.full) {
                 return r.reason;
@@ -499,9 +499,8 @@ private:
             return {r, false};
         }
         const std::size_t s = shard_of(t.token);
-        const bool sample =
-            (shared_sample_.fetch_add(1, std::memory_order_relaxed) &
-             (Policy::latency_sample_every - 1)) == 0;
+        const bool sample = (shared_sample_.fetch_add(1, std::memory_order_relaxed) &
+                             (Policy::latency_sample_every - 1)) == 0;
         if (!shards_[s]->shared_queue().bounded_push(
                 ingress_record{t, sample ? detail::now_ns() : 0})) {
             if (count_wait) {

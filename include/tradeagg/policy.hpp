@@ -10,32 +10,32 @@
 //
 // Every member, its type and what it bounds:
 //
-// | member                  | type                    | meaning                                      |
+// | member                  | type                    | meaning |
 // |-------------------------|-------------------------|----------------------------------------------|
-// | name                    | std::string_view        | shown in errors and statistics               |
-// | ingress_capacity        | std::size_t (>= 2)      | trades per (producer, shard) ring; max of    |
-// |                         |                         | runtime `ring_capacity`                      |
-// | batch_width             | std::size_t (>= 1)      | trades drained per batch, and dirty tokens   |
-// |                         |                         | that force a flush; max of runtime value     |
-// | flush_threshold         | std::size_t (>= 1)      | dirty tokens (or evicted final candles) that |
-// |                         |                         | force a flush before the next tick           |
-// | arena_chunk_bytes       | std::size_t (>= 4096)   | first chunk of the token-state arena         |
-// | arena_max_chunk_bytes   | std::size_t (>= chunk)  | chunks double up to this size                |
-// | arena_reserve_tokens    | std::size_t             | token states reserved at start (no growth on |
-// |                         |                         | the hot path until this many tokens)         |
-// | gc_target_percent       | unsigned (>= 1)         | default reclamation cadence, GOGC's meaning  |
-// | gc_target_min/max_percent | unsigned              | bounds for the runtime value                 |
-// | wait                    | busy_spin | spin_then_yield | block | how waiting threads wait         |
-// | max_shards              | std::size_t (1..1024)   | bound of runtime `shards`                    |
-// | max_producers           | std::size_t (>= 1)      | producer handles alive at once               |
-// | max_tokens              | std::size_t (>= 1)      | bound of runtime `max_tokens`                |
-// | flush_interval          | std::chrono::milliseconds (>= 1) | default flush tick                  |
-// | intervals               | std::array<interval, N> (1 <= N <= 16) | candle widths, increasing,    |
-// |                         |                         | each a multiple of the one before            |
-// | allowed_lateness        | std::chrono::milliseconds (>= 0, < 1 day) | see `candle.hpp`           |
-// | rolling_bucket          | std::chrono::milliseconds, divides 24 h, | rolling-window sub-bucket   |
-// |                         | a multiple of the first interval |                                     |
-// | latency_sample_every    | std::uint32_t, power of two | 1 in N trades carries an enqueue time    |
+// | name                    | std::string_view        | shown in errors and statistics | |
+// ingress_capacity        | std::size_t (>= 2)      | trades per (producer, shard) ring; max of |
+// |                         |                         | runtime `ring_capacity` | | batch_width |
+// std::size_t (>= 1)      | trades drained per batch, and dirty tokens   | | | | that force a
+// flush; max of runtime value     | | flush_threshold         | std::size_t (>= 1)      | dirty
+// tokens (or evicted final candles) that | |                         |                         |
+// force a flush before the next tick           | | arena_chunk_bytes       | std::size_t (>= 4096)
+// | first chunk of the token-state arena         | | arena_max_chunk_bytes   | std::size_t (>=
+// chunk)  | chunks double up to this size                | | arena_reserve_tokens    | std::size_t
+// | token states reserved at start (no growth on | |                         | | the hot path until
+// this many tokens)         | | gc_target_percent       | unsigned (>= 1)         | default
+// reclamation cadence, GOGC's meaning  | | gc_target_min/max_percent | unsigned              |
+// bounds for the runtime value                 | | wait                    | busy_spin |
+// spin_then_yield | block | how waiting threads wait         | | max_shards              |
+// std::size_t (1..1024)   | bound of runtime `shards`                    | | max_producers |
+// std::size_t (>= 1)      | producer handles alive at once               | | max_tokens |
+// std::size_t (>= 1)      | bound of runtime `max_tokens`                | | flush_interval |
+// std::chrono::milliseconds (>= 1) | default flush tick                  | | intervals |
+// std::array<interval, N> (1 <= N <= 16) | candle widths, increasing,    | | | | each a multiple of
+// the one before            | | allowed_lateness        | std::chrono::milliseconds (>= 0, < 1 day)
+// | see `candle.hpp`           | | rolling_bucket          | std::chrono::milliseconds, divides 24
+// h, | rolling-window sub-bucket   | |                         | a multiple of the first interval |
+// | | latency_sample_every    | std::uint32_t, power of two | 1 in N trades carries an enqueue time
+// |
 
 #include <array>
 #include <chrono>
@@ -77,7 +77,9 @@ constexpr bool valid_intervals(const std::array<interval, N>& widths) noexcept {
     return true;
 }
 
-constexpr bool is_power_of_two(std::uint64_t v) noexcept { return v != 0 && (v & (v - 1)) == 0; }
+constexpr bool is_power_of_two(std::uint64_t v) noexcept {
+    return v != 0 && (v & (v - 1)) == 0;
+}
 
 } // namespace detail
 
@@ -88,35 +90,36 @@ template <class P>
 concept policy =
     std::is_empty_v<P> && std::is_trivially_default_constructible_v<P> &&
     detail::constant_of<decltype(P::name), std::string_view> &&
-    detail::constant_of<decltype(P::ingress_capacity), std::size_t> && (P::ingress_capacity >= 2) &&
-    detail::constant_of<decltype(P::batch_width), std::size_t> && (P::batch_width >= 1) &&
-    detail::constant_of<decltype(P::flush_threshold), std::size_t> && (P::flush_threshold >= 1) &&
-    detail::constant_of<decltype(P::arena_chunk_bytes), std::size_t> &&
+    detail::constant_of<decltype(P::ingress_capacity), std::size_t> &&(P::ingress_capacity >= 2) &&
+    detail::constant_of<decltype(P::batch_width), std::size_t> &&
+    (P::batch_width >= 1) && detail::constant_of<decltype(P::flush_threshold), std::size_t> &&
+    (P::flush_threshold >= 1) && detail::constant_of<decltype(P::arena_chunk_bytes), std::size_t> &&
     (P::arena_chunk_bytes >= 4096) &&
     detail::constant_of<decltype(P::arena_max_chunk_bytes), std::size_t> &&
     (P::arena_max_chunk_bytes >= P::arena_chunk_bytes) &&
-    detail::constant_of<decltype(P::arena_reserve_tokens), std::size_t> &&
-    detail::constant_of<decltype(P::gc_target_percent), unsigned> &&
-    detail::constant_of<decltype(P::gc_target_min_percent), unsigned> &&
-    detail::constant_of<decltype(P::gc_target_max_percent), unsigned> &&
+    detail::constant_of<decltype(P::arena_reserve_tokens), std::size_t>&& detail::constant_of<
+        decltype(P::gc_target_percent),
+        unsigned>&& detail::constant_of<decltype(P::gc_target_min_percent), unsigned>&& detail::
+        constant_of<decltype(P::gc_target_max_percent), unsigned> &&
     (P::gc_target_min_percent >= 1) && (P::gc_target_min_percent <= P::gc_target_percent) &&
-    (P::gc_target_percent <= P::gc_target_max_percent) && wait_strategy<typename P::wait> &&
-    detail::constant_of<decltype(P::max_shards), std::size_t> && (P::max_shards >= 1) &&
+    (P::gc_target_percent <= P::gc_target_max_percent) &&
+    wait_strategy<typename P::wait>&& detail::constant_of<decltype(P::max_shards), std::size_t> &&
+    (P::max_shards >= 1) &&
     (P::max_shards <= 1024) && detail::constant_of<decltype(P::max_producers), std::size_t> &&
     (P::max_producers >= 1) && detail::constant_of<decltype(P::max_tokens), std::size_t> &&
     (P::max_tokens >= 1) && (P::max_tokens <= 0xFFFF'FFFEull) &&
     detail::constant_of<decltype(P::flush_interval), std::chrono::milliseconds> &&
     (P::flush_interval.count() >= 1) &&
-    detail::is_interval_array<std::remove_cv_t<decltype(P::intervals)>>::value &&
-    detail::valid_intervals(P::intervals) &&
+    detail::is_interval_array<
+        std::remove_cv_t<decltype(P::intervals)>>::value&& detail::valid_intervals(P::intervals) &&
     detail::constant_of<decltype(P::allowed_lateness), std::chrono::milliseconds> &&
     (P::allowed_lateness.count() >= 0) && (P::allowed_lateness < rolling_window_length) &&
     detail::constant_of<decltype(P::rolling_bucket), std::chrono::milliseconds> &&
     (P::rolling_bucket.count() >= 1) &&
     (rolling_window_length.count() % P::rolling_bucket.count() == 0) &&
     (P::rolling_bucket.count() % P::intervals[0].count() == 0) &&
-    detail::constant_of<decltype(P::latency_sample_every), std::uint32_t> &&
-    detail::is_power_of_two(P::latency_sample_every);
+    detail::constant_of<decltype(P::latency_sample_every), std::uint32_t>&& detail::is_power_of_two(
+        P::latency_sample_every);
 
 /// High sustained load: wide batches, big rings, rare reclamation (GC target 200 %).
 struct throughput_policy {

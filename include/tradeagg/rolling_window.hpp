@@ -89,7 +89,7 @@ public:
         if (size_ == capacity_) {
             grow(bytes);
         }
-        at(size_) = rolling_slot{index,     part.open,   part.high,         part.low,
+        at(size_) = rolling_slot{index,      part.open,   part.high,         part.low,
                                  part.close, part.volume, part.quote_volume, part.trades};
         ++size_;
     }

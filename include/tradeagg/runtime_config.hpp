@@ -18,11 +18,11 @@ namespace tradeagg {
 
 /// Runtime settings. An empty optional means "the policy's value".
 struct runtime_config {
-    std::size_t shards = 1;                    ///< worker threads, 1..Policy::max_shards
-    std::optional<std::size_t> ring_capacity{};///< per (producer, shard) ring, 2..ingress_capacity
-    std::optional<std::size_t> batch_width{};  ///< 1..Policy::batch_width
+    std::size_t shards = 1;                     ///< worker threads, 1..Policy::max_shards
+    std::optional<std::size_t> ring_capacity{}; ///< per (producer, shard) ring, 2..ingress_capacity
+    std::optional<std::size_t> batch_width{};   ///< 1..Policy::batch_width
     std::optional<std::chrono::milliseconds> flush_interval{}; ///< 1 ms..60 s
-    std::optional<std::size_t> max_tokens{};   ///< interned tokens, 1..Policy::max_tokens
+    std::optional<std::size_t> max_tokens{};     ///< interned tokens, 1..Policy::max_tokens
     std::optional<unsigned> gc_target_percent{}; ///< gc_target_min_percent..gc_target_max_percent
     /// Called on a shard's worker thread for every late trade (never merged); may be empty.
     /// Must be thread-safe when there are several shards; must not block for long.

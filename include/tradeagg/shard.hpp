@@ -253,7 +253,7 @@ private:
                 book_.prefetch_entry(drain_buffer_[i + entry_ahead].t.token);
             }
             if (i + state_ahead < count) {
-                book_.prefetch(drain_buffer_[i + state_ahead].t);
+                book_.prefetch(drain_buffer_[i + state_ahead].t.token);
             }
             const ingress_record& rec = drain_buffer_[i];
             auto& state = book_.get(rec.t.token, table_);

@@ -38,9 +38,9 @@ struct latest_trade {
 /// A candle that changed since the last flush.
 struct candle_update {
     token_id token = 0;
-    std::string_view name;             ///< the token's string; valid during `consume` only
-    interval width{0};                 ///< the candle's interval
-    std::uint32_t interval_index = 0;  ///< position of `width` in the policy's intervals
+    std::string_view name;            ///< the token's string; valid during `consume` only
+    interval width{0};                ///< the candle's interval
+    std::uint32_t interval_index = 0; ///< position of `width` in the policy's intervals
     candle data;
 };
 
@@ -63,6 +63,8 @@ struct flush_batch {
 /// Accepts a type with `consume(const flush_batch&)` (the result is ignored). See the
 /// threading contract at the top of this header.
 template <class S>
-concept sink = requires(S& s, const flush_batch& batch) { s.consume(batch); };
+concept sink = requires(S& s, const flush_batch& batch) {
+    s.consume(batch);
+};
 
 } // namespace tradeagg

@@ -23,15 +23,6 @@
 namespace tradeagg {
 namespace detail {
 
-/// Asks for every cache line of `*p` ahead of use. Never faults.
-template <class T>
-inline void prefetch_lines(const T* p) noexcept {
-    const char* bytes = reinterpret_cast<const char*>(p);
-    for (std::size_t off = 0; off < sizeof(T); off += cache_line_size) {
-        __builtin_prefetch(bytes + off, 1, 3);
-    }
-}
-
 /// Where each interval's ring of buckets sits in a token's slot array. A bucket can take trades
 /// until the watermark passes its end by the allowed lateness, so an interval of width w needs
 /// ceil(lateness / w) + 1 slots: bucket k and bucket k - slots never both accept trades, and a
@@ -64,7 +55,8 @@ struct candle_layout {
         }
         return o;
     }();
-    static constexpr std::size_t total_slots = offsets[interval_count - 1] + slots[interval_count - 1];
+    static constexpr std::size_t total_slots =
+        offsets[interval_count - 1] + slots[interval_count - 1];
 };
 
 /// A bucket's identity and flags beside its sums: one slot of a token's bucket rings.
@@ -89,8 +81,7 @@ struct token_state {
     static constexpr std::size_t interval_count = layout::interval_count;
     static constexpr timestamp_ms none = std::numeric_limits<timestamp_ms>::max();
 
-    token_state(token_id token_id_, std::string_view name_) noexcept
-        : id(token_id_), name(name_) {
+    token_state(token_id token_id_, std::string_view name_) noexcept : id(token_id_), name(name_) {
         next_close.fill(none);
         next_final.fill(none);
     }
@@ -151,9 +142,14 @@ struct token_state {
         }
     }
 
-    /// Hints the cache lines `apply(t)` will touch, so a batch can ask for them ahead.
-    void prefetch(const trade& t) const noexcept {
-        prefetch_lines(&slots[slot_of<0>(bucket_open(t.ts_ms, layout::widths[0]))]);
+    /// Hints the cache lines `apply(t)` will touch, so a batch can ask for them ahead: the
+    /// header and the finest ring (closing and retiring scan the whole ring).
+    void prefetch() const noexcept {
+        const char* begin = reinterpret_cast<const char*>(this);
+        const char* end = reinterpret_cast<const char*>(&slots[layout::slots[0]]);
+        for (const char* p = begin; p < end; p += cache_line_size) {
+            __builtin_prefetch(p, 1, 3);
+        }
     }
 
     /// Appends every changed candle to `candles`, clears the marks, and describes the token.
@@ -244,8 +240,8 @@ private:
             next_final[I] = none;
             for (std::size_t s = first; s < last; ++s) {
                 if (slots[s].meta.open_time >= 0) {
-                    next_final[I] = std::min(next_final[I],
-                                             slots[s].meta.open_time + width + layout::lateness);
+                    next_final[I] =
+                        std::min(next_final[I], slots[s].meta.open_time + width + layout::lateness);
                 }
             }
         }
@@ -257,8 +253,8 @@ private:
     template <std::size_t I, class EvictedOut>
     void retire(bucket_slot& b, EvictedOut& evicted, std::size_t& rolling_bytes) {
         if (b.meta.dirty) {
-            evicted.push_back(make_update(
-                I, b.acc.snapshot(b.meta.open_time, layout::widths[I], b.meta.closed)));
+            evicted.push_back(
+                make_update(I, b.acc.snapshot(b.meta.open_time, layout::widths[I], b.meta.closed)));
         }
         if constexpr (I + 1 < interval_count) {
             bucket_slot& parent = parent_of<I + 1>(b.meta.open_time);
@@ -267,8 +263,8 @@ private:
             parent.meta.dirty = parent.meta.dirty || b.meta.dirty;
         }
         if constexpr (I == 0) {
-            rolling.merge(b.meta.open_time / Policy::rolling_bucket.count(), b.acc.ohlc,
-                          watermark, rolling_bytes);
+            rolling.merge(b.meta.open_time / Policy::rolling_bucket.count(), b.acc.ohlc, watermark,
+                          rolling_bytes);
         }
         b.meta = bucket_meta{};
     }
@@ -387,12 +383,11 @@ public:
         return *s;
     }
 
-    /// Prefetches the state a trade for `id` will touch, if the token has state.
-    void prefetch(const trade& t) const noexcept {
-        if (t.token < states_.size()) {
-            if (const state* s = states_[t.token]) {
-                __builtin_prefetch(s, 1, 3);
-                s->prefetch(t);
+    /// Prefetches what a trade for `id` will touch, if the token has state.
+    void prefetch(token_id id) const noexcept {
+        if (id < states_.size()) {
+            if (const state* s = states_[id]) {
+                s->prefetch();
             }
         }
     }

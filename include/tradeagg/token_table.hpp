@@ -38,7 +38,8 @@ public:
     token_table(const token_table&) = delete;
     token_table& operator=(const token_table&) = delete;
     ~token_table() {
-        const std::size_t n = (size_.load(std::memory_order_relaxed) + segment_size - 1) / segment_size;
+        const std::size_t n =
+            (size_.load(std::memory_order_relaxed) + segment_size - 1) / segment_size;
         for (std::size_t i = 0; i < n; ++i) {
             delete[] segments_[i];
         }
@@ -101,7 +102,9 @@ public:
     }
 
     /// Tokens interned so far. Thread-safe, wait-free.
-    [[nodiscard]] std::size_t size() const noexcept { return size_.load(std::memory_order_acquire); }
+    [[nodiscard]] std::size_t size() const noexcept {
+        return size_.load(std::memory_order_acquire);
+    }
 
     /// Bytes held for names, entries and the lookup index (approximate for the index).
     [[nodiscard]] std::size_t memory_bytes() const {

@@ -49,19 +49,32 @@ inline constexpr std::size_t reject_reason_count = 13;
 /// Stable lower-case name of a reject reason, for logs and HTTP errors. Never allocates.
 [[nodiscard]] constexpr std::string_view to_string(reject_reason r) noexcept {
     switch (r) {
-    case reject_reason::none: return "none";
-    case reject_reason::price_not_finite: return "price_not_finite";
-    case reject_reason::price_not_positive: return "price_not_positive";
-    case reject_reason::quantity_not_finite: return "quantity_not_finite";
-    case reject_reason::quantity_not_positive: return "quantity_not_positive";
-    case reject_reason::unknown_side: return "unknown_side";
-    case reject_reason::empty_token: return "empty_token";
-    case reject_reason::token_too_long: return "token_too_long";
-    case reject_reason::invalid_token: return "invalid_token";
-    case reject_reason::unknown_token: return "unknown_token";
-    case reject_reason::timestamp_out_of_range: return "timestamp_out_of_range";
-    case reject_reason::token_limit: return "token_limit";
-    case reject_reason::stopped: return "stopped";
+    case reject_reason::none:
+        return "none";
+    case reject_reason::price_not_finite:
+        return "price_not_finite";
+    case reject_reason::price_not_positive:
+        return "price_not_positive";
+    case reject_reason::quantity_not_finite:
+        return "quantity_not_finite";
+    case reject_reason::quantity_not_positive:
+        return "quantity_not_positive";
+    case reject_reason::unknown_side:
+        return "unknown_side";
+    case reject_reason::empty_token:
+        return "empty_token";
+    case reject_reason::token_too_long:
+        return "token_too_long";
+    case reject_reason::invalid_token:
+        return "invalid_token";
+    case reject_reason::unknown_token:
+        return "unknown_token";
+    case reject_reason::timestamp_out_of_range:
+        return "timestamp_out_of_range";
+    case reject_reason::token_limit:
+        return "token_limit";
+    case reject_reason::stopped:
+        return "stopped";
     }
     return "unknown";
 }
@@ -104,8 +117,8 @@ struct trade {
 
 /// A trade refused by a shard because its bucket closed longer ago than the allowed lateness.
 struct late_trade {
-    trade t;                ///< the trade as pushed
-    std::string_view token; ///< its token's string; valid during the callback only
+    trade t;                    ///< the trade as pushed
+    std::string_view token;     ///< its token's string; valid during the callback only
     timestamp_ms watermark = 0; ///< the token's event-time watermark when it arrived
     std::size_t shard = 0;
 };

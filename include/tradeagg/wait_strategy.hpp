@@ -38,8 +38,8 @@ struct block {
 
 /// Accepts the three wait strategies above.
 template <class W>
-concept wait_strategy = std::same_as<W, busy_spin> || std::same_as<W, spin_then_yield> ||
-                        std::same_as<W, block>;
+concept wait_strategy =
+    std::same_as<W, busy_spin> || std::same_as<W, spin_then_yield> || std::same_as<W, block>;
 
 namespace detail {
 
