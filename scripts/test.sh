@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# The test command of tradeagg: every build and test that CI runs, in order, failing fast.
+#
+#   scripts/test.sh              all steps
+#   scripts/test.sh asan meson   only the named steps (names as in the summary)
+#
+# Build directories under build/ are reused, so a second run is incremental. TRADEAGG_JOBS sets
+# the build and ctest parallelism (default 2: the CI machine has two cores).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=${TRADEAGG_JOBS:-2}
+# shellcheck source=scripts/common.sh
+source scripts/common.sh
+
+cmake_build_and_test() {
+    local dir=$1
+    shift
+    cmake_configure "$dir" "$@"
+    cmake --build "$dir" -j "$jobs"
+    ctest --test-dir "$dir" --output-on-failure --no-tests=error -j "$jobs"
+}
+
+meson_configure() {
+    local dir=$1
+    shift
+    if [ -f "$dir/meson-private/coredata.dat" ]; then
+        meson setup --reconfigure "$dir" "$@" || {
+            echo "test.sh: $dir could not be reconfigured; wiping it"
+            meson setup --wipe "$dir" "$@"
+        }
+    else
+        rm -rf "$dir"
+        meson setup "$dir" "$@"
+    fi
+}
+
+meson_build_and_test() {
+    local dir=$1
+    shift
+    meson_configure "$dir" "$@"
+    meson compile -C "$dir" -j "$jobs"
+    meson test -C "$dir" --print-errorlogs --num-processes "$jobs"
+}
+
+step_release() {
+    cmake_build_and_test build/release "${release_args[@]}"
+}
+
+# The sanitizer builds skip what the release build already proves and what is not about memory
+# or threads: the header checks, the packaging tests and the bench.
+step_asan() {
+    cmake_build_and_test build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        -DTRADEAGG_SANITIZE=address -DTRADEAGG_BUILD_BENCH=OFF \
+        -DTRADEAGG_CHECK_HEADERS=OFF -DTRADEAGG_TEST_PACKAGING=OFF
+}
+
+step_tsan() {
+    cmake_build_and_test build/tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        -DTRADEAGG_SANITIZE=thread -DTRADEAGG_BUILD_BENCH=OFF \
+        -DTRADEAGG_CHECK_HEADERS=OFF -DTRADEAGG_TEST_PACKAGING=OFF
+}
+
+step_meson() {
+    meson_build_and_test build/meson -Dtests=true -Dbench=true -Dexamples=true
+}
+
+step_meson_asan() {
+    meson_build_and_test build/meson-asan -Dbuildtype=debugoptimized -Dtests=true \
+        -Dbench=false -Dexamples=false -Db_sanitize=address,undefined -Db_lundef=false \
+        -Dwerror=true
+}
+
+step_bench() {
+    # A no-op after the release step; lets `scripts/test.sh bench` run on its own.
+    cmake_configure build/release "${release_args[@]}"
+    cmake --build build/release -j "$jobs" --target tradeagg_bench
+    build/release/bench/tradeagg_bench --benchmark_min_time=0.01 --benchmark_format=json >/dev/null
+    echo "tradeagg_bench ran every benchmark"
+}
+
+all_steps=(release asan tsan meson meson_asan bench)
+declare -A step_titles=(
+    [release]="CMake Release build + ctest (unit, header checks, packaging)"
+    [asan]="CMake ASan+UBSan build + ctest"
+    [tsan]="CMake TSan build + ctest"
+    [meson]="Meson build + meson test"
+    [meson_asan]="Meson ASan+UBSan -Dwerror=true build + meson test"
+    [bench]="Bench smoke run (build/release/bench/tradeagg_bench)"
+)
+
+if [ $# -gt 0 ]; then
+    steps=("$@")
+    for step in "${steps[@]}"; do
+        if [ -z "${step_titles[$step]+set}" ]; then
+            echo "test.sh: unknown step '$step'; steps are: ${all_steps[*]}" >&2
+            exit 2
+        fi
+    done
+else
+    steps=("${all_steps[@]}")
+fi
+
+summary=()
+print_summary() {
+    echo
+    echo "==================== test.sh summary ===================="
+    local line
+    for line in "${summary[@]}"; do
+        echo "$line"
+    done
+}
+
+start_all=$SECONDS
+echo "==> setup: scripts/setup.sh"
+if ! ./scripts/setup.sh; then
+    echo "test.sh: FAILED in setup (scripts/setup.sh could not install the packages)" >&2
+    exit 1
+fi
+
+total=${#steps[@]}
+index=0
+for step in "${steps[@]}"; do
+    index=$((index + 1))
+    title=${step_titles[$step]}
+    echo
+    echo "==> [$index/$total] $step: $title"
+    started=$SECONDS
+    # errexit is ignored inside a function that is called as an `if` condition, so the step runs
+    # in a subshell with errexit on, and its status is collected afterwards.
+    set +e
+    (
+        set -euo pipefail
+        "step_$step"
+    )
+    status=$?
+    set -e
+    elapsed=$((SECONDS - started))
+    if [ $status -ne 0 ]; then
+        summary+=("$(printf 'FAIL  %-11s %5ss  %s' "$step" "$elapsed" "$title")")
+        print_summary
+        echo "steps: $((index - 1)) passed, 1 failed"
+        echo
+        echo "test.sh: FAILED at step $index/$total '$step' ($title), exit status $status," \
+            "after ${elapsed}s" >&2
+        exit "$status"
+    fi
+    echo "<== $step passed in ${elapsed}s"
+    summary+=("$(printf 'ok    %-11s %5ss  %s' "$step" "$elapsed" "$title")")
+done
+
+print_summary
+echo "test.sh: all $total steps passed in $((SECONDS - start_all))s"
+echo "steps: $total passed, 0 failed"
