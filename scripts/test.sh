@@ -62,6 +62,14 @@ step_tsan() {
 
 step_meson() {
     meson_build_and_test build/meson -Dtests=true -Dbench=true -Dexamples=true
+    # A Meson user's project with tradeagg as a subproject (a link to this tree).
+    local consumer=build/meson-consumer-src
+    rm -rf "$consumer"
+    mkdir -p "$consumer/subprojects"
+    cp tests/consumer/main.cpp tests/consumer/meson.build "$consumer/"
+    ln -s "$(pwd)" "$consumer/subprojects/tradeagg"
+    rm -rf build/meson-consumer
+    meson_build_and_test build/meson-consumer "$consumer"
 }
 
 step_meson_asan() {
@@ -83,7 +91,7 @@ declare -A step_titles=(
     [release]="CMake Release build + ctest (unit, header checks, packaging)"
     [asan]="CMake ASan+UBSan build + ctest"
     [tsan]="CMake TSan build + ctest"
-    [meson]="Meson build + meson test"
+    [meson]="Meson build + meson test, and a Meson consumer using it as a subproject"
     [meson_asan]="Meson ASan+UBSan -Dwerror=true build + meson test"
     [bench]="Bench smoke run (build/release/bench/tradeagg_bench)"
 )
