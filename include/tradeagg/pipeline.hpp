@@ -147,13 +147,15 @@ public:
     /// waits by the policy's strategy while it is full. Returns `none` once accepted.
     /// Slower than a `producer` (a locked add per trade). Thread-safe; never allocates.
     reject_reason push(const trade& t) {
-        for (unsigned step = 0;;) {
-            const push_result r = try_push_shared(t, true);
-            if (!r.full) {
-                return r.reason;
+        push_result r = try_push_shared(t);
+        if (r.full) {
+            shared_waits_.fetch_add(1, std::memory_order_relaxed);
+            for (unsigned step = 0; r.full;) {
+                wait_full(step, shard_of(t.token));
+                r = try_push_shared(t);
             }
-            wait_full(step, shard_of(t.token));
         }
+        return r.reason;
     }
 
     /// Interns the token, then as `push(const trade&)`. Thread-safe; may allocate to intern.
@@ -173,7 +175,13 @@ public:
 
     /// Pushes one interned trade from any thread if its shard's queue has room.
     /// Thread-safe; never blocks, never allocates.
-    [[nodiscard]] push_result try_push(const trade& t) { return try_push_shared(t, false); }
+    [[nodiscard]] push_result try_push(const trade& t) {
+        const push_result r = try_push_shared(t);
+        if (r.full) {
+            shared_full_.fetch_add(1, std::memory_order_relaxed);
+        }
+        return r;
+    }
 
     /// The token table. Thread-safe.
     [[nodiscard]] token_table& tokens() noexcept { return table_; }
@@ -218,7 +226,7 @@ public:
         for (std::size_t s = 0; s < shards_.size(); ++s) {
             const shard_type& sh = *shards_[s];
             // Workers' counters first: a depth computed from a later `pushed` is never negative.
-            shard_stats ss = sh.stats(0);
+            shard_stats ss = sh.stats();
             std::uint64_t by_handles = 0;
             for (std::size_t i = 0; i < Policy::max_producers; ++i) {
                 by_handles += slots_[i].pushed[s].load(std::memory_order_relaxed);
@@ -479,7 +487,7 @@ private:
         return validate(t);
     }
 
-    push_result try_push_shared(const trade& t, bool count_wait) {
+    push_result try_push_shared(const trade& t) {
         struct in_flight {
             explicit in_flight(std::atomic<int>& c) noexcept : n(c) {
                 n.fetch_add(1, std::memory_order_seq_cst);
@@ -503,11 +511,6 @@ private:
                              (Policy::latency_sample_every - 1)) == 0;
         if (!shards_[s]->shared_queue().bounded_push(
                 ingress_record{t, sample ? detail::now_ns() : 0})) {
-            if (count_wait) {
-                shared_waits_.fetch_add(1, std::memory_order_relaxed);
-            } else {
-                shared_full_.fetch_add(1, std::memory_order_relaxed);
-            }
             return {reject_reason::none, true};
         }
         shards_[s]->count_shared_push();

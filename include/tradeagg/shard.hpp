@@ -111,12 +111,10 @@ public:
     void count_shared_push() noexcept { shared_pushed_.fetch_add(1, std::memory_order_relaxed); }
 
     /// Counters of this shard. Any thread.
-    [[nodiscard]] shard_stats stats(std::uint64_t pushed_by_handles) const noexcept {
+    /// Counters of this shard; the pipeline fills in `queue_depth`, which needs the
+    /// producers' counters. Any thread.
+    [[nodiscard]] shard_stats stats() const noexcept {
         shard_stats s;
-        const std::uint64_t popped = popped_.load(std::memory_order_relaxed);
-        const std::uint64_t pushed =
-            pushed_by_handles + shared_pushed_.load(std::memory_order_relaxed);
-        s.queue_depth = pushed > popped ? static_cast<std::size_t>(pushed - popped) : 0;
         s.active_tokens = book_.active_tokens();
         s.applied = applied_.load(std::memory_order_relaxed);
         s.late = late_.load(std::memory_order_relaxed);
@@ -274,7 +272,6 @@ private:
         }
         detail::bump(applied_, applied);
         detail::bump(late_, late);
-        detail::bump(popped_, count);
     }
 
     void report_late(const trade& t, std::string_view name, timestamp_ms watermark) {
@@ -324,8 +321,7 @@ private:
     std::vector<token_update> tokens_;
     latency_histogram latency_;
 
-    alignas(cache_line_size) std::atomic<std::uint64_t> popped_{0};
-    std::atomic<std::uint64_t> applied_{0};
+    alignas(cache_line_size) std::atomic<std::uint64_t> applied_{0};
     std::atomic<std::uint64_t> late_{0};
     std::atomic<std::uint64_t> flushes_{0};
     std::atomic<std::uint64_t> candle_updates_{0};
