@@ -44,9 +44,10 @@ namespace {
 struct options {
     std::size_t trades = 2'000'000;
     std::size_t tokens = 10'000;
-    // One worker per two cores leaves the other half to the producers.
+    // One worker per two cores leaves the other half to the producers: latency_policy's
+    // workers and producers busy-spin, and more threads than cores would starve them.
     std::size_t shards = std::clamp<std::size_t>(std::thread::hardware_concurrency() / 2, 1, 8);
-    std::size_t producers = 2;
+    std::size_t producers = std::clamp<std::size_t>(std::thread::hardware_concurrency() / 2, 1, 8);
 };
 
 constexpr char usage[] =

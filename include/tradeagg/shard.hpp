@@ -162,8 +162,10 @@ private:
             const std::size_t taken = drain_round();
             if (taken > 0) {
                 idle_steps = 0;
-                if (book_.dirty_count() + candles_.size() >= Policy::flush_threshold) {
+                if (book_.dirty_count() >= Policy::flush_threshold) {
                     flush();
+                } else if (candles_.size() >= retired_handover) {
+                    hand_over(); // final candles: nothing to coalesce, so no need to wait
                 }
                 if constexpr (Policy::wait::kind == wait_kind::block) {
                     if (producers_waiting_.load(std::memory_order_relaxed) > 0) {
@@ -285,8 +287,19 @@ private:
         }
     }
 
+    /// Retired candles accumulate as tokens' buckets become final; past this many they are
+    /// handed to the sink without waiting for the tick, so the buffer stays cache-sized.
+    static constexpr std::size_t retired_handover =
+        Policy::flush_threshold < 2'048 ? Policy::flush_threshold : 2'048;
+
     void flush() {
         book_.collect(candles_, tokens_);
+        hand_over();
+        book_.publish_bytes();
+    }
+
+    /// Gives the sink what is buffered: retired candles, and what a collect added.
+    void hand_over() {
         if (!candles_.empty() || !tokens_.empty()) {
             try {
                 sink_.consume(flush_batch{index_, candles_, tokens_});
@@ -299,7 +312,6 @@ private:
             candles_.clear();
             tokens_.clear();
         }
-        book_.publish_bytes();
     }
 
     const std::size_t index_;
