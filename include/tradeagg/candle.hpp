@@ -50,11 +50,9 @@ struct trade_key {
     }
 };
 
-/// OHLC and sums of a set of trades, insensitive to the order they are added in. Shared by
-/// candles and by rolling-window sub-buckets.
-struct ohlc_accumulator {
-    trade_key first;
-    trade_key last;
+/// Prices at the two ends of a run of trades, extremes and sums. Runs that follow each other in
+/// time combine without ordering keys (`extend`): rolling-window sub-buckets are kept so.
+struct price_summary {
     double open = 0.0;
     double high = 0.0;
     double low = 0.0;
@@ -62,6 +60,29 @@ struct ohlc_accumulator {
     compensated_sum volume;
     compensated_sum quote_volume;
     std::uint64_t trades = 0;
+
+    /// Appends a non-empty run that comes after this one in time.
+    constexpr void extend(const price_summary& later) noexcept {
+        close = later.close;
+        absorb(later);
+    }
+
+protected:
+    /// Extremes and sums of another non-empty run; the ends are the caller's business.
+    constexpr void absorb(const price_summary& o) noexcept {
+        high = o.high > high ? o.high : high;
+        low = o.low < low ? o.low : low;
+        volume.merge(o.volume);
+        quote_volume.merge(o.quote_volume);
+        trades += o.trades;
+    }
+};
+
+/// OHLC and sums of a set of trades, insensitive to the order they are added in: the ends are
+/// the trades with the smallest and largest (event time, trade id).
+struct ohlc_accumulator : price_summary {
+    trade_key first;
+    trade_key last;
 
     constexpr void reset(const trade& t, double quote) noexcept {
         first = last = trade_key{t.ts_ms, t.id};
@@ -88,7 +109,7 @@ struct ohlc_accumulator {
         ++trades;
     }
 
-    /// Folds in another non-empty accumulator.
+    /// Folds in another non-empty accumulator, from any time.
     constexpr void merge(const ohlc_accumulator& o) noexcept {
         if (o.first < first) {
             first = o.first;
@@ -98,11 +119,7 @@ struct ohlc_accumulator {
             last = o.last;
             close = o.close;
         }
-        high = o.high > high ? o.high : high;
-        low = o.low < low ? o.low : low;
-        volume.merge(o.volume);
-        quote_volume.merge(o.quote_volume);
-        trades += o.trades;
+        absorb(o);
     }
 };
 

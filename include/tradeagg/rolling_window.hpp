@@ -36,16 +36,9 @@ struct rolling_stats {
 namespace detail {
 
 /// One sub-bucket: the merge of the final finest buckets inside it. They arrive in time order,
-/// so open and close need no ordering keys here.
-struct rolling_slot {
+/// so no ordering keys are kept.
+struct rolling_slot : price_summary {
     std::int64_t index = 0; ///< event time / sub-bucket width
-    double open = 0.0;
-    double high = 0.0;
-    double low = 0.0;
-    double close = 0.0;
-    compensated_sum volume;
-    compensated_sum quote_volume;
-    std::uint64_t trades = 0;
 };
 static_assert(std::is_trivially_copyable_v<rolling_slot>);
 
@@ -77,20 +70,15 @@ public:
             return; // accepted by the candles' lateness rule, but already outside 24 hours
         }
         if (size_ > 0 && at(size_ - 1).index == index) {
-            rolling_slot& s = at(size_ - 1);
-            s.high = part.high > s.high ? part.high : s.high;
-            s.low = part.low < s.low ? part.low : s.low;
-            s.close = part.close;
-            s.volume.merge(part.volume);
-            s.quote_volume.merge(part.quote_volume);
-            s.trades += part.trades;
+            at(size_ - 1).extend(part);
             return;
         }
         if (size_ == capacity_) {
             grow(bytes);
         }
-        at(size_) = rolling_slot{index,      part.open,   part.high,         part.low,
-                                 part.close, part.volume, part.quote_volume, part.trades};
+        rolling_slot& s = at(size_);
+        static_cast<price_summary&>(s) = part;
+        s.index = index;
         ++size_;
     }
 
@@ -104,43 +92,42 @@ public:
         const std::int64_t lowest = watermark / BucketMs - bucket_count + 1;
         r.window_start = lowest * BucketMs;
         r.window_end = watermark;
-        // Merged sub-buckets come first in time, pending finest buckets after them.
-        ohlc_accumulator total;
+        // Merged sub-buckets come first, in time order; pending finest buckets follow them.
+        price_summary total;
         bool any = false;
-        const auto take = [&](const ohlc_accumulator& part) {
-            if (part.trades == 0) {
-                return;
-            }
-            if (any) {
-                total.merge(part);
-            } else {
-                total = part;
-                any = true;
-            }
-        };
         for (std::uint32_t i = 0; i < size_; ++i) {
             const rolling_slot& s = at(i);
             if (s.index < lowest) {
                 continue;
             }
-            // Merged sub-buckets are disjoint and ordered: keys that order them suffice.
-            ohlc_accumulator part;
-            part.first = trade_key{s.index * BucketMs, 0};
-            part.last = trade_key{s.index * BucketMs, 0};
-            part.open = s.open;
-            part.high = s.high;
-            part.low = s.low;
-            part.close = s.close;
-            part.volume = s.volume;
-            part.quote_volume = s.quote_volume;
-            part.trades = s.trades;
-            take(part);
+            if (any) {
+                total.extend(s);
+            } else {
+                total = s;
+                any = true;
+            }
         }
+        ohlc_accumulator pending;
+        bool any_pending = false;
         for_each_pending([&](std::int64_t index, const ohlc_accumulator& part) {
-            if (index >= lowest) {
-                take(part);
+            if (index < lowest || part.trades == 0) {
+                return;
+            }
+            if (any_pending) {
+                pending.merge(part);
+            } else {
+                pending = part;
+                any_pending = true;
             }
         });
+        if (any_pending) {
+            if (any) {
+                total.extend(pending);
+            } else {
+                total = pending;
+                any = true;
+            }
+        }
         if (!any) {
             return r;
         }
