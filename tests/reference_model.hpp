@@ -48,34 +48,21 @@ public:
         }
         std::vector<candle> out;
         for (auto& [open_time, trades] : buckets) {
-            std::sort(trades.begin(), trades.end(), by_time_then_id);
+            const summary sm = summarize(trades);
             candle c;
             c.open_time = open_time;
             c.close_time = open_time + width.count() - 1;
-            c.open = trades.front().price;
-            c.close = trades.back().price;
-            c.first_trade_id = trades.front().id;
-            c.last_trade_id = trades.back().id;
-            c.high = c.low = trades.front().price;
-            long double volume = 0;
-            long double quote = 0;
-            long double buy_volume = 0;
-            long double buy_quote = 0;
-            for (const trade& t : trades) {
-                c.high = std::max(c.high, t.price);
-                c.low = std::min(c.low, t.price);
-                volume += t.quantity;
-                quote += static_cast<long double>(t.price * t.quantity);
-                if (t.taker == side::buy) {
-                    buy_volume += t.quantity;
-                    buy_quote += static_cast<long double>(t.price * t.quantity);
-                }
-            }
-            c.volume = static_cast<double>(volume);
-            c.quote_volume = static_cast<double>(quote);
-            c.taker_buy_volume = static_cast<double>(buy_volume);
-            c.taker_buy_quote_volume = static_cast<double>(buy_quote);
-            c.trades = trades.size();
+            c.open = sm.open;
+            c.high = sm.high;
+            c.low = sm.low;
+            c.close = sm.close;
+            c.first_trade_id = sm.first_id;
+            c.last_trade_id = sm.last_id;
+            c.volume = sm.volume;
+            c.quote_volume = sm.quote_volume;
+            c.taker_buy_volume = sm.buy_volume;
+            c.taker_buy_quote_volume = sm.buy_quote_volume;
+            c.trades = sm.trades;
             c.closed = d.watermark >= open_time + width.count();
             out.push_back(c);
         }
@@ -94,28 +81,21 @@ public:
                 in.push_back(t);
             }
         }
-        std::sort(in.begin(), in.end(), by_time_then_id);
         rolling_stats r;
         r.window_start = lowest * bucket;
         r.window_end = d.watermark;
         if (in.empty()) {
             return r;
         }
-        r.open = in.front().price;
-        r.last = in.back().price;
-        r.high = r.low = r.open;
-        long double volume = 0;
-        long double quote = 0;
-        for (const trade& t : in) {
-            r.high = std::max(r.high, t.price);
-            r.low = std::min(r.low, t.price);
-            volume += t.quantity;
-            quote += static_cast<long double>(t.price * t.quantity);
-        }
-        r.volume = static_cast<double>(volume);
-        r.quote_volume = static_cast<double>(quote);
+        const summary sm = summarize(in);
+        r.open = sm.open;
+        r.last = sm.close;
+        r.high = sm.high;
+        r.low = sm.low;
+        r.volume = sm.volume;
+        r.quote_volume = sm.quote_volume;
         r.vwap = r.quote_volume / r.volume;
-        r.trades = in.size();
+        r.trades = sm.trades;
         r.price_change = r.last - r.open;
         r.price_change_percent = 100.0 * r.price_change / r.open;
         return r;
@@ -129,6 +109,43 @@ public:
     }
 
 private:
+    struct summary {
+        double open = 0, high = 0, low = 0, close = 0;
+        double volume = 0, quote_volume = 0, buy_volume = 0, buy_quote_volume = 0;
+        std::uint64_t first_id = 0, last_id = 0, trades = 0;
+    };
+
+    /// Sorts a non-empty set of trades by (time, id) and sums it in long double.
+    static summary summarize(std::vector<trade>& trades) {
+        std::sort(trades.begin(), trades.end(), by_time_then_id);
+        summary sm;
+        sm.open = trades.front().price;
+        sm.close = trades.back().price;
+        sm.first_id = trades.front().id;
+        sm.last_id = trades.back().id;
+        sm.high = sm.low = sm.open;
+        long double volume = 0;
+        long double quote = 0;
+        long double buy_volume = 0;
+        long double buy_quote = 0;
+        for (const trade& t : trades) {
+            sm.high = std::max(sm.high, t.price);
+            sm.low = std::min(sm.low, t.price);
+            volume += t.quantity;
+            quote += static_cast<long double>(t.price * t.quantity);
+            if (t.taker == side::buy) {
+                buy_volume += t.quantity;
+                buy_quote += static_cast<long double>(t.price * t.quantity);
+            }
+        }
+        sm.volume = static_cast<double>(volume);
+        sm.quote_volume = static_cast<double>(quote);
+        sm.buy_volume = static_cast<double>(buy_volume);
+        sm.buy_quote_volume = static_cast<double>(buy_quote);
+        sm.trades = trades.size();
+        return sm;
+    }
+
     static bool by_time_then_id(const trade& a, const trade& b) {
         return a.ts_ms != b.ts_ms ? a.ts_ms < b.ts_ms : a.id < b.id;
     }
