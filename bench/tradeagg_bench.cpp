@@ -13,6 +13,7 @@
 //   BM_pipeline/<policy>            tradeagg::pipeline<Policy, null_sink>, one shard, the
 //                                   benchmark thread pushing through a producer handle in
 //                                   chunks of 256; the clock stops when stop() has drained.
+//   BM_pipeline_hot/throughput_policy  the same on a 100-token stream: token state in cache.
 //
 // Ratios between them are what matters (bench/run prints them); absolute numbers depend on the
 // machine. Run: bench/run, or tradeagg_bench --benchmark_repetitions=5.
@@ -52,6 +53,13 @@ double seconds_between(bench_clock::time_point from, bench_clock::time_point to)
 const synthetic::stream& bench_stream() {
     static const synthetic::stream s{
         synthetic::stream_config{.trades = 1'048'576, .tokens = 10'000}};
+    return s;
+}
+
+/// The same generator with 100 tokens: their state stays in cache, which shows what the
+/// pipeline costs when it is not waiting for memory.
+const synthetic::stream& hot_stream() {
+    static const synthetic::stream s{synthetic::stream_config{.trades = 1'048'576, .tokens = 100}};
     return s;
 }
 
@@ -253,11 +261,12 @@ void bm_naive(benchmark::State& state) {
 
 // ---------------------------------------------------------------------------------------------
 // BM_pipeline/<policy>: the library, one shard, fed by the benchmark thread.
+// BM_pipeline_hot/<policy>: the same on a 100-token stream whose state fits in cache.
 
-template <class Policy>
+template <class Policy, const synthetic::stream& (*Stream)() = bench_stream>
 void bm_pipeline(benchmark::State& state) {
     constexpr std::size_t chunk = 256;
-    const synthetic::stream& s = bench_stream();
+    const synthetic::stream& s = Stream();
     const std::size_t n = s.trades().size();
     tradeagg::pipeline_stats last;
     for (auto _ : state) {
@@ -322,6 +331,9 @@ int main(int argc, char** argv) {
                                            bm_pipeline<tradeagg::latency_policy>));
     configure(benchmark::RegisterBenchmark("BM_pipeline/memory_constrained_policy",
                                            bm_pipeline<tradeagg::memory_constrained_policy>));
+    (void)hot_stream();
+    configure(benchmark::RegisterBenchmark("BM_pipeline_hot/throughput_policy",
+                                           bm_pipeline<tradeagg::throughput_policy, hot_stream>));
 
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
