@@ -62,51 +62,48 @@ public:
     void merge(std::int64_t index, const ohlc_accumulator& part, timestamp_ms watermark,
                std::size_t& bytes) {
         const std::int64_t lowest = watermark / BucketMs - bucket_count + 1;
-        while (size_ > 0 && at(0).index < lowest) {
-            head_ = wrap(head_ + 1);
-            --size_;
-        }
+        expire(lowest);
         if (index < lowest || part.trades == 0) {
             return; // accepted by the candles' lateness rule, but already outside 24 hours
         }
         if (size_ > 0 && at(size_ - 1).index == index) {
             at(size_ - 1).extend(part);
-            return;
+        } else {
+            if (size_ == capacity_) {
+                grow(bytes);
+            }
+            rolling_slot& s = at(size_);
+            static_cast<price_summary&>(s) = part;
+            s.index = index;
+            ++size_;
         }
-        if (size_ == capacity_) {
-            grow(bytes);
+        if (total_valid_) {
+            add_to_total(part);
         }
-        rolling_slot& s = at(size_);
-        static_cast<price_summary&>(s) = part;
-        s.index = index;
-        ++size_;
     }
 
     /// Statistics as of `watermark`, including `pending` parts not merged yet (each a pair of
-    /// sub-bucket index and accumulator, visited through `for_each_pending(f)`).
-    /// Never allocates; cost is linear in the sub-buckets held.
+    /// sub-bucket index and accumulator, visited through `for_each_pending(f)`). Sub-buckets
+    /// that fell out of the window are dropped. Never allocates; the merged part is kept
+    /// summed and rebuilt only after sub-buckets expire (once per sub-bucket width at most).
     template <class ForEachPending>
     [[nodiscard]] rolling_stats stats(timestamp_ms watermark,
-                                      ForEachPending&& for_each_pending) const noexcept {
+                                      ForEachPending&& for_each_pending) noexcept {
         rolling_stats r;
         const std::int64_t lowest = watermark / BucketMs - bucket_count + 1;
         r.window_start = lowest * BucketMs;
         r.window_end = watermark;
-        // Merged sub-buckets come first, in time order; pending finest buckets follow them.
-        price_summary total;
-        bool any = false;
-        for (std::uint32_t i = 0; i < size_; ++i) {
-            const rolling_slot& s = at(i);
-            if (s.index < lowest) {
-                continue;
+        expire(lowest);
+        if (!total_valid_) {
+            total_any_ = false;
+            for (std::uint32_t i = 0; i < size_; ++i) {
+                add_to_total(at(i));
             }
-            if (any) {
-                total.extend(s);
-            } else {
-                total = s;
-                any = true;
-            }
+            total_valid_ = true;
         }
+        // Merged sub-buckets come first, in time order; pending finest buckets follow them.
+        price_summary total = total_;
+        bool any = total_any_;
         ohlc_accumulator pending;
         bool any_pending = false;
         for_each_pending([&](std::int64_t index, const ohlc_accumulator& part) {
@@ -145,7 +142,7 @@ public:
     }
 
     /// Statistics of the merged sub-buckets alone.
-    [[nodiscard]] rolling_stats stats(timestamp_ms watermark) const noexcept {
+    [[nodiscard]] rolling_stats stats(timestamp_ms watermark) noexcept {
         return stats(watermark, [](auto&&) {});
     }
 
@@ -160,9 +157,28 @@ public:
         ::operator delete(slots_);
         slots_ = nullptr;
         capacity_ = head_ = size_ = 0;
+        total_valid_ = true;
+        total_any_ = false;
     }
 
 private:
+    void expire(std::int64_t lowest) noexcept {
+        while (size_ > 0 && at(0).index < lowest) {
+            head_ = wrap(head_ + 1);
+            --size_;
+            total_valid_ = false; // a minimum or maximum may have left: rebuild when asked
+        }
+    }
+
+    void add_to_total(const price_summary& later) noexcept {
+        if (total_any_) {
+            total_.extend(later);
+        } else {
+            total_ = later;
+            total_any_ = true;
+        }
+    }
+
     [[nodiscard]] std::uint32_t wrap(std::uint32_t i) const noexcept {
         return i >= capacity_ ? i - capacity_ : i;
     }
@@ -185,6 +201,9 @@ private:
         head_ = 0;
     }
 
+    price_summary total_;     ///< every sub-bucket in the ring, in order, when valid
+    bool total_valid_ = true; ///< an empty ring's total is valid (and empty)
+    bool total_any_ = false;
     rolling_slot* slots_ = nullptr;
     std::uint32_t capacity_ = 0;
     std::uint32_t head_ = 0;
