@@ -245,11 +245,12 @@ public:
             st.arena_reserved_bytes += sh.book().reserved_bytes();
             st.arena_live_bytes += sh.book().live_bytes();
             st.ingress_bytes += sh.ingress_bytes();
+            st.table_bytes += sh.book().directory_bytes();
             sh.latency().accumulate(counts, max_latency);
             st.shards.push_back(ss);
         }
         st.interned_tokens = table_.size();
-        st.table_bytes = table_.memory_bytes();
+        st.table_bytes += table_.memory_bytes();
         st.bytes_per_active_token =
             st.active_tokens > 0
                 ? static_cast<double>(st.arena_live_bytes) / static_cast<double>(st.active_tokens)

@@ -432,15 +432,19 @@ public:
     [[nodiscard]] std::size_t live_bytes() const noexcept {
         return arena_.live_bytes() + rolling_bytes_atomic_.load(std::memory_order_relaxed);
     }
-    /// Bytes of the id -> state directory. Thread-safe only after the worker stopped.
+    /// Bytes of the id -> state directory and the dirty list, as of the last flush.
+    /// Thread-safe.
     [[nodiscard]] std::size_t directory_bytes() const noexcept {
-        return states_.capacity() * sizeof(state*) + dirty_.capacity() * sizeof(state*);
+        return directory_bytes_.load(std::memory_order_relaxed);
     }
 
-    /// The rolling-window byte counter the worker passes to `state::apply`, published after.
+    /// The rolling-window byte counter the worker passes to `state::apply`.
     std::size_t& rolling_bytes() noexcept { return rolling_bytes_; }
+    /// Makes the worker's byte counts readable from other threads (called at each flush).
     void publish_bytes() noexcept {
         rolling_bytes_atomic_.store(rolling_bytes_, std::memory_order_relaxed);
+        directory_bytes_.store((states_.capacity() + dirty_.capacity()) * sizeof(state*),
+                               std::memory_order_relaxed);
     }
 
     /// Fixed bytes of one token's state (candle rings and bookkeeping, without rolling ring).
@@ -452,6 +456,7 @@ private:
     std::vector<state*> dirty_;
     std::size_t rolling_bytes_ = 0;
     std::atomic<std::size_t> rolling_bytes_atomic_{0};
+    std::atomic<std::size_t> directory_bytes_{0};
     std::atomic<std::size_t> active_{0};
 };
 
