@@ -81,7 +81,8 @@ struct token_state {
     static constexpr std::size_t interval_count = layout::interval_count;
     static constexpr timestamp_ms none = std::numeric_limits<timestamp_ms>::max();
 
-    token_state(token_id token_id_, std::string_view name_) noexcept : id(token_id_), name(name_) {
+    token_state(token_id token, std::string_view token_name) noexcept
+        : id(token), name(token_name) {
         next_close.fill(none);
         next_final.fill(none);
     }

@@ -134,7 +134,7 @@ private:
         std::uint32_t shard = 0;
     };
     static constexpr std::size_t segment_size = 1024;
-    static constexpr std::size_t name_chunk_size = 64 * 1024;
+    static constexpr std::size_t name_chunk_size = std::size_t{64} * 1024;
 
     std::string_view store(std::string_view token) {
         if (name_chunks_.empty() || name_used_ + token.size() > name_chunk_size) {
