@@ -96,8 +96,8 @@ TEST_CASE("start() twice is an error") {
     CHECK_THROWS_AS(p.start(), std::logic_error);
 }
 
-TEST_CASE_TEMPLATE("a slow sink fills the rings: try_push refuses, push waits, nothing is lost",
-                   Policy, throughput_policy, latency_policy, memory_constrained_policy) {
+TEST_CASE_TEMPLATE("a full ring: try_push refuses, push waits, a slow sink loses nothing", Policy,
+                   throughput_policy, latency_policy, memory_constrained_policy) {
     std::atomic<int> batches{0};
     callback_sink slow([&batches](const flush_batch&) {
         ++batches;
@@ -109,29 +109,43 @@ TEST_CASE_TEMPLATE("a slow sink fills the rings: try_push refuses, push waits, n
     cfg.flush_interval = 1ms;
     pipeline<Policy, callback_sink&> p{cfg, slow};
     const auto ids = intern_tokens(p, 8);
-    p.start();
+    const auto nth = [&ids](int i) {
+        return trade{ids[static_cast<std::size_t>(i) % ids.size()],
+                     side::buy,
+                     1.0,
+                     1.0,
+                     10'000 + i,
+                     static_cast<std::uint64_t>(i)};
+    };
     auto h = p.make_producer();
+
+    // Not started yet, so nothing drains: the ring fills and try_push must refuse.
     std::uint64_t accepted = 0;
     std::uint64_t refused = 0;
-    for (int i = 0; i < 2'000; ++i) {
-        const trade t{ids[static_cast<std::size_t>(i) % ids.size()],
-                      side::buy,
-                      1.0,
-                      1.0,
-                      10'000 + i,
-                      static_cast<std::uint64_t>(i)};
-        if (i % 2 == 0) {
-            const push_result r = h.try_push(t);
-            CHECK(r.reason == reject_reason::none);
-            (r ? accepted : refused) += 1;
-        } else {
-            REQUIRE(h.push(t) == reject_reason::none);
-            ++accepted;
-        }
+    for (int i = 0; i < 32; ++i) {
+        const push_result r = h.try_push(nth(i));
+        CHECK(r.reason == reject_reason::none);
+        (r ? accepted : refused) += 1;
     }
+    CHECK(accepted <= 16);
+    CHECK(refused >= 16);
+
+    // push() into the full ring waits; the pipeline starts only once it is seen waiting, and
+    // then every trade goes through a sink that sleeps on every batch.
+    std::thread pusher([&h, &nth] {
+        for (int i = 32; i < 2'000; ++i) {
+            REQUIRE(h.push(nth(i)) == reject_reason::none);
+        }
+    });
+    while (p.stats().backpressure_waits == 0) {
+        std::this_thread::yield();
+    }
+    p.start();
+    pusher.join();
+    accepted += 2'000 - 32;
     p.stop();
+
     const pipeline_stats st = p.stats();
-    CHECK(refused > 0);
     CHECK(st.full_rejections == refused);
     CHECK(st.backpressure_waits > 0);
     CHECK(st.accepted == accepted);
@@ -212,7 +226,9 @@ TEST_CASE("stop() while producers push: every push reported accepted reaches the
         });
     }
     go = true;
-    std::this_thread::sleep_for(50ms);
+    while (p.stats().accepted < 10'000) { // stop mid-stream, whatever the machine's speed
+        std::this_thread::yield();
+    }
     p.stop();
     for (auto& t : producers) {
         t.join();
