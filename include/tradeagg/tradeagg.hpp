@@ -9,6 +9,7 @@
 #include <tradeagg/latency_histogram.hpp>
 #include <tradeagg/pipeline.hpp>
 #include <tradeagg/policy.hpp>
+#include <tradeagg/process_stats.hpp>
 #include <tradeagg/rolling_window.hpp>
 #include <tradeagg/runtime_config.hpp>
 #include <tradeagg/shard.hpp>
