@@ -1,9 +1,9 @@
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -18,15 +18,22 @@ namespace tradeagg {
 
 /// Keeps the latest version of every candle, rolling window and latest trade, queryable by
 /// token, interval and open time. Every member is thread-safe (one mutex); `consume` allocates
-/// for new tokens and candles.
+/// for new tokens and candles. Made for tests, demos and queries of modest size: every candle
+/// ever emitted is kept.
 class memory_sink {
 public:
     /// Stores every update of the batch, replacing earlier versions.
     void consume(const flush_batch& batch) {
         const std::lock_guard lock(mutex_);
+        // A token's updates come together in a batch: look its entry up once per run.
+        std::string_view last_name;
+        entry* last = nullptr;
         for (const candle_update& u : batch.candles) {
-            entry& e = find_or_add(u.name);
-            e.candles[key{u.width.count(), u.data.open_time}] = u.data;
+            if (last == nullptr || u.name != last_name) {
+                last = &find_or_add(u.name);
+                last_name = u.name;
+            }
+            last->candles.insert_or_assign(key{u.width.count(), u.data.open_time}, u.data);
             ++candle_updates_;
         }
         for (const token_update& u : batch.tokens) {
@@ -56,11 +63,14 @@ public:
         const std::lock_guard lock(mutex_);
         std::vector<candle> out;
         if (const entry* e = find(token)) {
-            for (auto it = e->candles.lower_bound(key{width.count(), 0});
-                 it != e->candles.end() && it->first.first == width.count(); ++it) {
-                out.push_back(it->second);
+            for (const auto& [k, c] : e->candles) {
+                if (k.first == width.count()) {
+                    out.push_back(c);
+                }
             }
         }
+        std::sort(out.begin(), out.end(),
+                  [](const candle& a, const candle& b) { return a.open_time < b.open_time; });
         return out;
     }
 
@@ -120,8 +130,16 @@ public:
 
 private:
     using key = std::pair<std::int64_t, timestamp_ms>; // (width in ms, open time)
+    struct key_hash {
+        std::size_t operator()(const key& k) const noexcept {
+            // Open times are multiples of the width: mix both so buckets spread.
+            const auto h = static_cast<std::uint64_t>(k.second) * 0x9E3779B97F4A7C15ull ^
+                           static_cast<std::uint64_t>(k.first);
+            return static_cast<std::size_t>(h ^ (h >> 29));
+        }
+    };
     struct entry {
-        std::map<key, candle> candles;
+        std::unordered_map<key, candle, key_hash> candles;
         rolling_stats rolling;
         latest_trade latest;
         std::uint64_t late_trades = 0;
