@@ -2,6 +2,7 @@
 // The pipeline: owns the token table, the shards and their rings; routes each trade to the
 // shard that owns its token; starts, drains and stops the workers; reports statistics.
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstddef>
@@ -160,17 +161,13 @@ public:
 
     /// Interns the token, then as `push(const trade&)`. Thread-safe; may allocate to intern.
     reject_reason push(const trade_view& t) {
-        const reject_reason r = validate(t);
+        trade interned;
+        const reject_reason r = intern_trade(t, interned);
         if (r != reject_reason::none) {
             count_shared_reject(r);
             return r;
         }
-        const auto id = table_.intern(t.token);
-        if (id.reason != reject_reason::none) {
-            count_shared_reject(id.reason);
-            return id.reason;
-        }
-        return push(trade{id.id, t.taker, t.price, t.quantity, t.ts_ms, t.id});
+        return push(interned);
     }
 
     /// Pushes one interned trade from any thread if its shard's queue has room.
@@ -289,18 +286,7 @@ public:
             if (!p_->accepting_.load(std::memory_order_seq_cst)) {
                 return reject(reject_reason::stopped);
             }
-            const reject_reason r = p_->check(t);
-            if (r != reject_reason::none) {
-                return reject(r);
-            }
-            const std::size_t s = p_->shard_of(t.token);
-            if (!rings_[s]->push(record(t))) {
-                detail::bump(slot().full_rejections);
-                return push_result{reject_reason::none, true};
-            }
-            detail::bump(slot().pushed[s]);
-            p_->shards_[s]->notify_pushed();
-            return {};
+            return push_one(t, false);
         }
 
         /// Pushes one trade, waiting by the policy's strategy while its ring is full.
@@ -310,34 +296,14 @@ public:
             if (!p_->accepting_.load(std::memory_order_seq_cst)) {
                 return reject(reject_reason::stopped).reason;
             }
-            const reject_reason r = p_->check(t);
-            if (r != reject_reason::none) {
-                return reject(r).reason;
-            }
-            const std::size_t s = p_->shard_of(t.token);
-            const ingress_record rec = record(t);
-            if (!rings_[s]->push(rec)) {
-                detail::bump(slot().backpressure_waits);
-                for (unsigned step = 0; !rings_[s]->push(rec);) {
-                    p_->wait_full(step, s);
-                }
-            }
-            detail::bump(slot().pushed[s]);
-            p_->shards_[s]->notify_pushed();
-            return reject_reason::none;
+            return push_one(t, true).reason;
         }
 
         /// Interns the token, then as `push(const trade&)`. May allocate to intern.
         reject_reason push(const trade_view& t) {
-            const reject_reason r = validate(t);
-            if (r != reject_reason::none) {
-                return reject(r).reason;
-            }
-            const auto id = p_->table_.intern(t.token);
-            if (id.reason != reject_reason::none) {
-                return reject(id.reason).reason;
-            }
-            return push(trade{id.id, t.taker, t.price, t.quantity, t.ts_ms, t.id});
+            trade interned;
+            const reject_reason r = p_->intern_trade(t, interned);
+            return r != reject_reason::none ? reject(r).reason : push(interned);
         }
 
         /// Pushes a batch in order, waiting while rings are full; invalid trades are counted
@@ -380,6 +346,31 @@ public:
             return ingress_record{t, sample ? detail::now_ns() : 0};
         }
 
+        /// Validates and pushes one trade (the caller holds the busy flag and saw the pipeline
+        /// accepting); with `wait`, waits while the ring is full, else reports it full.
+        push_result push_one(const trade& t, bool wait) {
+            const reject_reason r = p_->check(t);
+            if (r != reject_reason::none) {
+                return reject(r);
+            }
+            const std::size_t s = p_->shard_of(t.token);
+            const ingress_record rec = record(t);
+            if (!rings_[s]->push(rec)) {
+                if (!wait) {
+                    detail::bump(slot().full_rejections);
+                    return push_result{reject_reason::none, true};
+                }
+                detail::bump(slot().backpressure_waits);
+                for (unsigned step = 0; !rings_[s]->push(rec);) {
+                    p_->shards_[s]->notify_pushed();
+                    p_->wait_full(step, s);
+                }
+            }
+            detail::bump(slot().pushed[s]);
+            p_->shards_[s]->notify_pushed();
+            return {};
+        }
+
         std::size_t push_many(std::span<const trade> batch, bool wait) {
             constexpr std::size_t chunk = 32;
             const busy_scope busy(slot());
@@ -392,39 +383,25 @@ public:
             std::size_t accepted = 0;
             std::size_t i = 0;
             if (rings_.size() == 1) {
-                // One shard: validated records go to the ring 32 at a time.
+                // One shard: the batch goes to the ring 32 trades at a time. Rejections are
+                // counted only once it is known how far the ring took the chunk, so a trade the
+                // caller must offer again is not counted twice.
                 ingress_record staged[chunk];
                 std::size_t origin[chunk]; // index in `batch` of each staged record
+                reject_reason why[chunk];  // the check of each trade of the chunk
                 while (i < batch.size()) {
+                    const std::size_t begin = i;
+                    const std::size_t end = std::min(batch.size(), begin + chunk);
                     std::size_t n = 0;
-                    for (; i < batch.size() && n < chunk; ++i) {
-                        const reject_reason r = p_->check(batch[i]);
-                        if (r != reject_reason::none) {
-                            reject(r);
-                            continue;
+                    for (; i < end; ++i) {
+                        why[i - begin] = p_->check(batch[i]);
+                        if (why[i - begin] == reject_reason::none) {
+                            origin[n] = i;
+                            staged[n++] = record(batch[i]);
                         }
-                        origin[n] = i;
-                        staged[n++] = record(batch[i]);
                     }
                     std::size_t done = rings_[0]->push(staged, n);
-                    if (done < n && !wait) {
-                        accepted += done;
-                        detail::bump(slot().pushed[0], done);
-                        detail::bump(slot().full_rejections);
-                        p_->shards_[0]->notify_pushed();
-                        // Trades after the first one not taken are untouched: take back the
-                        // rejections counted for them, since the caller will offer them again.
-                        for (std::size_t k = origin[done] + 1; k < i; ++k) {
-                            const reject_reason r = p_->check(batch[k]);
-                            if (r != reject_reason::none) {
-                                auto& c = slot().rejected[static_cast<std::size_t>(r)];
-                                c.store(c.load(std::memory_order_relaxed) - 1,
-                                        std::memory_order_relaxed);
-                            }
-                        }
-                        return origin[done];
-                    }
-                    if (done < n) {
+                    if (done < n && wait) {
                         detail::bump(slot().backpressure_waits);
                         for (unsigned step = 0; done < n;) {
                             const std::size_t more = rings_[0]->push(staged + done, n - done);
@@ -435,34 +412,28 @@ public:
                             }
                         }
                     }
-                    accepted += n;
-                    detail::bump(slot().pushed[0], n);
+                    const std::size_t cut = done < n ? origin[done] : end;
+                    for (std::size_t k = begin; k < cut; ++k) {
+                        if (why[k - begin] != reject_reason::none) {
+                            reject(why[k - begin]);
+                        }
+                    }
+                    accepted += done;
+                    detail::bump(slot().pushed[0], done);
                     p_->shards_[0]->notify_pushed();
+                    if (done < n) {
+                        detail::bump(slot().full_rejections);
+                        return cut; // the first trade not taken; every earlier one was
+                    }
                 }
                 return wait ? accepted : batch.size();
             }
             for (; i < batch.size(); ++i) {
-                const reject_reason r = p_->check(batch[i]);
-                if (r != reject_reason::none) {
-                    reject(r);
-                    continue;
+                const push_result r = push_one(batch[i], wait);
+                if (r.full) {
+                    return i;
                 }
-                const std::size_t s = p_->shard_of(batch[i].token);
-                const ingress_record rec = record(batch[i]);
-                if (!rings_[s]->push(rec)) {
-                    if (!wait) {
-                        detail::bump(slot().full_rejections);
-                        return i;
-                    }
-                    detail::bump(slot().backpressure_waits);
-                    for (unsigned step = 0; !rings_[s]->push(rec);) {
-                        p_->shards_[s]->notify_pushed();
-                        p_->wait_full(step, s);
-                    }
-                }
-                detail::bump(slot().pushed[s]);
-                p_->shards_[s]->notify_pushed();
-                ++accepted;
+                accepted += r.accepted() ? 1 : 0;
             }
             return wait ? accepted : batch.size();
         }
@@ -481,6 +452,16 @@ public:
     };
 
 private:
+    /// Validates a trade at the API edge and interns its token into `out`.
+    reject_reason intern_trade(const trade_view& t, trade& out) {
+        if (const reject_reason r = validate(t); r != reject_reason::none) {
+            return r;
+        }
+        const auto id = table_.intern(t.token);
+        out = trade{id.id, t.taker, t.price, t.quantity, t.ts_ms, t.id};
+        return id.reason;
+    }
+
     reject_reason check(const trade& t) const noexcept {
         if (!table_.contains(t.token)) {
             return reject_reason::unknown_token;
