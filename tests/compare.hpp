@@ -3,6 +3,9 @@
 // mismatches as text so one failing run explains itself.
 
 #include <cmath>
+#include <cstdint>
+#include <functional>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -16,6 +19,9 @@ namespace tradeagg::testing {
 inline bool close_enough(double a, double b, double rel = 1e-9) {
     return std::fabs(a - b) <= rel * std::max(std::fabs(a), std::fabs(b)) + 1e-300;
 }
+
+/// Late trades per token, as `runtime_config::on_late_trade` reported them.
+using late_counts = std::map<std::string, std::uint64_t, std::less<>>;
 
 struct mismatch_log {
     std::size_t count = 0;
@@ -36,7 +42,8 @@ struct mismatch_log {
 };
 
 template <class Policy>
-mismatch_log compare_with_reference(const memory_sink& sink, const reference_model<Policy>& ref) {
+mismatch_log compare_with_reference(const memory_sink& sink, const reference_model<Policy>& ref,
+                                    const late_counts* late_by_token = nullptr) {
     mismatch_log log;
     for (const auto& [name, data] : ref.tokens()) {
         for (const interval width : Policy::intervals) {
@@ -115,9 +122,13 @@ mismatch_log compare_with_reference(const memory_sink& sink, const reference_mod
             lg->quantity != lw.quantity || lg->taker != lw.taker) {
             log.add(name + ": latest trade differs");
         }
-        if (sink.late_trades(name) != data.late) {
-            log.add(name + ": late " + std::to_string(sink.late_trades(name)) + ", want " +
-                    std::to_string(data.late));
+        if (late_by_token != nullptr) {
+            const auto it = late_by_token->find(name);
+            const std::uint64_t got_late = it == late_by_token->end() ? 0 : it->second;
+            if (got_late != data.late) {
+                log.add(name + ": late " + std::to_string(got_late) + ", want " +
+                        std::to_string(data.late));
+            }
         }
     }
     return log;

@@ -101,23 +101,23 @@ TEST_CASE(
     s.apply(make(10'500, 1, 100.0), ev, bytes);
     s.apply(make(12'100, 2, 101.0), ev, bytes); // closes the 10 s bucket
     const auto one_second = [&](timestamp_ms open) -> const detail::bucket_slot* {
-        for (std::size_t i = 0; i < state::layout::slots[0]; ++i) {
-            if (s.slots[i].meta.open_time == open) {
+        for (std::size_t i = 0; i < state::layout::finest_slots; ++i) {
+            if (s.slots[i].open_time == open) {
                 return &s.slots[i];
             }
         }
         return nullptr;
     };
     REQUIRE(one_second(10'000) != nullptr);
-    CHECK(one_second(10'000)->meta.closed);
-    CHECK_FALSE(one_second(12'000)->meta.closed);
+    CHECK(s.is_closed(10'000, 0));
+    CHECK_FALSE(s.is_closed(12'000, 0));
 
     // Watermark 12 100: the 10 s bucket ended at 11 000, 1 100 ms ago: still accepted.
     const trade within = make(10'900, 3, 99.0);
     CHECK_FALSE(s.is_late(within));
     s.apply(within, ev, bytes);
     CHECK(one_second(10'000)->acc.ohlc.trades == 2);
-    CHECK(one_second(10'000)->meta.closed);
+    CHECK(s.is_closed(10'000, 0));
 
     // Watermark 13 000: the 10 s bucket ended 2 000 ms ago: late.
     s.apply(make(13'000, 4, 102.0), ev, bytes);

@@ -41,7 +41,7 @@ TEST_CASE("memory_sink keeps the latest version and answers by token, interval a
     c.quote_volume = 5.0;
     c.trades = 1;
     candle_update u{0, "SOL", intervals::m1, 1, c};
-    token_update tu{0, "SOL", latest_trade{5.0, 1.0, side::sell, 60'001, 7}, rolling_stats{}, 0};
+    token_update tu{0, "SOL", latest_trade{5.0, 1.0, side::sell, 60'001, 7}, rolling_stats{}};
     s.consume(flush_batch{0, {&u, 1}, {&tu, 1}});
     c.close = 6.0;
     c.trades = 2;

@@ -123,8 +123,7 @@ struct ohlc_accumulator : price_summary {
     }
 };
 
-/// The sums and extremes of one bucket's trades (the bucket's time and flags are kept apart,
-/// in `bucket_meta`, so the per-trade bookkeeping of every interval fits a few cache lines).
+/// The sums and extremes of one bucket's trades.
 struct candle_accumulator {
     ohlc_accumulator ohlc;
     compensated_sum taker_buy_volume;
@@ -182,13 +181,6 @@ struct candle_accumulator {
         c.closed = closed;
         return c;
     }
-};
-
-/// Which bucket a slot holds and whether it must be emitted.
-struct bucket_meta {
-    timestamp_ms open_time = -1; ///< -1: the slot is empty
-    bool dirty = false;          ///< changed since it was last handed to the sink
-    bool closed = false;         ///< the watermark has passed its end
 };
 
 } // namespace detail

@@ -259,8 +259,6 @@ private:
             auto& state = book_.get(rec.t.token, table_);
             if (state.is_late(rec.t)) {
                 ++late;
-                ++state.late_trades;
-                book_.mark_dirty(state);
                 report_late(rec.t, state.name, state.watermark);
             } else {
                 state.apply(rec.t, candles_, book_.rolling_bytes());

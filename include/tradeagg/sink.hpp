@@ -44,13 +44,14 @@ struct candle_update {
     candle data;
 };
 
-/// A token that traded since the last flush: its latest trade and rolling 24 h statistics.
+/// A token that traded or whose candles closed since the last flush: its latest trade and
+/// rolling 24 h statistics. (Late trades change nothing here: they are reported through
+/// `runtime_config::on_late_trade` and counted in the pipeline's statistics.)
 struct token_update {
     token_id token = 0;
     std::string_view name; ///< valid during `consume` only
     latest_trade latest;
     rolling_stats rolling;
-    std::uint64_t late_trades = 0; ///< trades refused as too late, since the token appeared
 };
 
 /// One flush of one shard: every changed candle once, and every changed token once.

@@ -23,10 +23,19 @@
 namespace tradeagg {
 namespace detail {
 
-/// Where each interval's ring of buckets sits in a token's slot array. A bucket can take trades
-/// until the watermark passes its end by the allowed lateness, so an interval of width w needs
-/// ceil(lateness / w) + 1 slots: bucket k and bucket k - slots never both accept trades, and a
-/// slot is reused only once its previous bucket is final.
+/// Where each interval's ring of buckets sits in a token's slot array.
+///
+/// The finest interval takes the trades: a bucket of width w can take them until the watermark
+/// passes its end by the allowed lateness, so the ring needs ceil(lateness / w) + 1 slots
+/// (bucket k and bucket k - slots never both accept trades, and a slot is reused only once its
+/// previous bucket is final).
+///
+/// A coarser interval needs one slot. Its slot holds only what retired children sealed into
+/// it, and the first child of bucket k + 1 retires at or after
+/// `open(k + 1) + child width + lateness`, later than bucket k becomes final
+/// (`open(k + 1) + lateness`): bucket k is always gone, or final and retired first, by then.
+/// Until its first child retires a coarse bucket lives only in its children ("virtual"), and
+/// `collect` builds it from them.
 template <policy Policy>
 struct candle_layout {
     static constexpr std::size_t interval_count = Policy::intervals.size();
@@ -39,30 +48,28 @@ struct candle_layout {
         }
         return w;
     }();
-    static constexpr std::array<std::size_t, interval_count> slots = [] {
-        std::array<std::size_t, interval_count> s{};
-        for (std::size_t i = 0; i < interval_count; ++i) {
-            s[i] = static_cast<std::size_t>((lateness + widths[i] - 1) / widths[i]) + 1;
-        }
-        return s;
-    }();
-    static constexpr std::array<std::size_t, interval_count> offsets = [] {
-        std::array<std::size_t, interval_count> o{};
-        std::size_t at = 0;
-        for (std::size_t i = 0; i < interval_count; ++i) {
-            o[i] = at;
-            at += slots[i];
-        }
-        return o;
-    }();
-    static constexpr std::size_t total_slots =
-        offsets[interval_count - 1] + slots[interval_count - 1];
+    /// Slots of the finest interval's ring; every coarser interval has one slot after them.
+    static constexpr std::size_t finest_slots =
+        static_cast<std::size_t>((lateness + widths[0] - 1) / widths[0]) + 1;
+    static constexpr std::size_t total_slots = finest_slots + interval_count - 1;
+
+    /// The slot of interval `i`'s bucket.
+    static constexpr std::size_t coarse_slot(std::size_t i) noexcept {
+        return finest_slots + i - 1;
+    }
+    /// End of the bucket of interval `i` that contains `t`.
+    static constexpr timestamp_ms end_of(timestamp_ms t, std::size_t i) noexcept {
+        return bucket_open(t, widths[i]) + widths[i];
+    }
 };
 
-/// A bucket's identity and flags beside its sums: one slot of a token's bucket rings.
+/// One bucket of a token: its sums, which bucket it is, and whether it must be emitted.
 struct bucket_slot {
-    bucket_meta meta;
     candle_accumulator acc;
+    timestamp_ms open_time = -1; ///< -1: the slot is empty
+    bool dirty = false;          ///< changed since it was last handed to the sink
+
+    [[nodiscard]] bool occupied() const noexcept { return open_time >= 0; }
 };
 
 /// Everything one token costs a shard. Touched only by the owning shard's worker.
@@ -74,33 +81,35 @@ struct bucket_slot {
 /// An emitted candle is its sealed part plus its children still in their ring. So a trade
 /// touches the token's header and one slot whatever the number of intervals (with many tokens
 /// the worker is bound by cache misses), and a bucket costs one merge when it retires.
+///
+/// A candle is closed when the watermark has reached its end; nothing is stored for it. A
+/// candle is emitted when it changed, or when it closed, since the last `collect`.
 template <policy Policy>
 struct token_state {
     using layout = candle_layout<Policy>;
     using window = rolling_window<Policy::rolling_bucket.count(), rolling_window_length.count()>;
     static constexpr std::size_t interval_count = layout::interval_count;
     static constexpr timestamp_ms none = std::numeric_limits<timestamp_ms>::max();
+    static constexpr timestamp_ms never = std::numeric_limits<timestamp_ms>::min();
 
     token_state(token_id token, std::string_view token_name) noexcept
         : id(token), name(token_name) {
-        next_close.fill(none);
-        next_final.fill(none);
+        latest.ts_ms = never;
     }
 
     token_id id;
     bool in_dirty_list = false;
     std::string_view name;
-    timestamp_ms watermark = std::numeric_limits<timestamp_ms>::min();
-    /// Earliest watermark at which some bucket closes or becomes final: below it, a trade
-    /// that advances the watermark does no closing work at all.
+    timestamp_ms watermark = never;
+    /// The watermark when the token was last collected: a bucket that ends after it and at or
+    /// before the watermark closed since, and is emitted closed.
+    timestamp_ms collected_at = never;
+    /// Earliest watermark at which a bucket closes or becomes final: below it, a trade that
+    /// advances the watermark does no closing work at all.
     timestamp_ms next_event = none;
-    std::uint64_t late_trades = 0;
-    trade_key latest_key{std::numeric_limits<timestamp_ms>::min(), 0};
-    latest_trade latest;
-    /// Per interval: earliest end of a bucket not yet closed, and earliest time a bucket in the
-    /// ring becomes final (`none`: no such bucket).
-    std::array<timestamp_ms, interval_count> next_close{};
-    std::array<timestamp_ms, interval_count> next_final{};
+    timestamp_ms next_close = none; ///< earliest end, after the watermark, of any bucket
+    timestamp_ms next_final = none; ///< earliest time a stored bucket becomes final
+    latest_trade latest;            ///< by (event time, trade id); ts_ms `never` before any
     std::array<bucket_slot, layout::total_slots> slots{};
     window rolling;
 
@@ -108,10 +117,12 @@ struct token_state {
     /// Lateness is decided per trade, on the finest interval, so every interval and the rolling
     /// window see exactly the same trades.
     [[nodiscard]] bool is_late(const trade& t) const noexcept {
-        const std::int64_t w0 = layout::widths[0];
-        const timestamp_ms end = bucket_open(t.ts_ms, w0) + w0;
-        return watermark != std::numeric_limits<timestamp_ms>::min() &&
-               watermark >= end + layout::lateness;
+        return watermark != never && watermark >= layout::end_of(t.ts_ms, 0) + layout::lateness;
+    }
+
+    /// True if the candle of interval `i` opening at `open` has closed.
+    [[nodiscard]] bool is_closed(timestamp_ms open, std::size_t i) const noexcept {
+        return watermark != never && watermark >= open + layout::widths[i];
     }
 
     /// Applies an accepted, non-late trade. Final candles retired while still unflushed are
@@ -119,188 +130,193 @@ struct token_state {
     template <class EvictedOut>
     void apply(const trade& t, EvictedOut& evicted, std::size_t& rolling_bytes) {
         if (t.ts_ms > watermark) {
-            watermark = t.ts_ms;
             // Close and retire before the trade lands: the bucket it opens may need the slot
             // of one that has just become final.
-            if (watermark >= next_event) {
-                advance(evicted, rolling_bytes, std::make_index_sequence<interval_count>{});
-            }
+            advance_to(t.ts_ms, evicted, rolling_bytes);
         }
         const timestamp_ms open = bucket_open(t.ts_ms, layout::widths[0]);
-        bucket_slot& f = slots[slot_of<0>(open)];
-        if (f.meta.open_time == open) {
+        bucket_slot& f = slots[finest_slot(open)];
+        if (f.open_time == open) {
             f.acc.add(t);
-            f.meta.dirty = true;
         } else {
             // The slot is free: the ring has room for every bucket not yet final.
             f.acc.reset(t);
-            start_bucket<0>(f, open);
+            start_bucket(f, open, 0);
         }
-        const trade_key k{t.ts_ms, t.id};
-        if (!(k < latest_key)) {
-            latest_key = k;
+        f.dirty = true;
+        if (latest.ts_ms < t.ts_ms || (latest.ts_ms == t.ts_ms && latest.id < t.id)) {
             latest = latest_trade{t.price, t.quantity, t.taker, t.ts_ms, t.id};
         }
+    }
+
+    /// Moves the watermark forward to `to` (never back), closing and retiring what it reaches.
+    /// Returns true if a bucket closed or retired (the token then has something to emit).
+    template <class EvictedOut>
+    bool advance_to(timestamp_ms to, EvictedOut& evicted, std::size_t& rolling_bytes) {
+        if (to <= watermark) {
+            return false;
+        }
+        watermark = to;
+        if (watermark < next_event) {
+            return false;
+        }
+        if (watermark >= next_final) {
+            retire_final(evicted, rolling_bytes, std::make_index_sequence<interval_count>{});
+            next_final = none;
+            for (std::size_t s = 0; s < layout::total_slots; ++s) {
+                if (slots[s].occupied()) {
+                    next_final =
+                        std::min(next_final, slots[s].open_time + layout::widths[level_of(s)] +
+                                                 layout::lateness);
+                }
+            }
+        }
+        if (watermark >= next_close) {
+            next_close = earliest_close();
+        }
+        next_event = std::min(next_close, next_final);
+        return true;
     }
 
     /// Hints the cache lines `apply(t)` will touch, so a batch can ask for them ahead: the
     /// header and the finest ring (closing and retiring scan the whole ring).
     void prefetch() const noexcept {
         const char* begin = reinterpret_cast<const char*>(this);
-        const char* end = reinterpret_cast<const char*>(&slots[layout::slots[0]]);
+        const char* end = reinterpret_cast<const char*>(&slots[layout::finest_slots]);
         for (const char* p = begin; p < end; p += cache_line_size) {
             __builtin_prefetch(p, 1, 3);
         }
     }
 
-    /// Appends every changed candle to `candles`, clears the marks, and describes the token.
+    /// Appends every candle that changed or closed to `candles`, clears the marks, and
+    /// describes the token. Never allocates beyond what `candles` does.
     template <class CandleOut>
     token_update collect(CandleOut& candles) {
-        mark_parents(std::make_index_sequence<interval_count>{});
-        collect_intervals(candles, std::make_index_sequence<interval_count>{});
+        collect_candles(candles);
+        collected_at = watermark;
         const auto pending = [this](auto&& take) {
-            for (std::size_t f = 0; f < layout::slots[0]; ++f) {
-                if (slots[f].meta.open_time >= 0) {
-                    take(slots[f].meta.open_time / Policy::rolling_bucket.count(),
-                         slots[f].acc.ohlc);
+            for (std::size_t f = 0; f < layout::finest_slots; ++f) {
+                if (slots[f].occupied()) {
+                    take(slots[f].open_time / Policy::rolling_bucket.count(), slots[f].acc.ohlc);
                 }
             }
         };
-        return token_update{id, name, latest, rolling.stats(watermark, pending), late_trades};
+        return token_update{id, name, latest, rolling.stats(watermark, pending)};
     }
 
 private:
-    template <std::size_t I>
-    static constexpr std::size_t slot_of(timestamp_ms open) noexcept {
-        if constexpr (layout::slots[I] > 1) {
-            return layout::offsets[I] +
-                   static_cast<std::size_t>(open / layout::widths[I]) % layout::slots[I];
+    static constexpr std::size_t level_of(std::size_t slot) noexcept {
+        return slot < layout::finest_slots ? 0 : slot - layout::finest_slots + 1;
+    }
+
+    static constexpr std::size_t finest_slot(timestamp_ms open) noexcept {
+        if constexpr (layout::finest_slots > 1) {
+            return static_cast<std::size_t>(open / layout::widths[0]) % layout::finest_slots;
         } else {
-            return layout::offsets[I];
+            return 0;
         }
     }
 
-    template <std::size_t I>
-    void start_bucket(bucket_slot& s, timestamp_ms open) noexcept {
-        constexpr std::int64_t width = layout::widths[I];
-        const bool closed = watermark >= open + width;
-        s.meta = bucket_meta{open, true, closed};
-        if (!closed) {
-            next_close[I] = std::min(next_close[I], open + width);
+    /// True if the bucket ending at `end` closed after the last collect.
+    [[nodiscard]] bool closed_since_collect(timestamp_ms end) const noexcept {
+        return collected_at < end && end <= watermark;
+    }
+
+    void start_bucket(bucket_slot& s, timestamp_ms open, std::size_t level) noexcept {
+        const timestamp_ms end = open + layout::widths[level];
+        s.open_time = open;
+        if (watermark < end) {
+            next_close = std::min(next_close, end);
         }
-        next_final[I] = std::min(next_final[I], open + width + layout::lateness);
-        next_event = std::min({next_event, next_close[I], next_final[I]});
+        next_final = std::min(next_final, end + layout::lateness);
+        next_event = std::min(next_close, next_final);
     }
 
-    /// Closes and retires what the new watermark reached, finest interval first, so a bucket's
-    /// children are sealed into it before it retires itself.
-    template <class EvictedOut, std::size_t... I>
-    void advance(EvictedOut& evicted, std::size_t& rolling_bytes, std::index_sequence<I...>) {
-        (advance_interval<I>(evicted, rolling_bytes), ...);
-        next_event = none;
-        ((next_event = std::min({next_event, next_close[I], next_final[I]})), ...);
-    }
-
-    template <std::size_t I, class EvictedOut>
-    void advance_interval(EvictedOut& evicted, std::size_t& rolling_bytes) {
-        constexpr std::int64_t width = layout::widths[I];
-        constexpr std::size_t first = layout::offsets[I];
-        constexpr std::size_t last = first + layout::slots[I];
-        if (watermark >= next_close[I]) {
-            next_close[I] = none;
-            for (std::size_t s = first; s < last; ++s) {
-                bucket_meta& m = slots[s].meta;
-                if (m.open_time < 0 || m.closed) {
-                    continue;
-                }
-                if (watermark >= m.open_time + width) {
-                    m.closed = true;
-                    m.dirty = true;
-                } else {
-                    next_close[I] = std::min(next_close[I], m.open_time + width);
-                }
+    /// The earliest end after the watermark of a bucket that exists, stored or virtual: every
+    /// bucket of every interval above a stored one exists while that one does.
+    [[nodiscard]] timestamp_ms earliest_close() const noexcept {
+        timestamp_ms earliest = none;
+        for (std::size_t s = 0; s < layout::total_slots; ++s) {
+            if (!slots[s].occupied()) {
+                continue;
             }
-        }
-        if (watermark >= next_final[I]) {
-            // Oldest first: the parent's sealed part then grows in time order.
-            for (;;) {
-                bucket_slot* oldest = nullptr;
-                for (std::size_t s = first; s < last; ++s) {
-                    bucket_slot& b = slots[s];
-                    if (b.meta.open_time >= 0 &&
-                        watermark >= b.meta.open_time + width + layout::lateness &&
-                        (oldest == nullptr || b.meta.open_time < oldest->meta.open_time)) {
-                        oldest = &b;
-                    }
-                }
-                if (oldest == nullptr) {
+            for (std::size_t i = level_of(s); i < interval_count; ++i) {
+                const timestamp_ms end = layout::end_of(slots[s].open_time, i);
+                if (end > watermark) {
+                    earliest = std::min(earliest, end); // coarser ends are no earlier
                     break;
                 }
-                retire<I>(*oldest, evicted, rolling_bytes);
             }
-            next_final[I] = none;
+        }
+        return earliest;
+    }
+
+    /// Retires every final bucket, finest interval first and oldest first within one, so a
+    /// bucket's children are sealed into it before it retires itself.
+    template <class EvictedOut, std::size_t... I>
+    void retire_final(EvictedOut& evicted, std::size_t& rolling_bytes, std::index_sequence<I...>) {
+        (retire_final_of<I>(evicted, rolling_bytes), ...);
+    }
+
+    template <std::size_t I, class EvictedOut>
+    void retire_final_of(EvictedOut& evicted, std::size_t& rolling_bytes) {
+        constexpr std::int64_t width = layout::widths[I];
+        constexpr std::size_t first = I == 0 ? 0 : layout::coarse_slot(I);
+        constexpr std::size_t last = I == 0 ? layout::finest_slots : first + 1;
+        for (;;) {
+            bucket_slot* oldest = nullptr;
             for (std::size_t s = first; s < last; ++s) {
-                if (slots[s].meta.open_time >= 0) {
-                    next_final[I] =
-                        std::min(next_final[I], slots[s].meta.open_time + width + layout::lateness);
+                bucket_slot& b = slots[s];
+                if (b.occupied() && watermark >= b.open_time + width + layout::lateness &&
+                    (oldest == nullptr || b.open_time < oldest->open_time)) {
+                    oldest = &b;
                 }
             }
+            if (oldest == nullptr) {
+                return;
+            }
+            retire<I>(*oldest, evicted, rolling_bytes);
         }
     }
 
-    /// A final bucket leaves its ring: handed over if unflushed, sealed into its parent (and,
-    /// for the finest, into the rolling window). Its children retired before it, so its own
-    /// accumulator is the whole candle.
+    /// A final bucket leaves its ring: handed over if it changed or closed since the last
+    /// collect, sealed into its parent (and, for the finest, into the rolling window). Its
+    /// children retired before it, so its own accumulator is the whole candle.
     template <std::size_t I, class EvictedOut>
     void retire(bucket_slot& b, EvictedOut& evicted, std::size_t& rolling_bytes) {
-        if (b.meta.dirty) {
-            evicted.push_back(
-                make_update(I, b.acc.snapshot(b.meta.open_time, layout::widths[I], b.meta.closed)));
+        constexpr std::int64_t width = layout::widths[I];
+        if (b.dirty || closed_since_collect(b.open_time + width)) {
+            evicted.push_back(make_update(I, b.acc.snapshot(b.open_time, width, true)));
         }
         if constexpr (I + 1 < interval_count) {
-            bucket_slot& parent = parent_of<I + 1>(b.meta.open_time);
+            bucket_slot& parent = parent_of<I + 1>(b.open_time, evicted, rolling_bytes);
             parent.acc.merge(b.acc);
             // Its unflushed change now lives only in the parent.
-            parent.meta.dirty = parent.meta.dirty || b.meta.dirty;
+            parent.dirty = parent.dirty || b.dirty;
         }
         if constexpr (I == 0) {
-            rolling.merge(b.meta.open_time / Policy::rolling_bucket.count(), b.acc.ohlc, watermark,
+            rolling.merge(b.open_time / Policy::rolling_bucket.count(), b.acc.ohlc, watermark,
                           rolling_bytes);
         }
-        b.meta = bucket_meta{};
+        b.open_time = -1;
+        b.dirty = false;
     }
 
-    /// The slot of interval I holding the bucket that contains `child_open`, started if the
-    /// slot is free (an older bucket there would already be final and retired).
-    template <std::size_t I>
-    bucket_slot& parent_of(timestamp_ms child_open) noexcept {
+    /// The slot of interval I holding the bucket that contains `child_open`, started if need
+    /// be. An older bucket still there is final (see `candle_layout`) and is retired first.
+    template <std::size_t I, class EvictedOut>
+    bucket_slot& parent_of(timestamp_ms child_open, EvictedOut& evicted,
+                           std::size_t& rolling_bytes) {
         const timestamp_ms open = bucket_open(child_open, layout::widths[I]);
-        bucket_slot& p = slots[slot_of<I>(open)];
-        if (p.meta.open_time != open) {
+        bucket_slot& p = slots[layout::coarse_slot(I)];
+        if (p.open_time != open) {
+            if (p.occupied()) {
+                retire<I>(p, evicted, rolling_bytes);
+            }
             p.acc = candle_accumulator{};
-            start_bucket<I>(p, open);
-            p.meta.dirty = false; // set by what is sealed into it
+            start_bucket(p, open, I);
         }
         return p;
-    }
-
-    /// A changed bucket changes its parent: marks (starting them where needed) every parent
-    /// of a dirty bucket, finest level first, so the marks climb all the way up.
-    template <std::size_t... I>
-    void mark_parents(std::index_sequence<I...>) noexcept {
-        (mark_parents_of<I>(), ...);
-    }
-
-    template <std::size_t I>
-    void mark_parents_of() noexcept {
-        if constexpr (I + 1 < interval_count) {
-            for (std::size_t s = layout::offsets[I]; s < layout::offsets[I] + layout::slots[I];
-                 ++s) {
-                if (slots[s].meta.dirty) {
-                    parent_of<I + 1>(slots[s].meta.open_time).meta.dirty = true;
-                }
-            }
-        }
     }
 
     [[nodiscard]] candle_update make_update(std::size_t interval_index,
@@ -309,38 +325,68 @@ private:
                              static_cast<std::uint32_t>(interval_index), c};
     }
 
-    /// Emits every dirty bucket. Candles are built bottom-up: a bucket is its sealed part plus
-    /// its children still in their ring, each child built once, so a token costs one merge per
-    /// occupied slot whatever the number of dirty buckets.
-    template <class CandleOut, std::size_t... I>
-    void collect_intervals(CandleOut& candles, std::index_sequence<I...>) {
-        std::array<candle_accumulator, layout::total_slots> built;
-        (collect_interval<I>(candles, built), ...);
+    /// A bucket being built by `collect`: a stored slot, or a virtual coarse bucket.
+    struct built_bucket {
+        timestamp_ms open_time = 0;
+        candle_accumulator acc;
+        bool dirty = false;
+    };
+    /// Buckets of one interval that can exist at once: the finest ring's, one stored coarse
+    /// bucket per interval, and the parents of those.
+    static constexpr std::size_t max_built = layout::total_slots;
+
+    /// Emits every bucket that changed or closed since the last collect, building each interval
+    /// bottom-up from the one below: a bucket is its sealed part plus the buckets below it, so
+    /// a token costs one merge per existing bucket whatever the number of changed ones.
+    template <class CandleOut>
+    void collect_candles(CandleOut& candles) {
+        std::array<std::array<built_bucket, max_built>, 2> buffers;
+        std::size_t below_count = 0;
+        auto* below = &buffers[0];
+        auto* level = &buffers[1];
+        for (std::size_t s = 0; s < layout::finest_slots; ++s) {
+            bucket_slot& b = slots[s];
+            if (b.occupied()) {
+                (*below)[below_count++] = built_bucket{b.open_time, b.acc, b.dirty};
+                b.dirty = false;
+            }
+        }
+        emit(candles, 0, *below, below_count);
+        for (std::size_t i = 1; i < interval_count; ++i) {
+            std::size_t count = 0;
+            bucket_slot& stored = slots[layout::coarse_slot(i)];
+            if (stored.occupied()) {
+                (*level)[count++] = built_bucket{stored.open_time, stored.acc, stored.dirty};
+                stored.dirty = false;
+            }
+            for (std::size_t c = 0; c < below_count; ++c) {
+                const built_bucket& child = (*below)[c];
+                const timestamp_ms open = bucket_open(child.open_time, layout::widths[i]);
+                std::size_t at = 0;
+                while (at < count && (*level)[at].open_time != open) {
+                    ++at;
+                }
+                if (at == count) {
+                    (*level)[count++] = built_bucket{open, candle_accumulator{}, false};
+                }
+                (*level)[at].acc.merge(child.acc);
+                (*level)[at].dirty = (*level)[at].dirty || child.dirty;
+            }
+            emit(candles, i, *level, count);
+            std::swap(below, level);
+            below_count = count;
+        }
     }
 
-    template <std::size_t I, class CandleOut>
-    void collect_interval(CandleOut& candles,
-                          std::array<candle_accumulator, layout::total_slots>& built) {
-        for (std::size_t s = layout::offsets[I]; s < layout::offsets[I] + layout::slots[I]; ++s) {
-            bucket_slot& b = slots[s];
-            if (b.meta.open_time < 0) {
-                continue;
-            }
-            built[s] = b.acc;
-            if constexpr (I > 0) {
-                const timestamp_ms open = b.meta.open_time;
-                for (std::size_t c = layout::offsets[I - 1];
-                     c < layout::offsets[I - 1] + layout::slots[I - 1]; ++c) {
-                    const timestamp_ms co = slots[c].meta.open_time;
-                    if (co >= open && co < open + layout::widths[I]) {
-                        built[s].merge(built[c]);
-                    }
-                }
-            }
-            if (b.meta.dirty) {
-                b.meta.dirty = false;
+    template <class CandleOut>
+    void emit(CandleOut& candles, std::size_t i, const std::array<built_bucket, max_built>& built,
+              std::size_t count) const {
+        const std::int64_t width = layout::widths[i];
+        for (std::size_t b = 0; b < count; ++b) {
+            const timestamp_ms end = built[b].open_time + width;
+            if (built[b].dirty || closed_since_collect(end)) {
                 candles.push_back(make_update(
-                    I, built[s].snapshot(b.meta.open_time, layout::widths[I], b.meta.closed)));
+                    i, built[b].acc.snapshot(built[b].open_time, width, watermark >= end)));
             }
         }
     }

@@ -40,7 +40,6 @@ public:
             entry& e = find_or_add(u.name);
             e.latest = u.latest;
             e.rolling = u.rolling;
-            e.late_trades = u.late_trades;
             e.has_token_update = true;
             ++token_updates_;
         }
@@ -86,13 +85,6 @@ public:
         const std::lock_guard lock(mutex_);
         const entry* e = find(token);
         return e != nullptr && e->has_token_update ? std::optional(e->latest) : std::nullopt;
-    }
-
-    /// Late trades the pipeline reported for the token at its last flush.
-    [[nodiscard]] std::uint64_t late_trades(std::string_view token) const {
-        const std::lock_guard lock(mutex_);
-        const entry* e = find(token);
-        return e != nullptr ? e->late_trades : 0;
     }
 
     /// Tokens seen, in no particular order.
@@ -142,7 +134,6 @@ private:
         std::unordered_map<key, candle, key_hash> candles;
         rolling_stats rolling;
         latest_trade latest;
-        std::uint64_t late_trades = 0;
         bool has_token_update = false;
     };
     struct string_hash {
