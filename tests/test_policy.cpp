@@ -102,6 +102,13 @@ static_assert(policy<narrow_batches>);
 static_assert(policy<blocking_throughput>);
 static_assert(policy<hourly_only>);
 
+struct unknown_limit_behaviour : throughput_policy {
+    using at_limit = block; // a wait strategy, not a limit behaviour
+};
+struct memory_limit_as_int : throughput_policy {
+    static constexpr int memory_limit_mb = 256;
+};
+
 static_assert(!policy<int>);
 static_assert(!policy<missing_member>);
 static_assert(!policy<zero_batch>);
@@ -124,6 +131,8 @@ static_assert(!policy<shrinking_arena>);
 static_assert(!policy<zero_shards>);
 static_assert(!policy<no_name>);
 static_assert(!policy<zero_flush_interval>);
+static_assert(!policy<unknown_limit_behaviour>);
+static_assert(!policy<memory_limit_as_int>);
 
 static_assert(wait_strategy<busy_spin> && wait_strategy<spin_then_yield> && wait_strategy<block>);
 static_assert(!wait_strategy<int>);

@@ -99,7 +99,11 @@ TEST_CASE("every reject reason is produced by the input it names") {
     CHECK(st.applied == 2);
     CHECK(st.rejected == rows.size() + 1 + 1 + 1 + 2);
     for (std::size_t r = 1; r < reject_reason_count; ++r) {
-        CAPTURE(to_string(static_cast<reject_reason>(r)));
+        const auto reason = static_cast<reject_reason>(r);
+        if (reason == reject_reason::memory_limit || reason == reject_reason::active_token_limit) {
+            continue; // the limits have their own tests (test_memory.cpp)
+        }
+        CAPTURE(to_string(reason));
         CHECK(st.rejected_by_reason[r] > 0);
     }
     CHECK(st.rejected_by_reason[0] == 0);

@@ -28,6 +28,10 @@ struct ingress_record {
 static_assert(std::is_trivially_copyable_v<ingress_record>);
 static_assert(sizeof(ingress_record) == 48, "six words: keep the ring record compact");
 
+/// The token id of a record that carries no trade but the event-time clock (`t.ts_ms`): see
+/// `pipeline::advance_time`. No token table hands it out.
+inline constexpr token_id clock_token = 0xFFFF'FFFF;
+
 /// Single-producer, single-consumer ring with a capacity fixed at construction.
 using ingress_ring = boost::lockfree::spsc_queue<ingress_record>;
 

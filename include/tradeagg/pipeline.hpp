@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -20,6 +21,8 @@
 #include <tradeagg/ingress.hpp>
 #include <tradeagg/latency_histogram.hpp>
 #include <tradeagg/policy.hpp>
+#include <tradeagg/process_stats.hpp>
+#include <tradeagg/reclaimer.hpp>
 #include <tradeagg/runtime_config.hpp>
 #include <tradeagg/shard.hpp>
 #include <tradeagg/sink.hpp>
@@ -54,6 +57,7 @@ public:
     explicit pipeline(runtime_config cfg = {}, SinkArgs&&... sink_args)
         : cfg_(resolve<Policy>(cfg)), on_late_(std::move(cfg.on_late_trade)),
           sink_(std::forward<SinkArgs>(sink_args)...), table_(cfg_.max_tokens, cfg_.shards),
+          budget_(cfg_.shards, cfg_.memory_limit_mb << 20, cfg_.max_active_tokens),
           slots_(std::make_unique<detail::producer_slot[]>(Policy::max_producers)) {
         for (std::size_t i = 0; i < Policy::max_producers; ++i) {
             slots_[i].pushed = std::make_unique<std::atomic<std::uint64_t>[]>(cfg_.shards);
@@ -63,7 +67,8 @@ public:
         }
         shards_.reserve(cfg_.shards);
         for (std::size_t s = 0; s < cfg_.shards; ++s) {
-            shards_.push_back(std::make_unique<shard_type>(s, cfg_, on_late_, table_, sink_));
+            shards_.push_back(
+                std::make_unique<shard_type>(s, cfg_, on_late_, table_, budget_, sink_));
         }
     }
 
@@ -180,6 +185,107 @@ public:
         return r;
     }
 
+    /// Declares that event time has reached `t` for every token, through the shared queues
+    /// (use a `producer`'s to keep it in order with that producer's trades). From then on, as
+    /// if each token had a trade at `t`: its candles ending by `t` close (and are emitted
+    /// closed), those that ended `allowed_lateness` before become final, and a later trade for
+    /// them is late; once nothing in a token's state can change (see `token_state::spent_at`:
+    /// 24 hours and the longest interval after its last trade) a reclamation releases it, and a
+    /// trade for it afterwards starts a fresh state that ends exactly as the kept one would.
+    /// Without calls to this, each token's clock is its own latest trade, and idle tokens are
+    /// kept. Waits while a queue is full. Thread-safe; never allocates.
+    reject_reason advance_time(timestamp_ms t) {
+        if (t < 0 || t > max_timestamp_ms) {
+            count_shared_reject(reject_reason::timestamp_out_of_range);
+            return reject_reason::timestamp_out_of_range;
+        }
+        const trade marker = clock_marker(t);
+        for (std::size_t s = 0; s < shards_.size(); ++s) {
+            const reject_reason r = with_shared_in_flight([&]() -> reject_reason {
+                for (unsigned step = 0;;) {
+                    if (!accepting_.load(std::memory_order_seq_cst)) {
+                        return reject_reason::stopped;
+                    }
+                    if (shards_[s]->shared_queue().bounded_push(ingress_record{marker, 0})) {
+                        shards_[s]->notify_pushed();
+                        return reject_reason::none;
+                    }
+                    wait_full(step, s);
+                }
+            });
+            if (r != reject_reason::none) {
+                return r;
+            }
+        }
+        return reject_reason::none;
+    }
+
+    /// What `reclaim_now` did: the statistics before and after, and each shard's part.
+    struct reclaim_report {
+        pipeline_stats before;
+        pipeline_stats after;
+        std::size_t tokens_evicted = 0;
+        std::size_t bytes_released = 0; ///< token-state bytes given back, all shards
+        double cpu_seconds = 0.0;       ///< reclamation CPU time, all shards
+        double wall_seconds = 0.0;      ///< how long the call took
+        std::vector<reclaim_result> shards;
+    };
+
+    /// Forces a reclamation on every shard (each on its own thread: apply what is queued,
+    /// flush, evict spent tokens, return free arena chunks, ask the allocator to give memory
+    /// back) and waits for it. Thread-safe; blocks; allocates the report.
+    reclaim_report reclaim_now() {
+        const std::lock_guard lock(control_);
+        reclaim_report report;
+        const auto started = std::chrono::steady_clock::now();
+        report.before = stats();
+        const bool running = started_ && !stopped_;
+        std::vector<std::uint64_t> tickets;
+        if (running) {
+            for (auto& s : shards_) {
+                tickets.push_back(s->request_reclaim());
+            }
+        }
+        for (std::size_t s = 0; s < shards_.size(); ++s) {
+            const reclaim_result r =
+                running ? shards_[s]->wait_reclaimed(tickets[s]) : shards_[s]->reclaim_here();
+            report.tokens_evicted += r.tokens_evicted;
+            report.bytes_released +=
+                r.bytes_before > r.bytes_after ? r.bytes_before - r.bytes_after : 0;
+            report.cpu_seconds += r.cpu_seconds;
+            report.shards.push_back(r);
+        }
+        report.after = stats();
+        report.wall_seconds =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+        return report;
+    }
+
+    /// The reclamation target in force (GOGC's meaning). Thread-safe.
+    [[nodiscard]] unsigned gc_target_percent() const noexcept {
+        return shards_.front()->gc_target();
+    }
+    /// The policy's bounds of the reclamation target.
+    [[nodiscard]] static constexpr std::pair<unsigned, unsigned> gc_target_bounds() noexcept {
+        return {Policy::gc_target_min_percent, Policy::gc_target_max_percent};
+    }
+    /// Changes the reclamation target on every shard. Throws `config_error` outside the
+    /// policy's bounds. Thread-safe.
+    void set_gc_target_percent(unsigned percent) {
+        detail::check_range<unsigned>("gc_target_percent", Policy::name, percent,
+                                      Policy::gc_target_min_percent, Policy::gc_target_max_percent);
+        for (auto& s : shards_) {
+            s->set_gc_target(percent);
+        }
+    }
+    /// Changes the soft memory limit (0: none), in MiB. Throws `config_error` above
+    /// `max_memory_limit_mb`. Takes effect at each shard's next flush. Thread-safe.
+    void set_memory_limit_mb(std::size_t mb) {
+        detail::check_range<std::size_t>("memory_limit_mb", Policy::name, mb, 0,
+                                         max_memory_limit_mb, " MiB");
+        budget_.set_limit(mb << 20);
+    }
+
     /// The token table. Thread-safe.
     [[nodiscard]] token_table& tokens() noexcept { return table_; }
     [[nodiscard]] const token_table& tokens() const noexcept { return table_; }
@@ -188,16 +294,92 @@ public:
     [[nodiscard]] sink_object& sink() noexcept { return sink_; }
     [[nodiscard]] const sink_object& sink() const noexcept { return sink_; }
 
-    /// The configuration in force.
+    /// The configuration the pipeline was built with (the tunable values may have changed
+    /// since: see `settings()`).
     [[nodiscard]] const resolved_config<Policy>& config() const noexcept { return cfg_; }
+
+    /// The values tunable while running, as they are now.
+    struct runtime_settings {
+        unsigned gc_target_percent = 0;
+        std::size_t batch_width = 0;
+        std::chrono::milliseconds flush_interval{0};
+        std::size_t memory_limit_mb = 0;
+    };
+    /// The tunable values in force. Thread-safe.
+    [[nodiscard]] runtime_settings settings() const noexcept {
+        return runtime_settings{gc_target_percent(), shards_.front()->batch_width(),
+                                shards_.front()->flush_interval(), budget_.limit() >> 20};
+    }
+
+    /// Changes the trades drained per batch on every shard. Throws `config_error` outside
+    /// 1..Policy::batch_width. Thread-safe.
+    void set_batch_width(std::size_t n) {
+        detail::check_range<std::size_t>("batch_width", Policy::name, n, 1, Policy::batch_width);
+        for (auto& s : shards_) {
+            s->set_batch_width(n);
+        }
+    }
+    /// Changes the flush tick on every shard, from its next tick. Throws `config_error` outside
+    /// 1 ms..60 s. Thread-safe.
+    void set_flush_interval(std::chrono::milliseconds d) {
+        detail::check_range<long long>("flush_interval", Policy::name, d.count(),
+                                       min_flush_interval.count(), max_flush_interval.count(),
+                                       " ms");
+        for (auto& s : shards_) {
+            s->set_flush_interval(d);
+        }
+    }
+
+    /// One value a preset changed.
+    struct setting_change {
+        std::string_view setting; ///< as spelled in `runtime_config`
+        double before = 0;
+        double after = 0;
+    };
+
+    /// The seed's "optimize for throughput": reclamation target up (twice the policy's, within
+    /// its maximum: fewer reclamations), the widest batches the policy allows, and a flush tick
+    /// twice the policy's (more coalescing per write). Never lowers a value the operator raised
+    /// further. Returns what changed. Thread-safe; allocates the result.
+    std::vector<setting_change> optimize_for_throughput() {
+        const std::lock_guard lock(tuning_);
+        const runtime_settings now = settings();
+        runtime_settings next = now;
+        next.gc_target_percent =
+            std::clamp(std::max(now.gc_target_percent, 2 * Policy::gc_target_percent),
+                       Policy::gc_target_min_percent, Policy::gc_target_max_percent);
+        next.batch_width = Policy::batch_width;
+        next.flush_interval = std::clamp(std::max(now.flush_interval, 2 * Policy::flush_interval),
+                                         min_flush_interval, max_flush_interval);
+        return apply_settings(now, next);
+    }
+
+    /// The seed's "optimize for latency": reclamation target down (half the policy's, within
+    /// its minimum: smaller, more frequent reclamations), batches a quarter of the policy's
+    /// width, and a flush tick a quarter of the policy's (results reach the sink sooner). Never
+    /// raises a value the operator lowered further. Returns what changed. Thread-safe;
+    /// allocates the result.
+    std::vector<setting_change> optimize_for_latency() {
+        const std::lock_guard lock(tuning_);
+        const runtime_settings now = settings();
+        runtime_settings next = now;
+        next.gc_target_percent =
+            std::clamp(std::min(now.gc_target_percent, Policy::gc_target_percent / 2),
+                       Policy::gc_target_min_percent, Policy::gc_target_max_percent);
+        next.batch_width = std::max<std::size_t>(1, Policy::batch_width / 4);
+        next.flush_interval = std::clamp(std::min(now.flush_interval, Policy::flush_interval / 4),
+                                         min_flush_interval, max_flush_interval);
+        return apply_settings(now, next);
+    }
 
     /// The shard that owns a token (stable hash of its string). Precondition: interned.
     [[nodiscard]] std::size_t shard_of(token_id id) const noexcept {
         return shards_.size() == 1 ? 0 : table_.shard_of(id);
     }
 
-    /// A snapshot of every counter. Thread-safe; allocates the per-shard vector; never blocks
-    /// the workers or producers.
+    /// A snapshot of every counter, and of the process (resident memory, threads, CPU time,
+    /// read from the operating system: tens of microseconds). Thread-safe; allocates the
+    /// per-shard vector; never blocks the workers or producers.
     [[nodiscard]] pipeline_stats stats() const {
         pipeline_stats st;
         st.policy = Policy::name;
@@ -241,6 +423,10 @@ public:
             st.sink_errors += sh.sink_errors();
             st.arena_reserved_bytes += sh.book().reserved_bytes();
             st.arena_live_bytes += sh.book().live_bytes();
+            st.buffer_bytes += sh.buffer_bytes();
+            st.reclamations += ss.reclamations;
+            st.tokens_evicted += ss.tokens_evicted;
+            st.reclaim_cpu_seconds += ss.reclaim_cpu_seconds;
             st.ingress_bytes += sh.ingress_bytes();
             st.table_bytes += sh.book().directory_bytes();
             sh.latency().accumulate(counts, max_latency);
@@ -253,6 +439,20 @@ public:
                 ? static_cast<double>(st.arena_live_bytes) / static_cast<double>(st.active_tokens)
                 : 0.0;
         st.apply_latency = latency_histogram::summarize(counts, max_latency);
+        const std::size_t shared = st.ingress_bytes + st.table_bytes + st.buffer_bytes;
+        st.heap_alloc_bytes = st.arena_reserved_bytes + shared;
+        st.heap_inuse_bytes = st.arena_live_bytes + shared;
+        const process_stats ps = read_process_stats();
+        st.resident_bytes = ps.resident_bytes;
+        st.peak_resident_bytes = ps.peak_resident_bytes;
+        st.threads = ps.threads;
+        st.process_cpu_seconds = ps.cpu_seconds;
+        st.gc_cpu_fraction =
+            ps.cpu_seconds > 0.0 ? std::min(1.0, st.reclaim_cpu_seconds / ps.cpu_seconds) : 0.0;
+        st.gc_target_percent = gc_target_percent();
+        st.memory_limit_bytes = budget_.limit();
+        st.max_active_tokens = budget_.max_active_tokens();
+        st.admitting_new_tokens = budget_.admitting();
         return st;
     }
 
@@ -306,6 +506,27 @@ public:
             return r != reject_reason::none ? reject(r).reason : push(interned);
         }
 
+        /// As `pipeline::advance_time`, in order with this producer's trades (the clock travels
+        /// through this handle's rings). Waits while a ring is full. Never allocates.
+        reject_reason advance_time(timestamp_ms t) {
+            const busy_scope busy(slot());
+            if (t < 0 || t > max_timestamp_ms) {
+                return reject(reject_reason::timestamp_out_of_range).reason;
+            }
+            if (!p_->accepting_.load(std::memory_order_seq_cst)) {
+                return reject(reject_reason::stopped).reason;
+            }
+            const ingress_record rec{clock_marker(t), 0};
+            for (std::size_t s = 0; s < rings_.size(); ++s) {
+                for (unsigned step = 0; !rings_[s]->push(rec);) {
+                    p_->shards_[s]->notify_pushed();
+                    p_->wait_full(step, s);
+                }
+                p_->shards_[s]->notify_pushed();
+            }
+            return reject_reason::none;
+        }
+
         /// Pushes a batch in order, waiting while rings are full; invalid trades are counted
         /// as rejected and skipped. Returns how many were accepted (all valid ones, unless the
         /// pipeline stopped meanwhile). Never allocates.
@@ -354,6 +575,21 @@ public:
                 return reject(r);
             }
             const std::size_t s = p_->shard_of(t.token);
+            if constexpr (Policy::at_limit::waits) {
+                if (!p_->admitted(t)) {
+                    if (!wait) {
+                        detail::bump(slot().full_rejections);
+                        return push_result{reject_reason::none, true};
+                    }
+                    detail::bump(slot().backpressure_waits);
+                    for (unsigned step = 0; !p_->admitted(t);) {
+                        if (!p_->accepting_.load(std::memory_order_seq_cst)) {
+                            return reject(reject_reason::stopped); // stop() waits for us
+                        }
+                        p_->wait_full(step, s);
+                    }
+                }
+            }
             const ingress_record rec = record(t);
             if (!rings_[s]->push(rec)) {
                 if (!wait) {
@@ -382,7 +618,8 @@ public:
             }
             std::size_t accepted = 0;
             std::size_t i = 0;
-            if (rings_.size() == 1) {
+            // With `wait_for_room` at a limit, every trade needs its own admission check.
+            if (rings_.size() == 1 && (!Policy::at_limit::waits || p_->budget_.admitting())) {
                 // One shard: the batch goes to the ring 32 trades at a time. Rejections are
                 // counted only once it is known how far the ring took the chunk, so a trade the
                 // caller must offer again is not counted twice.
@@ -462,14 +699,56 @@ private:
         return id.reason;
     }
 
+    /// Validates a trade at push; with `refuse_new_tokens`, also refuses a token without state
+    /// while a limit is reached.
+    std::vector<setting_change> apply_settings(const runtime_settings& now,
+                                               const runtime_settings& next) {
+        std::vector<setting_change> changed;
+        if (next.gc_target_percent != now.gc_target_percent) {
+            set_gc_target_percent(next.gc_target_percent);
+            changed.push_back({"gc_target_percent", static_cast<double>(now.gc_target_percent),
+                               static_cast<double>(next.gc_target_percent)});
+        }
+        if (next.batch_width != now.batch_width) {
+            set_batch_width(next.batch_width);
+            changed.push_back({"batch_width", static_cast<double>(now.batch_width),
+                               static_cast<double>(next.batch_width)});
+        }
+        if (next.flush_interval != now.flush_interval) {
+            set_flush_interval(next.flush_interval);
+            changed.push_back({"flush_interval", static_cast<double>(now.flush_interval.count()),
+                               static_cast<double>(next.flush_interval.count())});
+        }
+        return changed;
+    }
+
     reject_reason check(const trade& t) const noexcept {
         if (!table_.contains(t.token)) {
             return reject_reason::unknown_token;
         }
-        return validate(t);
+        if (const reject_reason r = validate(t); r != reject_reason::none) {
+            return r;
+        }
+        if constexpr (!Policy::at_limit::waits) {
+            if (!budget_.admitting() && !table_.has_state(t.token)) {
+                return budget_.refusal();
+            }
+        }
+        return reject_reason::none;
     }
 
-    push_result try_push_shared(const trade& t) {
+    /// With `wait_for_room`: false while a limit is reached and the token has no state.
+    bool admitted(const trade& t) const noexcept {
+        return budget_.admitting() || table_.has_state(t.token);
+    }
+
+    static trade clock_marker(timestamp_ms t) noexcept {
+        return trade{clock_token, side::buy, 0.0, 0.0, t, 0};
+    }
+
+    /// Runs `f` counted as a push in flight on the shared queues (`stop()` waits for those).
+    template <class F>
+    auto with_shared_in_flight(F&& f) {
         struct in_flight {
             explicit in_flight(std::atomic<int>& c) noexcept : n(c) {
                 n.fetch_add(1, std::memory_order_seq_cst);
@@ -479,6 +758,14 @@ private:
             in_flight& operator=(const in_flight&) = delete;
             std::atomic<int>& n;
         } guard(shared_in_flight_);
+        return f();
+    }
+
+    push_result try_push_shared(const trade& t) {
+        return with_shared_in_flight([&] { return try_push_shared_counted(t); });
+    }
+
+    push_result try_push_shared_counted(const trade& t) {
         if (!accepting_.load(std::memory_order_seq_cst)) {
             count_shared_reject(reject_reason::stopped);
             return {reject_reason::stopped, false};
@@ -487,6 +774,11 @@ private:
         if (r != reject_reason::none) {
             count_shared_reject(r);
             return {r, false};
+        }
+        if constexpr (Policy::at_limit::waits) {
+            if (!admitted(t)) {
+                return {reject_reason::none, true};
+            }
         }
         const std::size_t s = shard_of(t.token);
         const bool sample = (shared_sample_.fetch_add(1, std::memory_order_relaxed) &
@@ -514,11 +806,13 @@ private:
     std::function<void(const late_trade&)> on_late_;
     Sink sink_;
     token_table table_;
+    memory_budget budget_;
     std::unique_ptr<detail::producer_slot[]> slots_;
     std::vector<std::unique_ptr<shard_type>> shards_;
 
     std::mutex control_;
     std::mutex registration_;
+    std::mutex tuning_; ///< presets read, then write, several settings
     bool started_ = false;
     bool stopped_ = false;
 

@@ -10,32 +10,39 @@
 //
 // Every member, its type and what it bounds:
 //
-// | member                  | type                    | meaning |
-// |-------------------------|-------------------------|----------------------------------------------|
-// | name                    | std::string_view        | shown in errors and statistics | |
-// ingress_capacity        | std::size_t (>= 2)      | trades per (producer, shard) ring; max of |
-// |                         |                         | runtime `ring_capacity` | | batch_width |
-// std::size_t (>= 1)      | trades drained per batch, and dirty tokens   | | | | that force a
-// flush; max of runtime value     | | flush_threshold         | std::size_t (>= 1)      | dirty
-// tokens (or evicted final candles) that | |                         |                         |
-// force a flush before the next tick           | | arena_chunk_bytes       | std::size_t (>= 4096)
-// | first chunk of the token-state arena         | | arena_max_chunk_bytes   | std::size_t (>=
-// chunk)  | chunks double up to this size                | | arena_reserve_tokens    | std::size_t
-// | token states reserved at start (no growth on | |                         | | the hot path until
-// this many tokens)         | | gc_target_percent       | unsigned (>= 1)         | default
-// reclamation cadence, GOGC's meaning  | | gc_target_min/max_percent | unsigned              |
-// bounds for the runtime value                 | | wait                    | busy_spin |
-// spin_then_yield | block | how waiting threads wait         | | max_shards              |
-// std::size_t (1..1024)   | bound of runtime `shards`                    | | max_producers |
-// std::size_t (>= 1)      | producer handles alive at once               | | max_tokens |
-// std::size_t (>= 1)      | bound of runtime `max_tokens`                | | flush_interval |
-// std::chrono::milliseconds (>= 1) | default flush tick                  | | intervals |
-// std::array<interval, N> (1 <= N <= 16) | candle widths, increasing,    | | | | each a multiple of
-// the one before            | | allowed_lateness        | std::chrono::milliseconds (>= 0, < 1 day)
-// | see `candle.hpp`           | | rolling_bucket          | std::chrono::milliseconds, divides 24
-// h, | rolling-window sub-bucket   | |                         | a multiple of the first interval |
-// | | latency_sample_every    | std::uint32_t, power of two | 1 in N trades carries an enqueue time
-// |
+// clang-format off
+// | member                    | type                         | meaning                                          |
+// |---------------------------|------------------------------|--------------------------------------------------|
+// | name                      | std::string_view             | shown in errors and statistics                   |
+// | ingress_capacity          | std::size_t (>= 2)           | trades per (producer, shard) ring; max of the    |
+// |                           |                              | runtime `ring_capacity`                          |
+// | batch_width               | std::size_t (>= 1)           | trades drained per batch; max of the runtime one |
+// | flush_threshold           | std::size_t (>= 1)           | dirty tokens (or retired final candles) that     |
+// |                           |                              | force a flush before the next tick               |
+// | arena_chunk_bytes         | std::size_t (>= 4096)        | first chunk of the token-state arena             |
+// | arena_max_chunk_bytes     | std::size_t (>= chunk)       | chunks double up to this size                    |
+// | arena_reserve_tokens      | std::size_t                  | token states reserved at start (no growth on the |
+// |                           |                              | hot path until this many tokens)                 |
+// | gc_target_percent         | unsigned (>= 1)              | default reclamation cadence, GOGC's meaning      |
+// | gc_target_min_percent,    | unsigned                     | bounds of the runtime value                      |
+// |   gc_target_max_percent   |                              |                                                  |
+// | memory_limit_mb           | std::size_t                  | default soft memory limit, MiB (0: none)         |
+// | at_limit                  | refuse_new_tokens |          | what a trade for a token without state meets at  |
+// |                           |   wait_for_room              | the memory limit or the active-token cap         |
+// | wait                      | busy_spin | spin_then_yield  | how waiting threads wait                         |
+// |                           |   | block                    |                                                  |
+// | max_shards                | std::size_t (1..1024)        | bound of the runtime `shards`                    |
+// | max_producers             | std::size_t (>= 1)           | producer handles alive at once                   |
+// | max_tokens                | std::size_t (>= 1)           | bound of the runtime `max_tokens` (interned) and |
+// |                           |                              | `max_active_tokens` (with state)                 |
+// | flush_interval            | std::chrono::milliseconds    | default flush tick (>= 1 ms)                     |
+// | intervals                 | std::array<interval, N>      | candle widths (1 <= N <= 16), increasing, each a |
+// |                           |                              | multiple of the one before                       |
+// | allowed_lateness          | std::chrono::milliseconds    | see `candle.hpp` (>= 0, < 1 day)                 |
+// | rolling_bucket            | std::chrono::milliseconds    | rolling-window sub-bucket: divides 24 h, a       |
+// |                           |                              | multiple of the first interval                   |
+// | latency_sample_every      | std::uint32_t, power of two  | 1 in N trades carries an enqueue time            |
+// clang-format on
 
 #include <array>
 #include <chrono>
@@ -83,6 +90,22 @@ constexpr bool is_power_of_two(std::uint64_t v) noexcept {
 
 } // namespace detail
 
+/// At the memory limit or the active-token cap, a trade for a token without state is refused
+/// (`reject_reason::memory_limit` or `active_token_limit`). A policy names one of these two
+/// behaviours as `using at_limit = ...;`.
+struct refuse_new_tokens {
+    static constexpr bool waits = false;
+};
+/// At the limit, producers wait (by the policy's wait strategy) until reclamation makes room;
+/// `try_push` reports such a trade as not taken (`push_result::full`).
+struct wait_for_room {
+    static constexpr bool waits = true;
+};
+
+/// Accepts `refuse_new_tokens` and `wait_for_room`.
+template <class T>
+concept limit_behaviour = std::same_as<T, refuse_new_tokens> || std::same_as<T, wait_for_room>;
+
 // Conjunctions with && (never a requires-expression with commas, which checks only its last
 // operand): a missing or mistyped member makes its atomic constraint fail rather than error.
 /// Accepts a stateless struct with every member of the table above, of the stated type and range.
@@ -103,7 +126,9 @@ concept policy =
         constant_of<decltype(P::gc_target_max_percent), unsigned> &&
     (P::gc_target_min_percent >= 1) && (P::gc_target_min_percent <= P::gc_target_percent) &&
     (P::gc_target_percent <= P::gc_target_max_percent) &&
-    wait_strategy<typename P::wait>&& detail::constant_of<decltype(P::max_shards), std::size_t> &&
+    detail::constant_of<decltype(P::memory_limit_mb), std::size_t>&& limit_behaviour<
+        typename P::at_limit>&& wait_strategy<typename P::wait>&& detail::
+        constant_of<decltype(P::max_shards), std::size_t> &&
     (P::max_shards >= 1) &&
     (P::max_shards <= 1024) && detail::constant_of<decltype(P::max_producers), std::size_t> &&
     (P::max_producers >= 1) && detail::constant_of<decltype(P::max_tokens), std::size_t> &&
@@ -133,6 +158,8 @@ struct throughput_policy {
     static constexpr unsigned gc_target_percent = 200;
     static constexpr unsigned gc_target_min_percent = 50;
     static constexpr unsigned gc_target_max_percent = 1'000;
+    static constexpr std::size_t memory_limit_mb = 0;
+    using at_limit = refuse_new_tokens;
     using wait = spin_then_yield;
     static constexpr std::size_t max_shards = 64;
     static constexpr std::size_t max_producers = 64;
@@ -157,6 +184,8 @@ struct latency_policy {
     static constexpr unsigned gc_target_percent = 50;
     static constexpr unsigned gc_target_min_percent = 25;
     static constexpr unsigned gc_target_max_percent = 400;
+    static constexpr std::size_t memory_limit_mb = 0;
+    using at_limit = refuse_new_tokens;
     using wait = busy_spin;
     static constexpr std::size_t max_shards = 64;
     static constexpr std::size_t max_producers = 64;
@@ -169,7 +198,8 @@ struct latency_policy {
 };
 
 /// Limited memory: small rings and arena chunks, coarse rolling sub-buckets (15 minutes),
-/// blocking waits, bounded token count, frequent reclamation (GC target 50 %).
+/// blocking waits, bounded token count, frequent reclamation (GC target 50 %), a 256 MiB soft
+/// limit at which new tokens wait for room.
 struct memory_constrained_policy {
     static constexpr std::string_view name = "memory_constrained_policy";
     static constexpr std::size_t ingress_capacity = 2'048;
@@ -181,6 +211,8 @@ struct memory_constrained_policy {
     static constexpr unsigned gc_target_percent = 50;
     static constexpr unsigned gc_target_min_percent = 10;
     static constexpr unsigned gc_target_max_percent = 200;
+    static constexpr std::size_t memory_limit_mb = 256;
+    using at_limit = wait_for_room;
     using wait = block;
     static constexpr std::size_t max_shards = 16;
     static constexpr std::size_t max_producers = 16;

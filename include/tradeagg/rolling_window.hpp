@@ -54,6 +54,16 @@ public:
     rolling_window() = default;
     rolling_window(const rolling_window&) = delete;
     rolling_window& operator=(const rolling_window&) = delete;
+    /// Takes the other's ring; the other is left empty. Never allocates.
+    rolling_window(rolling_window&& o) noexcept
+        : prefix_(o.prefix_), prefix_valid_(o.prefix_valid_), prefix_any_(o.prefix_any_),
+          slots_(o.slots_), capacity_(o.capacity_), head_(o.head_), size_(o.size_) {
+        o.slots_ = nullptr;
+        o.capacity_ = o.head_ = o.size_ = 0;
+        o.prefix_valid_ = true;
+        o.prefix_any_ = false;
+    }
+    rolling_window& operator=(rolling_window&&) = delete;
     ~rolling_window() { ::operator delete(slots_); }
 
     /// Folds a final finest bucket into sub-bucket `index`. Buckets arrive in time order (the
@@ -72,20 +82,22 @@ public:
             if (size_ == capacity_) {
                 grow(bytes);
             }
+            if (size_ > 0 && prefix_valid_) {
+                add_to_prefix(at(size_ - 1)); // the last sub-bucket is complete now
+            }
             rolling_slot& s = at(size_);
             static_cast<price_summary&>(s) = part;
             s.index = index;
             ++size_;
         }
-        if (total_valid_) {
-            add_to_total(part);
-        }
     }
 
     /// Statistics as of `watermark`, including `pending` parts not merged yet (each a pair of
     /// sub-bucket index and accumulator, visited through `for_each_pending(f)`). Sub-buckets
-    /// that fell out of the window are dropped. Never allocates; the merged part is kept
-    /// summed and rebuilt only after sub-buckets expire (once per sub-bucket width at most).
+    /// that fell out of the window are dropped. Never allocates. The sub-buckets before the
+    /// last are kept summed, and rebuilt only after sub-buckets expire (once per sub-bucket
+    /// width at most); the total is always that sum extended by the last sub-bucket, so it is
+    /// the same value whenever it is asked for.
     template <class ForEachPending>
     [[nodiscard]] rolling_stats stats(timestamp_ms watermark,
                                       ForEachPending&& for_each_pending) noexcept {
@@ -94,16 +106,24 @@ public:
         r.window_start = lowest * BucketMs;
         r.window_end = watermark;
         expire(lowest);
-        if (!total_valid_) {
-            total_any_ = false;
-            for (std::uint32_t i = 0; i < size_; ++i) {
-                add_to_total(at(i));
+        if (!prefix_valid_) {
+            prefix_any_ = false;
+            for (std::uint32_t i = 0; i + 1 < size_; ++i) {
+                add_to_prefix(at(i));
             }
-            total_valid_ = true;
+            prefix_valid_ = true;
         }
         // Merged sub-buckets come first, in time order; pending finest buckets follow them.
-        price_summary total = total_;
-        bool any = total_any_;
+        price_summary total = prefix_;
+        bool any = prefix_any_;
+        if (size_ > 0) {
+            if (any) {
+                total.extend(at(size_ - 1));
+            } else {
+                total = at(size_ - 1);
+                any = true;
+            }
+        }
         ohlc_accumulator pending;
         bool any_pending = false;
         for_each_pending([&](std::int64_t index, const ohlc_accumulator& part) {
@@ -157,8 +177,8 @@ public:
         ::operator delete(slots_);
         slots_ = nullptr;
         capacity_ = head_ = size_ = 0;
-        total_valid_ = true;
-        total_any_ = false;
+        prefix_valid_ = true;
+        prefix_any_ = false;
     }
 
 private:
@@ -166,16 +186,16 @@ private:
         while (size_ > 0 && at(0).index < lowest) {
             head_ = wrap(head_ + 1);
             --size_;
-            total_valid_ = false; // a minimum or maximum may have left: rebuild when asked
+            prefix_valid_ = false; // a minimum or maximum may have left: rebuild when asked
         }
     }
 
-    void add_to_total(const price_summary& later) noexcept {
-        if (total_any_) {
-            total_.extend(later);
+    void add_to_prefix(const price_summary& later) noexcept {
+        if (prefix_any_) {
+            prefix_.extend(later);
         } else {
-            total_ = later;
-            total_any_ = true;
+            prefix_ = later;
+            prefix_any_ = true;
         }
     }
 
@@ -201,9 +221,9 @@ private:
         head_ = 0;
     }
 
-    price_summary total_;     ///< every sub-bucket in the ring, in order, when valid
-    bool total_valid_ = true; ///< an empty ring's total is valid (and empty)
-    bool total_any_ = false;
+    price_summary prefix_;     ///< every sub-bucket but the last, in order, when valid
+    bool prefix_valid_ = true; ///< an empty ring's prefix is valid (and empty)
+    bool prefix_any_ = false;
     rolling_slot* slots_ = nullptr;
     std::uint32_t capacity_ = 0;
     std::uint32_t head_ = 0;

@@ -24,6 +24,13 @@ struct runtime_config {
     std::optional<std::chrono::milliseconds> flush_interval{}; ///< 1 ms..60 s
     std::optional<std::size_t> max_tokens{};     ///< interned tokens, 1..Policy::max_tokens
     std::optional<unsigned> gc_target_percent{}; ///< gc_target_min_percent..gc_target_max_percent
+    /// Soft memory limit in MiB (0: none), 0..max_memory_limit_mb; the policy's by default.
+    std::optional<std::size_t> memory_limit_mb{};
+    /// Tokens with state at once (the seed's MAX_TOKEN_PROCESSORS), 1..Policy::max_tokens.
+    std::optional<std::size_t> max_active_tokens{};
+    /// Release the state of idle tokens once nothing in it can change (see
+    /// `pipeline::advance_time`). Off only to compare runs with and without eviction.
+    bool evict_idle_tokens = true;
     /// Called on a shard's worker thread for every late trade (never merged); may be empty.
     /// Must be thread-safe when there are several shards; must not block for long.
     std::function<void(const late_trade&)> on_late_trade{};
@@ -50,7 +57,13 @@ struct resolved_config {
     std::chrono::milliseconds flush_interval = Policy::flush_interval;
     std::size_t max_tokens = Policy::max_tokens;
     unsigned gc_target_percent = Policy::gc_target_percent;
+    std::size_t memory_limit_mb = Policy::memory_limit_mb;
+    std::size_t max_active_tokens = Policy::max_tokens;
+    bool evict_idle_tokens = true;
 };
+
+/// Largest soft memory limit accepted, in MiB (16 TiB).
+inline constexpr std::size_t max_memory_limit_mb = std::size_t{1} << 24;
 
 inline constexpr std::chrono::milliseconds min_flush_interval{1};
 inline constexpr std::chrono::milliseconds max_flush_interval{60'000};
@@ -89,6 +102,13 @@ template <policy Policy>
     r.gc_target_percent = cfg.gc_target_percent.value_or(Policy::gc_target_percent);
     detail::check_range<unsigned>("gc_target_percent", pn, r.gc_target_percent,
                                   Policy::gc_target_min_percent, Policy::gc_target_max_percent);
+    r.memory_limit_mb = cfg.memory_limit_mb.value_or(Policy::memory_limit_mb);
+    detail::check_range<std::size_t>("memory_limit_mb", pn, r.memory_limit_mb, 0,
+                                     max_memory_limit_mb, " MiB");
+    r.max_active_tokens = cfg.max_active_tokens.value_or(Policy::max_tokens);
+    detail::check_range<std::size_t>("max_active_tokens", pn, r.max_active_tokens, 1,
+                                     Policy::max_tokens);
+    r.evict_idle_tokens = cfg.evict_idle_tokens;
     return r;
 }
 

@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -16,6 +17,8 @@
 #include <tradeagg/ingress.hpp>
 #include <tradeagg/latency_histogram.hpp>
 #include <tradeagg/policy.hpp>
+#include <tradeagg/process_stats.hpp>
+#include <tradeagg/reclaimer.hpp>
 #include <tradeagg/runtime_config.hpp>
 #include <tradeagg/sink.hpp>
 #include <tradeagg/stats.hpp>
@@ -31,13 +34,15 @@ template <policy Policy, sink Sink>
 class shard {
 public:
     shard(std::size_t index, const resolved_config<Policy>& cfg,
-          const std::function<void(const late_trade&)>& on_late, const token_table& table,
-          Sink& sink)
-        : index_(index), batch_width_(cfg.batch_width), flush_interval_(cfg.flush_interval),
-          ring_capacity_(cfg.ring_capacity), on_late_(on_late), table_(table), sink_(sink),
+          const std::function<void(const late_trade&)>& on_late, token_table& table,
+          memory_budget& budget, Sink& sink)
+        : index_(index), batch_width_(cfg.batch_width),
+          flush_interval_ms_(cfg.flush_interval.count()), ring_capacity_(cfg.ring_capacity),
+          evict_idle_(cfg.evict_idle_tokens), on_late_(on_late), table_(table), budget_(budget),
+          sink_(sink), cadence_(cfg.gc_target_percent, Policy::arena_chunk_bytes),
           rings_(std::make_unique<std::atomic<ingress_ring*>[]>(Policy::max_producers)),
           owned_rings_(Policy::max_producers), shared_(cfg.ring_capacity),
-          drain_buffer_(cfg.batch_width) {
+          drain_buffer_(Policy::batch_width) {
         for (std::size_t i = 0; i < Policy::max_producers; ++i) {
             rings_[i].store(nullptr, std::memory_order_relaxed);
         }
@@ -107,6 +112,53 @@ public:
         producers_waiting_.fetch_sub(1, std::memory_order_relaxed);
     }
 
+    /// Asks the worker for a reclamation (flush, evict spent tokens, return free memory) and
+    /// returns a ticket for `wait_reclaimed`. Any thread; never blocks.
+    std::uint64_t request_reclaim() {
+        const std::uint64_t ticket = reclaim_requested_.fetch_add(1, std::memory_order_acq_rel) + 1;
+        wake();
+        return ticket;
+    }
+
+    /// Waits until the reclamation of `ticket` has run, and returns what the latest one did.
+    /// Any thread but the worker; blocks.
+    reclaim_result wait_reclaimed(std::uint64_t ticket) {
+        std::unique_lock lock(reclaim_mutex_);
+        reclaim_cv_.wait(lock,
+                         [&] { return reclaim_done_.load(std::memory_order_acquire) >= ticket; });
+        return last_reclaim_;
+    }
+
+    /// Runs a reclamation on the calling thread. Only while the worker is not running (before
+    /// `start()` or after `join()`).
+    reclaim_result reclaim_here() {
+        flush_changes();
+        return reclaim();
+    }
+
+    /// Trades drained per batch. Any thread.
+    [[nodiscard]] std::size_t batch_width() const noexcept {
+        return batch_width_.load(std::memory_order_relaxed);
+    }
+    /// Changes the batch width (the caller checked 1..Policy::batch_width). Any thread.
+    void set_batch_width(std::size_t n) noexcept {
+        batch_width_.store(n, std::memory_order_relaxed);
+    }
+    /// The flush tick. Any thread.
+    [[nodiscard]] std::chrono::milliseconds flush_interval() const noexcept {
+        return std::chrono::milliseconds(flush_interval_ms_.load(std::memory_order_relaxed));
+    }
+    /// Changes the flush tick, from the next tick on (the caller checked the bounds). Any
+    /// thread.
+    void set_flush_interval(std::chrono::milliseconds d) noexcept {
+        flush_interval_ms_.store(d.count(), std::memory_order_relaxed);
+    }
+
+    /// The reclamation target, GOGC's meaning. Any thread.
+    [[nodiscard]] unsigned gc_target() const noexcept { return cadence_.target(); }
+    /// Changes the reclamation target (the caller checked the policy's bounds). Any thread.
+    void set_gc_target(unsigned percent) noexcept { cadence_.set_target(percent); }
+
     /// Counts trades pushed through the shared queue (any thread; locked add).
     void count_shared_push() noexcept { shared_pushed_.fetch_add(1, std::memory_order_relaxed); }
 
@@ -119,6 +171,11 @@ public:
         s.applied = applied_.load(std::memory_order_relaxed);
         s.late = late_.load(std::memory_order_relaxed);
         s.flushes = flushes_.load(std::memory_order_relaxed);
+        s.reclamations = reclamations_.load(std::memory_order_relaxed);
+        s.tokens_evicted = tokens_evicted_.load(std::memory_order_relaxed);
+        s.reclaim_cpu_seconds =
+            static_cast<double>(reclaim_cpu_ns_.load(std::memory_order_relaxed)) * 1e-9;
+        s.clock = clock_published_.load(std::memory_order_relaxed);
         return s;
     }
 
@@ -135,6 +192,11 @@ public:
     [[nodiscard]] const token_book<Policy>& book() const noexcept { return book_; }
     [[nodiscard]] std::size_t shared_pushed() const noexcept {
         return shared_pushed_.load(std::memory_order_relaxed);
+    }
+    /// Bytes the worker holds besides token state: flush buffers, drain buffer, histogram.
+    /// As of the last flush. Any thread.
+    [[nodiscard]] std::size_t buffer_bytes() const noexcept {
+        return buffer_bytes_.load(std::memory_order_relaxed);
     }
     /// Bytes of ring storage. Any thread.
     [[nodiscard]] std::size_t ingress_bytes() const noexcept {
@@ -156,7 +218,7 @@ private:
     }
 
     void run() {
-        auto next_flush = clock::now() + flush_interval_;
+        auto next_flush = clock::now() + flush_interval();
         unsigned idle_steps = 0;
         for (;;) {
             const std::size_t taken = drain_round();
@@ -175,9 +237,15 @@ private:
                 }
             }
             const auto now = clock::now();
-            if (now >= next_flush) {
+            if (reclaim_wanted()) {
+                // What was pushed before the request is applied first (a bounded number of
+                // rounds, so a steady stream of pushes cannot hold the reclamation off).
+                for (int round = 0; round < 64 && drain_round() > 0; ++round) {
+                }
+            }
+            if (now >= next_flush || reclaim_wanted()) {
                 flush();
-                next_flush = now + flush_interval_;
+                next_flush = now + flush_interval();
             }
             if (taken > 0) {
                 continue;
@@ -215,10 +283,15 @@ private:
                 return true;
             }
         }
-        return !shared_.empty();
+        return !shared_.empty() || reclaim_wanted();
+    }
+
+    bool reclaim_wanted() const noexcept {
+        return reclaim_requested_.load(std::memory_order_acquire) != reclaim_taken_;
     }
 
     std::size_t drain_round() {
+        const std::size_t width = batch_width();
         std::size_t total = 0;
         const std::size_t n = ring_count_.load(std::memory_order_acquire);
         for (std::size_t i = 0; i < n; ++i) {
@@ -226,14 +299,14 @@ private:
             if (r == nullptr) {
                 continue;
             }
-            const std::size_t got = r->pop(drain_buffer_.data(), batch_width_);
+            const std::size_t got = r->pop(drain_buffer_.data(), width);
             if (got > 0) {
                 apply_batch(got);
                 total += got;
             }
         }
         std::size_t got = 0;
-        while (got < batch_width_ && shared_.pop(drain_buffer_[got])) {
+        while (got < width && shared_.pop(drain_buffer_[got])) {
             ++got;
         }
         if (got > 0) {
@@ -256,7 +329,15 @@ private:
                 book_.prefetch(drain_buffer_[i + state_ahead].t.token);
             }
             const ingress_record& rec = drain_buffer_[i];
+            if (rec.t.token == clock_token) {
+                advance_clock(rec.t.ts_ms);
+                continue;
+            }
             auto& state = book_.get(rec.t.token, table_);
+            if (clock_ > state.watermark &&
+                state.advance_to(clock_, candles_, book_.rolling_bytes())) {
+                book_.mark_dirty(state);
+            }
             if (state.is_late(rec.t)) {
                 ++late;
                 report_late(rec.t, state.name, state.watermark);
@@ -265,6 +346,7 @@ private:
                 book_.mark_dirty(state);
                 ++applied;
             }
+            book_.schedule(state);
             if (rec.enqueued_ns != 0) {
                 const std::int64_t dt = detail::now_ns() - rec.enqueued_ns;
                 latency_.record(dt > 0 ? static_cast<std::uint64_t>(dt) : 0);
@@ -272,6 +354,16 @@ private:
         }
         detail::bump(applied_, applied);
         detail::bump(late_, late);
+    }
+
+    /// The shard's event-time clock reaches `to`: tokens whose buckets close or become final
+    /// by then move forward without a trade of their own.
+    void advance_clock(timestamp_ms to) {
+        if (to > clock_) {
+            clock_ = to;
+            book_.advance_clock(clock_, candles_);
+            clock_published_.store(clock_, std::memory_order_relaxed);
+        }
     }
 
     void report_late(const trade& t, std::string_view name, timestamp_ms watermark) {
@@ -290,10 +382,62 @@ private:
     static constexpr std::size_t retired_handover =
         Policy::flush_threshold < 2'048 ? Policy::flush_threshold : 2'048;
 
+    /// Hands every change to the sink, then reclaims if one was asked for, the book grew past
+    /// the cadence's trigger, or memory is near the soft limit.
     void flush() {
+        flush_changes();
+        const std::uint64_t requested = reclaim_requested_.load(std::memory_order_acquire);
+        if (requested != reclaim_taken_ || cadence_.due(book_.live_bytes_now()) ||
+            budget_.near_limit()) {
+            reclaim_taken_ = requested;
+            const reclaim_result r = reclaim();
+            {
+                const std::lock_guard lock(reclaim_mutex_);
+                last_reclaim_ = r;
+                reclaim_done_.store(requested, std::memory_order_release);
+            }
+            reclaim_cv_.notify_all();
+        }
+    }
+
+    void flush_changes() {
         book_.collect(candles_, tokens_);
         hand_over();
+        publish();
+    }
+
+    /// Evicts spent tokens, returns free arena chunks and asks the allocator to give memory
+    /// back; its CPU time is charged to reclamation. Right after a flush (nothing is dirty).
+    reclaim_result reclaim() {
+        const double cpu_before = thread_cpu_seconds();
+        reclaim_result r;
+        r.bytes_before = book_.reserved_bytes_now();
+        if (evict_idle_) {
+            r.tokens_evicted = book_.evict_spent(table_);
+        }
+        book_.compact();
+        detail::return_free_memory_to_system();
+        r.bytes_after = book_.reserved_bytes_now();
+        cadence_.reclaimed(book_.live_bytes_now());
+        r.cpu_seconds = thread_cpu_seconds() - cpu_before;
+        detail::bump(reclamations_);
+        detail::bump(tokens_evicted_, r.tokens_evicted);
+        detail::bump(reclaim_cpu_ns_, static_cast<std::uint64_t>(r.cpu_seconds * 1e9));
+        publish();
+        return r;
+    }
+
+    /// Makes the byte counts readable and tells the memory budget.
+    void publish() {
         book_.publish_bytes();
+        buffer_bytes_.store(candles_.capacity() * sizeof(candle_update) +
+                                tokens_.capacity() * sizeof(token_update) +
+                                sizeof(latency_histogram),
+                            std::memory_order_relaxed);
+        budget_.publish(index_,
+                        book_.reserved_bytes() + book_.directory_bytes() + buffer_bytes() +
+                            ingress_bytes(),
+                        book_.active_tokens(), table_.memory_bytes());
     }
 
     /// Gives the sink what is buffered: retired candles, and what a collect added.
@@ -313,12 +457,17 @@ private:
     }
 
     const std::size_t index_;
-    const std::size_t batch_width_;
-    const std::chrono::milliseconds flush_interval_;
+    std::atomic<std::size_t> batch_width_;
+    std::atomic<std::int64_t> flush_interval_ms_;
     const std::size_t ring_capacity_;
+    const bool evict_idle_;
     const std::function<void(const late_trade&)>& on_late_;
-    const token_table& table_;
+    token_table& table_;
+    memory_budget& budget_;
     Sink& sink_;
+    reclaim_cadence cadence_;
+    timestamp_ms clock_ = std::numeric_limits<timestamp_ms>::min(); ///< worker's event clock
+    std::uint64_t reclaim_taken_ = 0; ///< the last request the worker started on
 
     std::unique_ptr<std::atomic<ingress_ring*>[]> rings_;
     std::vector<std::unique_ptr<ingress_ring>> owned_rings_;
@@ -337,6 +486,17 @@ private:
     std::atomic<std::uint64_t> candle_updates_{0};
     std::atomic<std::uint64_t> token_updates_{0};
     std::atomic<std::uint64_t> sink_errors_{0};
+    std::atomic<std::uint64_t> reclamations_{0};
+    std::atomic<std::uint64_t> tokens_evicted_{0};
+    std::atomic<std::uint64_t> reclaim_cpu_ns_{0};
+    std::atomic<timestamp_ms> clock_published_{std::numeric_limits<timestamp_ms>::min()};
+    std::atomic<std::size_t> buffer_bytes_{0};
+
+    alignas(cache_line_size) std::atomic<std::uint64_t> reclaim_requested_{0};
+    std::atomic<std::uint64_t> reclaim_done_{0};
+    std::mutex reclaim_mutex_;
+    std::condition_variable reclaim_cv_;
+    reclaim_result last_reclaim_;
 
     alignas(cache_line_size) std::atomic<std::uint64_t> shared_pushed_{0};
     alignas(cache_line_size) std::atomic<bool> stop_requested_{false};

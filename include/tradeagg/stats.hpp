@@ -20,6 +20,11 @@ struct shard_stats {
     std::uint64_t applied = 0;     ///< trades merged into aggregates
     std::uint64_t late = 0;        ///< trades refused as late
     std::uint64_t flushes = 0;
+    std::uint64_t reclamations = 0;   ///< reclamations run on this shard's thread
+    std::uint64_t tokens_evicted = 0; ///< spent token states released
+    double reclaim_cpu_seconds = 0.0; ///< CPU time of those reclamations
+    /// The shard's event-time clock (`pipeline::advance_time`); the minimum before any.
+    timestamp_ms clock = 0;
 };
 
 /// Counters since the pipeline was built. Taken without stopping anything, so counters from
@@ -44,13 +49,37 @@ struct pipeline_stats {
     std::size_t arena_live_bytes = 0;     ///< token state in live objects
     std::size_t ingress_bytes = 0;        ///< ring storage
     std::size_t table_bytes = 0;          ///< token table and shard directories
+    std::size_t buffer_bytes = 0;         ///< flush and drain buffers, histograms
     double bytes_per_active_token = 0.0;  ///< arena_live_bytes / active_tokens
-    latency_summary apply_latency;        ///< enqueue to applied, sampled
+    /// Every byte the library reserved: arenas (free chunks too), rolling rings, rings, token
+    /// table, directories, buffers. The seed's `heap_alloc_mb` is this in MiB.
+    std::size_t heap_alloc_bytes = 0;
+    /// The same without the arenas' free space: bytes in live objects. The seed's
+    /// `heap_inuse_mb` is this in MiB.
+    std::size_t heap_inuse_bytes = 0;
+    std::size_t resident_bytes = 0;      ///< the process's resident set, from the OS
+    std::size_t peak_resident_bytes = 0; ///< its highest so far
+    std::size_t threads = 0;             ///< threads in the process (the seed's goroutines)
+    double process_cpu_seconds = 0.0;    ///< CPU time of the whole process
+    std::uint64_t reclamations = 0;      ///< reclamations run, all shards
+    std::uint64_t tokens_evicted = 0;    ///< spent token states released
+    double reclaim_cpu_seconds = 0.0;    ///< CPU time spent reclaiming
+    /// reclaim_cpu_seconds / process_cpu_seconds: the seed's `gc_cpu_fraction`.
+    double gc_cpu_fraction = 0.0;
+    unsigned gc_target_percent = 0;     ///< reclamation cadence in force, GOGC's meaning
+    std::size_t memory_limit_bytes = 0; ///< soft limit in force (0: none)
+    std::size_t max_active_tokens = 0;  ///< active-token cap in force
+    bool admitting_new_tokens = true;   ///< false while a limit is reached
+    latency_summary apply_latency;      ///< enqueue to applied, sampled
     std::vector<shard_stats> shards;
 
-    /// Sum of every tracked byte: arenas, rings, token table.
-    [[nodiscard]] std::size_t total_bytes() const noexcept {
-        return arena_reserved_bytes + ingress_bytes + table_bytes;
+    /// `heap_alloc_bytes` in MiB.
+    [[nodiscard]] double heap_alloc_mb() const noexcept {
+        return static_cast<double>(heap_alloc_bytes) / (1024.0 * 1024.0);
+    }
+    /// `heap_inuse_bytes` in MiB.
+    [[nodiscard]] double heap_inuse_mb() const noexcept {
+        return static_cast<double>(heap_inuse_bytes) / (1024.0 * 1024.0);
     }
     /// Trades accepted and not yet taken by a worker.
     [[nodiscard]] std::size_t queue_depth() const noexcept {

@@ -7,7 +7,9 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <limits>
+#include <memory>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -109,7 +111,9 @@ struct token_state {
     timestamp_ms next_event = none;
     timestamp_ms next_close = none; ///< earliest end, after the watermark, of any bucket
     timestamp_ms next_final = none; ///< earliest time a stored bucket becomes final
-    latest_trade latest;            ///< by (event time, trade id); ts_ms `never` before any
+    /// Time of this token's entry in its book's schedule (`none`: no entry).
+    timestamp_ms scheduled = none;
+    latest_trade latest; ///< by (event time, trade id); ts_ms `never` before any
     std::array<bucket_slot, layout::total_slots> slots{};
     window rolling;
 
@@ -175,7 +179,29 @@ struct token_state {
             next_close = earliest_close();
         }
         next_event = std::min(next_close, next_final);
+        if (next_event == none && watermark < spent_at()) {
+            next_event = spent_at(); // the rolling window's last sub-bucket leaves it then
+        }
         return true;
+    }
+
+    /// The watermark from which nothing in this state can change again: every bucket of every
+    /// interval is final and the rolling window is empty. A trade that is not late at that
+    /// watermark comes after the latest one, so a fresh state takes it exactly as this one
+    /// would. `never` for a state that took no trade.
+    [[nodiscard]] timestamp_ms spent_at() const noexcept {
+        if (latest.ts_ms == never) {
+            return never;
+        }
+        constexpr std::int64_t sub = Policy::rolling_bucket.count();
+        constexpr std::int64_t subs = rolling_window_length.count() / sub;
+        return std::max(layout::end_of(latest.ts_ms, interval_count - 1) + layout::lateness,
+                        (latest.ts_ms / sub + subs) * sub);
+    }
+
+    /// True if the state holds nothing that can change or be needed again (see `spent_at`).
+    [[nodiscard]] bool spent() const noexcept {
+        return next_final == none && watermark >= spent_at();
     }
 
     /// Hints the cache lines `apply(t)` will touch, so a batch can ask for them ahead: the
@@ -394,48 +420,52 @@ private:
 
 } // namespace detail
 
-/// The tokens one shard owns: id -> state, arena-allocated, and the list of those changed since
-/// the last flush. Single-threaded (the shard's worker), except the counters marked thread-safe.
+/// The tokens one shard owns: id -> state, arena-allocated; the list of those changed since
+/// the last flush; and the schedule of event times at which a token's buckets close or become
+/// final, for the shard's event-time clock. Single-threaded (the shard's worker), except the
+/// counters marked thread-safe.
 template <policy Policy>
 class token_book {
 public:
     using state = detail::token_state<Policy>;
 
-    token_book()
-        : arena_(Policy::arena_chunk_bytes, Policy::arena_max_chunk_bytes,
-                 Policy::arena_reserve_tokens) {}
+    token_book() : arena_(make_arena(Policy::arena_reserve_tokens)) {}
     token_book(const token_book&) = delete;
     token_book& operator=(const token_book&) = delete;
     ~token_book() {
         for (state* s : states_) {
             if (s != nullptr) {
                 s->rolling.clear(rolling_bytes_);
-                arena_.destroy(s);
+                arena_->destroy(s);
             }
         }
     }
 
-    /// The token's state, created on first use with its name from `table` (the only time the
-    /// table is read). Allocates on first use.
+    /// The token's state, created on first use with its name from `table`, which learns that
+    /// the token has state. Allocates on first use.
     template <class Table>
-    state& get(token_id id, const Table& table) {
+    state& get(token_id id, Table& table) {
         if (id >= states_.size()) {
             states_.resize(std::max<std::size_t>(id + 1, states_.size() * 2), nullptr);
         }
         state*& s = states_[id];
         if (s == nullptr) {
-            s = arena_.create(id, table.name(id));
+            s = arena_->create(id, table.name(id));
+            table.set_has_state(id, true);
             active_.store(active_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
         }
         return *s;
     }
 
+    /// The token's state, or null if it has none.
+    [[nodiscard]] state* find(token_id id) const noexcept {
+        return id < states_.size() ? states_[id] : nullptr;
+    }
+
     /// Prefetches what a trade for `id` will touch, if the token has state.
     void prefetch(token_id id) const noexcept {
-        if (id < states_.size()) {
-            if (const state* s = states_[id]) {
-                s->prefetch();
-            }
+        if (const state* s = find(id)) {
+            s->prefetch();
         }
     }
 
@@ -467,30 +497,133 @@ public:
         dirty_.clear();
     }
 
+    /// Enters the token's next event in the schedule if it is earlier than its entry there.
+    /// Allocates when the schedule grows.
+    void schedule(state& s) {
+        if (s.next_event < s.scheduled) {
+            s.scheduled = s.next_event;
+            due_.emplace_back(s.next_event, s.id);
+            std::push_heap(due_.begin(), due_.end(), std::greater<>{});
+        }
+    }
+
+    /// Moves every token whose next event is at or before `clock` forward to it: buckets close
+    /// and retire, spent windows empty. Tokens that changed are marked dirty; final candles go
+    /// to `retired`. Allocates as `schedule` and `mark_dirty` do.
+    template <class CandleOut>
+    void advance_clock(timestamp_ms clock, CandleOut& retired) {
+        while (!due_.empty() && due_.front().first <= clock) {
+            const auto [at, id] = due_.front();
+            std::pop_heap(due_.begin(), due_.end(), std::greater<>{});
+            due_.pop_back();
+            state* s = find(id);
+            if (s == nullptr || s->scheduled != at) {
+                continue; // evicted, or superseded by an earlier entry
+            }
+            s->scheduled = state::none;
+            if (s->advance_to(clock, retired, rolling_bytes_)) {
+                mark_dirty(*s);
+            }
+            schedule(*s);
+        }
+    }
+
+    /// Releases the state of every token that is spent and flushed (not in the dirty list),
+    /// telling `table`. Returns how many. Call right after a flush. Never allocates.
+    template <class Table>
+    std::size_t evict_spent(Table& table) noexcept {
+        std::size_t evicted = 0;
+        for (state*& s : states_) {
+            if (s != nullptr && !s->in_dirty_list && s->spent()) {
+                table.set_has_state(s->id, false);
+                s->rolling.clear(rolling_bytes_);
+                arena_->destroy(s);
+                s = nullptr;
+                ++evicted;
+            }
+        }
+        active_.store(active_.load(std::memory_order_relaxed) - evicted, std::memory_order_relaxed);
+        return evicted;
+    }
+
+    /// Gives free arena chunks back to the allocator: when the arena is empty, or at least half
+    /// of it (and more than its largest chunk) is free, live states move to a fresh arena and
+    /// the old one is released whole. Returns true if it did; false also if the fresh arena
+    /// could not be allocated (nothing changed then). Precondition: the dirty list is empty
+    /// (right after a flush). Allocates the fresh arena's chunks.
+    bool compact() noexcept {
+        const std::size_t reserved = arena_->reserved_bytes();
+        const std::size_t free = reserved - arena_->live_bytes();
+        const bool empty = arena_->live_objects() == 0 && reserved > 0;
+        const bool sparse = free >= Policy::arena_max_chunk_bytes && free >= reserved / 2;
+        if (!empty && !sparse) {
+            return false;
+        }
+        std::unique_ptr<arena<state>> fresh;
+        std::size_t moved = 0;
+        try {
+            fresh = make_arena(0);
+            for (; moved < states_.size(); ++moved) {
+                if (state*& s = states_[moved]) {
+                    state* copy = fresh->create(std::move(*s));
+                    arena_->destroy(s);
+                    s = copy;
+                }
+            }
+        } catch (...) {
+            // Out of memory: move back what moved. The old arena has a free slot for each (they
+            // were just freed), so this allocates nothing.
+            for (std::size_t i = 0; i < moved; ++i) {
+                if (state*& s = states_[i]) {
+                    state* back = arena_->create(std::move(*s));
+                    fresh->destroy(s);
+                    s = back;
+                }
+            }
+            return false;
+        }
+        arena_ = std::move(fresh);
+        shrink(due_);
+        shrink(dirty_);
+        return true;
+    }
+
     /// Tokens with state. Thread-safe.
     [[nodiscard]] std::size_t active_tokens() const noexcept {
         return active_.load(std::memory_order_relaxed);
     }
-    /// Bytes of token state: arena reservation plus rolling-window rings. Thread-safe.
+    /// Bytes of token state taken from the system: arena chunks plus rolling-window rings, as
+    /// of the last `publish_bytes`. Thread-safe.
     [[nodiscard]] std::size_t reserved_bytes() const noexcept {
-        return arena_.reserved_bytes() + rolling_bytes_atomic_.load(std::memory_order_relaxed);
+        return reserved_.load(std::memory_order_relaxed);
     }
-    /// Bytes in live token state. Thread-safe.
+    /// Bytes in live token state, as of the last `publish_bytes`. Thread-safe.
     [[nodiscard]] std::size_t live_bytes() const noexcept {
-        return arena_.live_bytes() + rolling_bytes_atomic_.load(std::memory_order_relaxed);
+        return live_.load(std::memory_order_relaxed);
     }
-    /// Bytes of the id -> state directory and the dirty list, as of the last flush.
-    /// Thread-safe.
+    /// Bytes of the id -> state directory, the dirty list and the schedule, as of the last
+    /// `publish_bytes`. Thread-safe.
     [[nodiscard]] std::size_t directory_bytes() const noexcept {
         return directory_bytes_.load(std::memory_order_relaxed);
+    }
+    /// Bytes in live token state now. Worker thread.
+    [[nodiscard]] std::size_t live_bytes_now() const noexcept {
+        return arena_->live_bytes() + rolling_bytes_;
+    }
+    /// Bytes of token state taken from the system now. Worker thread.
+    [[nodiscard]] std::size_t reserved_bytes_now() const noexcept {
+        return arena_->reserved_bytes() + rolling_bytes_;
     }
 
     /// The rolling-window byte counter the worker passes to `state::apply`.
     std::size_t& rolling_bytes() noexcept { return rolling_bytes_; }
     /// Makes the worker's byte counts readable from other threads (called at each flush).
     void publish_bytes() noexcept {
-        rolling_bytes_atomic_.store(rolling_bytes_, std::memory_order_relaxed);
-        directory_bytes_.store((states_.capacity() + dirty_.capacity()) * sizeof(state*),
+        reserved_.store(reserved_bytes_now(), std::memory_order_relaxed);
+        live_.store(live_bytes_now(), std::memory_order_relaxed);
+        directory_bytes_.store(states_.capacity() * sizeof(state*) +
+                                   dirty_.capacity() * sizeof(state*) +
+                                   due_.capacity() * sizeof(due_entry),
                                std::memory_order_relaxed);
     }
 
@@ -498,11 +631,32 @@ public:
     static constexpr std::size_t state_bytes = arena<state>::object_size;
 
 private:
-    arena<state> arena_;
+    using due_entry = std::pair<timestamp_ms, token_id>;
+
+    static std::unique_ptr<arena<state>> make_arena(std::size_t reserve) {
+        return std::make_unique<arena<state>>(Policy::arena_chunk_bytes,
+                                              Policy::arena_max_chunk_bytes, reserve);
+    }
+
+    /// Gives a vector's storage back when it is mostly unused.
+    template <class T>
+    static void shrink(std::vector<T>& v) noexcept {
+        if (v.capacity() > 1'024 && v.size() < v.capacity() / 4) {
+            try {
+                v.shrink_to_fit();
+            } catch (...) {
+                // Keeping the larger buffer is harmless.
+            }
+        }
+    }
+
+    std::unique_ptr<arena<state>> arena_;
     std::vector<state*> states_;
     std::vector<state*> dirty_;
+    std::vector<due_entry> due_; ///< min-heap on time
     std::size_t rolling_bytes_ = 0;
-    std::atomic<std::size_t> rolling_bytes_atomic_{0};
+    std::atomic<std::size_t> reserved_{0};
+    std::atomic<std::size_t> live_{0};
     std::atomic<std::size_t> directory_bytes_{0};
     std::atomic<std::size_t> active_{0};
 };

@@ -70,9 +70,10 @@ public:
         if (segment == nullptr) {
             segment = new entry[segment_size];
         }
-        segment[n % segment_size] =
-            entry{stored.data(), static_cast<std::uint32_t>(stored.size()),
-                  static_cast<std::uint32_t>(stable_hash(stored) % shards_)};
+        entry& e = segment[n % segment_size];
+        e.data = stored.data();
+        e.size = static_cast<std::uint32_t>(stored.size());
+        e.shard = static_cast<std::uint32_t>(stable_hash(stored) % shards_);
         ids_.emplace(stored, static_cast<token_id>(n));
         size_.store(n + 1, std::memory_order_release);
         return {static_cast<token_id>(n), reject_reason::none};
@@ -99,6 +100,19 @@ public:
     /// The shard that owns the token. Precondition: `contains(id)`. Thread-safe, wait-free.
     [[nodiscard]] std::uint32_t shard_of(token_id id) const noexcept {
         return segments_[id / segment_size][id % segment_size].shard;
+    }
+
+    /// True while the token's shard holds state for it (set when a shard creates the state,
+    /// cleared when it evicts it): a token without state is "new" to the memory limit and the
+    /// active-token cap. Precondition: `contains(id)`. Thread-safe, wait-free.
+    [[nodiscard]] bool has_state(token_id id) const noexcept {
+        return segments_[id / segment_size][id % segment_size].has_state.load(
+            std::memory_order_relaxed);
+    }
+    /// Records whether the token's shard holds state for it. Shard threads; wait-free.
+    void set_has_state(token_id id, bool value) noexcept {
+        segments_[id / segment_size][id % segment_size].has_state.store(value,
+                                                                        std::memory_order_relaxed);
     }
 
     /// Tokens interned so far. Thread-safe, wait-free.
@@ -131,8 +145,10 @@ private:
     struct entry {
         const char* data = nullptr;
         std::uint32_t size = 0;
-        std::uint32_t shard = 0;
+        std::uint16_t shard = 0;
+        std::atomic<bool> has_state{false};
     };
+    static_assert(sizeof(entry) == 16);
     static constexpr std::size_t segment_size = 1024;
     static constexpr std::size_t name_chunk_size = std::size_t{64} * 1024;
 

@@ -41,10 +41,12 @@ enum class reject_reason : std::uint8_t {
     timestamp_out_of_range, ///< event time before the epoch or after `max_timestamp_ms`
     token_limit,            ///< a new token would exceed the configured `max_tokens`
     stopped,                ///< the pipeline is stopping or stopped
+    memory_limit,           ///< a token without state, while the soft memory limit is reached
+    active_token_limit,     ///< a token without state, while `max_active_tokens` have state
 };
 
 /// Number of `reject_reason` values, `none` included (for per-reason counters).
-inline constexpr std::size_t reject_reason_count = 13;
+inline constexpr std::size_t reject_reason_count = 15;
 
 /// Stable lower-case name of a reject reason, for logs and HTTP errors. Never allocates.
 [[nodiscard]] constexpr std::string_view to_string(reject_reason r) noexcept {
@@ -75,6 +77,10 @@ inline constexpr std::size_t reject_reason_count = 13;
         return "token_limit";
     case reject_reason::stopped:
         return "stopped";
+    case reject_reason::memory_limit:
+        return "memory_limit";
+    case reject_reason::active_token_limit:
+        return "active_token_limit";
     }
     return "unknown";
 }

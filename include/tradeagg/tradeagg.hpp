@@ -10,6 +10,7 @@
 #include <tradeagg/pipeline.hpp>
 #include <tradeagg/policy.hpp>
 #include <tradeagg/process_stats.hpp>
+#include <tradeagg/reclaimer.hpp>
 #include <tradeagg/rolling_window.hpp>
 #include <tradeagg/runtime_config.hpp>
 #include <tradeagg/shard.hpp>
