@@ -7,6 +7,7 @@
 #include <tradeagg/ingress.hpp>
 #include <tradeagg/interval.hpp>
 #include <tradeagg/latency_histogram.hpp>
+#include <tradeagg/monitor.hpp>
 #include <tradeagg/pipeline.hpp>
 #include <tradeagg/policy.hpp>
 #include <tradeagg/process_stats.hpp>
