@@ -326,16 +326,26 @@ TEST_CASE("reclaim_now releases spent tokens and the arena's chunks, and reports
     CHECK(report.after.heap_inuse_bytes < report.before.heap_inuse_bytes);
     CHECK(report.after.reclamations > report.before.reclamations);
     CHECK(report.shards.size() == 1);
+    // Tokens that came in by name are forgotten with their state; the table gives its memory
+    // back, and a name seen again is interned afresh.
+    CHECK(report.tokens_released == 2'000);
+    CHECK(report.before.interned_tokens == 2'000);
+    CHECK(report.after.interned_tokens == 0);
+    CHECK(report.after.table_bytes < report.before.table_bytes / 4);
+    REQUIRE(h.push(at("R7", midnight + 3 * day + 5, 2)) == reject_reason::none);
     p.stop();
     // Evicted tokens' last versions stay in the sink: closed candles, an empty 24 h window.
-    const auto last = p.sink().candles("R7", intervals::d1);
+    const auto last = p.sink().candles("R8", intervals::d1);
     REQUIRE(last.size() == 1);
     CHECK(last[0].closed);
-    REQUIRE(p.sink().rolling("R7").has_value());
-    CHECK(p.sink().rolling("R7")->trades == 0);
-    // Also after stop(): runs on the calling thread.
+    REQUIRE(p.sink().rolling("R8").has_value());
+    CHECK(p.sink().rolling("R8")->trades == 0);
+    CHECK(p.sink().candles("R7", intervals::d1).size() == 2); // before and after
+    CHECK(p.sink().rolling("R7")->trades == 1);
+    // Also after stop(), on the calling thread.
     const auto after_stop = p.reclaim_now();
-    CHECK(after_stop.after.active_tokens == 0);
+    CHECK(after_stop.after.active_tokens == 1); // R7, back after its release
+    CHECK(after_stop.after.interned_tokens == 1);
 }
 
 TEST_CASE("the reclamation cadence has GOGC's meaning") {
@@ -585,4 +595,96 @@ TEST_CASE_TEMPLATE("presets move the tunable values within the policy's bounds a
     CHECK(p.stats().applied == 1'000);
     CHECK_THROWS_AS(p.set_batch_width(Policy::batch_width + 1), config_error);
     CHECK_THROWS_AS(p.set_flush_interval(std::chrono::milliseconds(0)), config_error);
+}
+
+TEST_CASE("pinned tokens keep their ids; a full table releases unpinned ones to make room") {
+    runtime_config cfg;
+    cfg.max_tokens = 100;
+    pipeline<latency_policy, memory_sink> p{cfg};
+    const token_id pinned = p.intern("PINNED").id;
+    p.start();
+    auto h = p.make_producer();
+    CHECK(h.push(trade{pinned, side::buy, 5.0, 1.0, midnight, 1}) == reject_reason::none);
+    for (int k = 0; k < 99; ++k) {
+        REQUIRE(h.push(at("U" + std::to_string(k), midnight + k, 1)) == reject_reason::none);
+    }
+    CHECK(p.stats().interned_tokens == 100);
+    // Full, and every token has state: a new one is refused.
+    CHECK(h.push(at("FRESH", midnight + 200, 1)) == reject_reason::token_limit);
+    // Once they are spent, a new name makes the table release the unpinned ones.
+    REQUIRE(h.advance_time(midnight + 3 * day) == reject_reason::none);
+    std::this_thread::sleep_for(std::chrono::milliseconds(110)); // past the rate limit
+    CHECK(h.push(at("FRESH", midnight + 3 * day, 1)) == reject_reason::none);
+    const pipeline_stats st = p.stats();
+    CHECK(st.tokens_released == 99);
+    CHECK(st.interned_tokens == 2);
+    // The pinned id still names its token (its state was evicted, its id kept).
+    CHECK(p.tokens().find("PINNED") == pinned);
+    CHECK(h.push(trade{pinned, side::buy, 6.0, 1.0, midnight + 3 * day, 2}) == reject_reason::none);
+    p.stop();
+    CHECK(p.sink().candles("PINNED", intervals::s1).size() == 2);
+    CHECK(p.sink().candles("FRESH", intervals::s1).size() == 1);
+}
+
+TEST_CASE("tokens released and reinterned while producers push stay apart") {
+    // Four producers push by name over a token table of 64 while the clock runs and another
+    // thread forces reclamations: ids are released and handed out again under load. Every
+    // trade's price is its token's number, so a trade applied to the wrong token shows.
+    runtime_config cfg;
+    cfg.shards = 2;
+    cfg.max_tokens = 64;
+    cfg.flush_interval = std::chrono::milliseconds(1);
+    pipeline<throughput_policy, memory_sink> p{cfg};
+    p.start();
+    std::atomic<bool> done{false};
+    std::atomic<std::uint64_t> accepted{0};
+    std::thread reclaimer([&] {
+        while (!done.load()) {
+            (void)p.reclaim_now();
+            std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        }
+    });
+    std::vector<std::thread> producers;
+    for (int w = 0; w < 4; ++w) {
+        producers.emplace_back([&, w] {
+            auto h = p.make_producer();
+            for (int round = 0; round < 40; ++round) {
+                // Each round is a day later: the previous rounds' tokens are spent.
+                const timestamp_ms base = midnight + static_cast<timestamp_ms>(round) * 3 * day;
+                (void)h.advance_time(base);
+                for (int k = 0; k < 12; ++k) {
+                    const int number = (round * 4 + w) * 12 + k;
+                    const std::string name = "Z" + std::to_string(number);
+                    const trade_view t{name,     static_cast<double>(number + 1),  1.0, side::buy,
+                                       base + k, static_cast<std::uint64_t>(k + 1)};
+                    const reject_reason r = w % 2 == 0 ? h.push(t) : p.push(t);
+                    if (r == reject_reason::none) {
+                        accepted.fetch_add(1);
+                    } else {
+                        CHECK(r == reject_reason::token_limit);
+                    }
+                }
+            }
+        });
+    }
+    for (auto& t : producers) {
+        t.join();
+    }
+    done = true;
+    reclaimer.join();
+    p.stop();
+    const pipeline_stats st = p.stats();
+    CHECK(st.accepted == accepted.load());
+    CHECK(st.applied + st.late == st.accepted);
+    CHECK(st.tokens_released > 0);
+    std::uint64_t trades = 0;
+    for (const std::string& name : p.sink().tokens()) {
+        const double price = std::stod(name.substr(1)) + 1.0;
+        for (const candle& c : p.sink().candles(name, intervals::d1)) {
+            CHECK(c.high == price);
+            CHECK(c.low == price);
+            trades += c.trades;
+        }
+    }
+    CHECK(trades == st.applied);
 }

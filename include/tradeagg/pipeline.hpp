@@ -153,26 +153,37 @@ public:
     /// waits by the policy's strategy while it is full. Returns `none` once accepted.
     /// Slower than a `producer` (a locked add per trade). Thread-safe; never allocates.
     reject_reason push(const trade& t) {
-        push_result r = try_push_shared(t);
-        if (r.full) {
-            shared_waits_.fetch_add(1, std::memory_order_relaxed);
-            for (unsigned step = 0; r.full;) {
-                wait_full(step, shard_of(t.token));
-                r = try_push_shared(t);
-            }
-        }
-        return r.reason;
+        return with_shared_in_flight([&] { return push_shared_waiting(t); });
     }
 
-    /// Interns the token, then as `push(const trade&)`. Thread-safe; may allocate to intern.
+    /// Interns the token (unpinned: see `token_table`), then as `push(const trade&)`.
+    /// Thread-safe; may allocate to intern. When the token table is full, first releases the
+    /// tokens that no shard holds state for (a brief pause of every producer).
     reject_reason push(const trade_view& t) {
-        trade interned;
-        const reject_reason r = intern_trade(t, interned);
-        if (r != reject_reason::none) {
-            count_shared_reject(r);
+        for (int attempt = 0;; ++attempt) {
+            const reject_reason r = with_shared_in_flight([&] {
+                if (!accepting_.load(std::memory_order_seq_cst)) {
+                    count_shared_reject(reject_reason::stopped);
+                    return reject_reason::stopped;
+                }
+                trade interned;
+                const reject_reason why = intern_trade(t, interned);
+                if (why == reject_reason::none) {
+                    return push_shared_waiting(interned);
+                }
+                if (why != reject_reason::token_limit) {
+                    count_shared_reject(why);
+                }
+                return why;
+            });
+            if (r == reject_reason::token_limit) {
+                if (attempt == 0 && release_for_interning()) {
+                    continue;
+                }
+                count_shared_reject(r);
+            }
             return r;
         }
-        return push(interned);
     }
 
     /// Pushes one interned trade from any thread if its shard's queue has room.
@@ -224,16 +235,19 @@ public:
     struct reclaim_report {
         pipeline_stats before;
         pipeline_stats after;
-        std::size_t tokens_evicted = 0;
-        std::size_t bytes_released = 0; ///< token-state bytes given back, all shards
-        double cpu_seconds = 0.0;       ///< reclamation CPU time, all shards
-        double wall_seconds = 0.0;      ///< how long the call took
+        std::size_t tokens_evicted = 0;  ///< token states released by the shards
+        std::size_t tokens_released = 0; ///< tokens forgotten by the token table
+        std::size_t bytes_released = 0;  ///< token-state bytes given back, all shards
+        double cpu_seconds = 0.0;        ///< reclamation CPU time, all shards
+        double wall_seconds = 0.0;       ///< how long the call took
         std::vector<reclaim_result> shards;
     };
 
     /// Forces a reclamation on every shard (each on its own thread: apply what is queued,
     /// flush, evict spent tokens, return free arena chunks, ask the allocator to give memory
-    /// back) and waits for it. Thread-safe; blocks; allocates the report.
+    /// back) and waits for it; then forgets the tokens interned by `push(trade_view)` that no
+    /// shard holds state for (producers pause for that: see `token_table`). Thread-safe;
+    /// blocks; allocates the report.
     reclaim_report reclaim_now() {
         const std::lock_guard lock(control_);
         reclaim_report report;
@@ -254,6 +268,13 @@ public:
                 r.bytes_before > r.bytes_after ? r.bytes_before - r.bytes_after : 0;
             report.cpu_seconds += r.cpu_seconds;
             report.shards.push_back(r);
+        }
+        std::size_t with_state = 0;
+        for (auto& s : shards_) {
+            with_state += s->stats().active_tokens;
+        }
+        if (table_.size() > with_state) {
+            report.tokens_released = release_unused_tokens_locked();
         }
         report.after = stats();
         report.wall_seconds =
@@ -433,6 +454,7 @@ public:
             st.shards.push_back(ss);
         }
         st.interned_tokens = table_.size();
+        st.tokens_released = released_tokens_.load(std::memory_order_relaxed);
         st.table_bytes += table_.memory_bytes();
         st.bytes_per_active_token =
             st.active_tokens > 0
@@ -482,7 +504,7 @@ public:
 
         /// Pushes one trade if its ring has room. Never blocks, never allocates.
         [[nodiscard]] push_result try_push(const trade& t) {
-            const busy_scope busy(slot());
+            const busy_scope busy(*p_, slot());
             if (!p_->accepting_.load(std::memory_order_seq_cst)) {
                 return reject(reject_reason::stopped);
             }
@@ -492,24 +514,42 @@ public:
         /// Pushes one trade, waiting by the policy's strategy while its ring is full.
         /// Returns `none` once accepted. Never allocates.
         reject_reason push(const trade& t) {
-            const busy_scope busy(slot());
+            const busy_scope busy(*p_, slot());
             if (!p_->accepting_.load(std::memory_order_seq_cst)) {
                 return reject(reject_reason::stopped).reason;
             }
             return push_one(t, true).reason;
         }
 
-        /// Interns the token, then as `push(const trade&)`. May allocate to intern.
+        /// Interns the token (unpinned: see `token_table`), then as `push(const trade&)`. May
+        /// allocate to intern; when the token table is full, first releases the tokens that no
+        /// shard holds state for (a brief pause of every producer).
         reject_reason push(const trade_view& t) {
-            trade interned;
-            const reject_reason r = p_->intern_trade(t, interned);
-            return r != reject_reason::none ? reject(r).reason : push(interned);
+            for (int attempt = 0;; ++attempt) {
+                {
+                    const busy_scope busy(*p_, slot());
+                    if (!p_->accepting_.load(std::memory_order_seq_cst)) {
+                        return reject(reject_reason::stopped).reason;
+                    }
+                    trade interned;
+                    const reject_reason r = p_->intern_trade(t, interned);
+                    if (r == reject_reason::none) {
+                        return push_one(interned, true).reason;
+                    }
+                    if (r != reject_reason::token_limit || attempt > 0) {
+                        return reject(r).reason;
+                    }
+                }
+                if (!p_->release_for_interning()) {
+                    return reject(reject_reason::token_limit).reason;
+                }
+            }
         }
 
         /// As `pipeline::advance_time`, in order with this producer's trades (the clock travels
         /// through this handle's rings). Waits while a ring is full. Never allocates.
         reject_reason advance_time(timestamp_ms t) {
-            const busy_scope busy(slot());
+            const busy_scope busy(*p_, slot());
             if (t < 0 || t > max_timestamp_ms) {
                 return reject(reject_reason::timestamp_out_of_range).reason;
             }
@@ -544,9 +584,18 @@ public:
         producer(pipeline& p, std::size_t slot, std::vector<ingress_ring*> rings)
             : p_(&p), slot_(slot), rings_(std::move(rings)) {}
 
+        /// Marks the slot busy for one push, so `stop()` and a token release can wait until no
+        /// push is half done; while the pipeline is paused, waits before marking.
         struct busy_scope {
-            explicit busy_scope(detail::producer_slot& s) noexcept : slot(s) {
-                slot.busy.store(true, std::memory_order_seq_cst);
+            busy_scope(pipeline& p, detail::producer_slot& s) noexcept : slot(s) {
+                for (;;) {
+                    slot.busy.store(true, std::memory_order_seq_cst);
+                    if (!p.paused_.load(std::memory_order_seq_cst)) {
+                        return;
+                    }
+                    slot.busy.store(false, std::memory_order_release);
+                    p.wait_while_paused();
+                }
             }
             ~busy_scope() { slot.busy.store(false, std::memory_order_release); }
             busy_scope(const busy_scope&) = delete;
@@ -609,7 +658,7 @@ public:
 
         std::size_t push_many(std::span<const trade> batch, bool wait) {
             constexpr std::size_t chunk = 32;
-            const busy_scope busy(slot());
+            const busy_scope busy(*p_, slot());
             if (!p_->accepting_.load(std::memory_order_seq_cst)) {
                 for (std::size_t i = 0; i < batch.size(); ++i) {
                     reject(reject_reason::stopped);
@@ -689,12 +738,12 @@ public:
     };
 
 private:
-    /// Validates a trade at the API edge and interns its token into `out`.
+    /// Validates a trade at the API edge and interns its token (unpinned) into `out`.
     reject_reason intern_trade(const trade_view& t, trade& out) {
         if (const reject_reason r = validate(t); r != reject_reason::none) {
             return r;
         }
-        const auto id = table_.intern(t.token);
+        const auto id = table_.intern(t.token, false);
         out = trade{id.id, t.taker, t.price, t.quantity, t.ts_ms, t.id};
         return id.reason;
     }
@@ -746,19 +795,108 @@ private:
         return trade{clock_token, side::buy, 0.0, 0.0, t, 0};
     }
 
-    /// Runs `f` counted as a push in flight on the shared queues (`stop()` waits for those).
+    /// Runs `f` counted as a push in flight on the shared queues (`stop()` and a token release
+    /// wait for those); while the pipeline is paused, waits first.
     template <class F>
     auto with_shared_in_flight(F&& f) {
         struct in_flight {
-            explicit in_flight(std::atomic<int>& c) noexcept : n(c) {
-                n.fetch_add(1, std::memory_order_seq_cst);
+            explicit in_flight(pipeline& p) noexcept : n(p.shared_in_flight_) {
+                for (;;) {
+                    n.fetch_add(1, std::memory_order_seq_cst);
+                    if (!p.paused_.load(std::memory_order_seq_cst)) {
+                        return;
+                    }
+                    n.fetch_sub(1, std::memory_order_release);
+                    p.wait_while_paused();
+                }
             }
             ~in_flight() { n.fetch_sub(1, std::memory_order_release); }
             in_flight(const in_flight&) = delete;
             in_flight& operator=(const in_flight&) = delete;
             std::atomic<int>& n;
-        } guard(shared_in_flight_);
+        } guard(*this);
         return f();
+    }
+
+    /// Pushes through the shared queue, waiting while it is full (or, with `wait_for_room`,
+    /// while a limit holds the token back). The caller counts as in flight.
+    reject_reason push_shared_waiting(const trade& t) {
+        push_result r = try_push_shared_counted(t);
+        if (r.full) {
+            shared_waits_.fetch_add(1, std::memory_order_relaxed);
+            for (unsigned step = 0; r.full;) {
+                wait_full(step, shard_of(t.token));
+                r = try_push_shared_counted(t);
+            }
+        }
+        return r.reason;
+    }
+
+    void wait_while_paused() const noexcept {
+        while (paused_.load(std::memory_order_acquire)) {
+            std::this_thread::sleep_for(std::chrono::microseconds(50));
+        }
+    }
+
+    /// Waits, up to `limit`, until no producer is inside a push. Precondition: `paused_`.
+    bool wait_quiescent(std::chrono::milliseconds limit) const {
+        const auto deadline = std::chrono::steady_clock::now() + limit;
+        const auto idle = [this] {
+            for (std::size_t i = 0; i < Policy::max_producers; ++i) {
+                if (slots_[i].busy.load(std::memory_order_seq_cst)) {
+                    return false;
+                }
+            }
+            return shared_in_flight_.load(std::memory_order_seq_cst) == 0;
+        };
+        while (!idle()) {
+            if (std::chrono::steady_clock::now() >= deadline) {
+                return false;
+            }
+            std::this_thread::yield();
+        }
+        return true;
+    }
+
+    /// Forgets the tokens no shard holds state for and nobody pinned: pauses every producer,
+    /// lets each shard apply what is queued, flush and evict what is spent, then releases them
+    /// from the token table. Gives up (returns 0) if producers do not pause within 100 ms
+    /// (one waiting at a limit holds its push open). Precondition: `control_` is held.
+    std::size_t release_unused_tokens_locked() {
+        paused_.store(true, std::memory_order_seq_cst);
+        std::size_t released = 0;
+        if (wait_quiescent(std::chrono::milliseconds(100))) {
+            const bool running = started_ && !stopped_;
+            std::vector<std::uint64_t> tickets;
+            for (auto& s : shards_) {
+                if (running) {
+                    tickets.push_back(s->request_reclaim(true));
+                } else {
+                    (void)s->reclaim_here();
+                }
+            }
+            for (std::size_t s = 0; s < tickets.size(); ++s) {
+                (void)shards_[s]->wait_reclaimed(tickets[s]);
+            }
+            released = table_.release_unused();
+        }
+        paused_.store(false, std::memory_order_seq_cst);
+        released_tokens_.fetch_add(released, std::memory_order_relaxed);
+        return released;
+    }
+
+    /// On a full token table: releases unused tokens, at most every 100 ms (a table full of
+    /// tokens that all have state would otherwise pause producers at every new token). True
+    /// if it released any.
+    bool release_for_interning() {
+        const std::int64_t now = detail::now_ns();
+        std::int64_t last = last_release_ns_.load(std::memory_order_relaxed);
+        if (now - last < 100'000'000 ||
+            !last_release_ns_.compare_exchange_strong(last, now, std::memory_order_relaxed)) {
+            return false;
+        }
+        const std::lock_guard lock(control_);
+        return release_unused_tokens_locked() > 0;
     }
 
     push_result try_push_shared(const trade& t) {
@@ -817,6 +955,9 @@ private:
     bool stopped_ = false;
 
     alignas(cache_line_size) std::atomic<bool> accepting_{true};
+    std::atomic<bool> paused_{false}; ///< producers wait: tokens are being released
+    std::atomic<std::int64_t> last_release_ns_{0};
+    std::atomic<std::uint64_t> released_tokens_{0};
     alignas(cache_line_size) std::atomic<int> shared_in_flight_{0};
     std::atomic<std::uint64_t> shared_sample_{0};
     std::array<std::atomic<std::uint64_t>, reject_reason_count> shared_rejected_{};

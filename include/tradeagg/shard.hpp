@@ -114,7 +114,12 @@ public:
 
     /// Asks the worker for a reclamation (flush, evict spent tokens, return free memory) and
     /// returns a ticket for `wait_reclaimed`. Any thread; never blocks.
-    std::uint64_t request_reclaim() {
+    /// With `drain_all`, the worker applies everything queued first, however much (for a
+    /// pipeline whose producers are paused).
+    std::uint64_t request_reclaim(bool drain_all = false) {
+        if (drain_all) {
+            drain_all_.store(true, std::memory_order_relaxed);
+        }
         const std::uint64_t ticket = reclaim_requested_.fetch_add(1, std::memory_order_acq_rel) + 1;
         wake();
         return ticket;
@@ -129,9 +134,11 @@ public:
         return last_reclaim_;
     }
 
-    /// Runs a reclamation on the calling thread. Only while the worker is not running (before
-    /// `start()` or after `join()`).
+    /// Applies what is queued and runs a reclamation, on the calling thread. Only while the
+    /// worker is not running (before `start()` or after `join()`) and nobody pushes.
     reclaim_result reclaim_here() {
+        while (drain_round() > 0) {
+        }
         flush_changes();
         return reclaim();
     }
@@ -237,12 +244,6 @@ private:
                 }
             }
             const auto now = clock::now();
-            if (reclaim_wanted()) {
-                // What was pushed before the request is applied first (a bounded number of
-                // rounds, so a steady stream of pushes cannot hold the reclamation off).
-                for (int round = 0; round < 64 && drain_round() > 0; ++round) {
-                }
-            }
             if (now >= next_flush || reclaim_wanted()) {
                 flush();
                 next_flush = now + flush_interval();
@@ -385,10 +386,18 @@ private:
     /// Hands every change to the sink, then reclaims if one was asked for, the book grew past
     /// the cadence's trigger, or memory is near the soft limit.
     void flush() {
-        flush_changes();
         const std::uint64_t requested = reclaim_requested_.load(std::memory_order_acquire);
-        if (requested != reclaim_taken_ || cadence_.due(book_.live_bytes_now()) ||
-            budget_.near_limit()) {
+        const bool asked = requested != reclaim_taken_;
+        if (asked) {
+            // What was pushed before the request is applied first: a bounded number of rounds,
+            // so a steady stream of pushes cannot hold the reclamation off, or all of it when
+            // the producers are paused.
+            const bool all = drain_all_.exchange(false, std::memory_order_relaxed);
+            for (int round = 0; (all || round < 64) && drain_round() > 0; ++round) {
+            }
+        }
+        flush_changes();
+        if (asked || cadence_.due(book_.live_bytes_now()) || budget_.near_limit()) {
             reclaim_taken_ = requested;
             const reclaim_result r = reclaim();
             {
@@ -416,6 +425,7 @@ private:
             r.tokens_evicted = book_.evict_spent(table_);
         }
         book_.compact();
+        book_.trim_directory();
         detail::return_free_memory_to_system();
         r.bytes_after = book_.reserved_bytes_now();
         cadence_.reclaimed(book_.live_bytes_now());
@@ -493,6 +503,7 @@ private:
     std::atomic<std::size_t> buffer_bytes_{0};
 
     alignas(cache_line_size) std::atomic<std::uint64_t> reclaim_requested_{0};
+    std::atomic<bool> drain_all_{false};
     std::atomic<std::uint64_t> reclaim_done_{0};
     std::mutex reclaim_mutex_;
     std::condition_variable reclaim_cv_;

@@ -63,6 +63,7 @@ struct pipeline_stats {
     double process_cpu_seconds = 0.0;    ///< CPU time of the whole process
     std::uint64_t reclamations = 0;      ///< reclamations run, all shards
     std::uint64_t tokens_evicted = 0;    ///< spent token states released
+    std::uint64_t tokens_released = 0;   ///< tokens the token table forgot
     double reclaim_cpu_seconds = 0.0;    ///< CPU time spent reclaiming
     /// reclaim_cpu_seconds / process_cpu_seconds: the seed's `gc_cpu_fraction`.
     double gc_cpu_fraction = 0.0;

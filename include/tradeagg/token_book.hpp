@@ -588,6 +588,19 @@ public:
         return true;
     }
 
+    /// Gives back the directory's tail past the highest token with state (token ids are
+    /// handed out again lowest first, so released ones leave the tail empty). Never throws.
+    void trim_directory() noexcept {
+        std::size_t used = states_.size();
+        while (used > 0 && states_[used - 1] == nullptr) {
+            --used;
+        }
+        if (used < states_.size() / 2) {
+            states_.resize(used);
+            shrink(states_);
+        }
+    }
+
     /// Tokens with state. Thread-safe.
     [[nodiscard]] std::size_t active_tokens() const noexcept {
         return active_.load(std::memory_order_relaxed);
