@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <thread>
@@ -153,36 +154,62 @@ public:
     /// waits by the policy's strategy while it is full. Returns `none` once accepted.
     /// Slower than a `producer` (a locked add per trade). Thread-safe; never allocates.
     reject_reason push(const trade& t) {
-        return with_shared_in_flight([&] { return push_shared_waiting(t); });
+        for (unsigned step = 0;;) {
+            const push_result r = try_push_shared(t);
+            if (!r.full) {
+                return r.reason;
+            }
+            if (step == 0) {
+                shared_waits_.fetch_add(1, std::memory_order_relaxed);
+            }
+            wait_full(step, shard_of(t.token)); // outside the in-flight count: see `stop()`
+        }
     }
 
     /// Interns the token (unpinned: see `token_table`), then as `push(const trade&)`.
     /// Thread-safe; may allocate to intern. When the token table is full, first releases the
     /// tokens that no shard holds state for (a brief pause of every producer).
     reject_reason push(const trade_view& t) {
-        for (int attempt = 0;; ++attempt) {
-            const reject_reason r = with_shared_in_flight([&] {
+        bool released = false;
+        for (unsigned step = 0;;) {
+            std::size_t shard = 0;
+            const push_result r = with_shared_in_flight([&] {
                 if (!accepting_.load(std::memory_order_seq_cst)) {
                     count_shared_reject(reject_reason::stopped);
-                    return reject_reason::stopped;
+                    return push_result{reject_reason::stopped, false};
                 }
                 trade interned;
                 const reject_reason why = intern_trade(t, interned);
                 if (why == reject_reason::none) {
-                    return push_shared_waiting(interned);
+                    shard = shard_of(interned.token);
+                    return try_push_shared_counted(interned);
                 }
                 if (why != reject_reason::token_limit) {
                     count_shared_reject(why);
                 }
-                return why;
+                return push_result{why, false};
             });
-            if (r == reject_reason::token_limit) {
-                if (attempt == 0 && release_for_interning()) {
+            if (r.reason == reject_reason::token_limit) {
+                if (!released && release_for_interning()) {
+                    released = true;
                     continue;
                 }
-                count_shared_reject(r);
+                count_shared_reject(r.reason);
+                return r.reason;
             }
-            return r;
+            if (!r.full) {
+                return r.reason;
+            }
+            // Full, or held back at a limit: wait outside the in-flight count (a token release
+            // or `stop()` waits for that count), then intern again (the token may have been
+            // released meanwhile).
+            if (step == 0) {
+                shared_waits_.fetch_add(1, std::memory_order_relaxed);
+            }
+            wait_full(step, shard);
+            if (step % 128 == 127) {
+                (void)release_for_interning(); // unused tokens may be what holds memory
+            }
         }
     }
 
@@ -514,18 +541,28 @@ public:
         /// Pushes one trade, waiting by the policy's strategy while its ring is full.
         /// Returns `none` once accepted. Never allocates.
         reject_reason push(const trade& t) {
-            const busy_scope busy(*p_, slot());
-            if (!p_->accepting_.load(std::memory_order_seq_cst)) {
-                return reject(reject_reason::stopped).reason;
+            for (unsigned step = 0;;) {
+                {
+                    const busy_scope busy(*p_, slot());
+                    if (!p_->accepting_.load(std::memory_order_seq_cst)) {
+                        return reject(reject_reason::stopped).reason;
+                    }
+                    const push_result r = push_one(t, true);
+                    if (!r.full) {
+                        return r.reason;
+                    }
+                }
+                wait_for_room(step, t.token);
             }
-            return push_one(t, true).reason;
         }
 
         /// Interns the token (unpinned: see `token_table`), then as `push(const trade&)`. May
         /// allocate to intern; when the token table is full, first releases the tokens that no
         /// shard holds state for (a brief pause of every producer).
         reject_reason push(const trade_view& t) {
-            for (int attempt = 0;; ++attempt) {
+            bool released = false;
+            for (unsigned step = 0;;) {
+                std::optional<token_id> held;
                 {
                     const busy_scope busy(*p_, slot());
                     if (!p_->accepting_.load(std::memory_order_seq_cst)) {
@@ -534,15 +571,25 @@ public:
                     trade interned;
                     const reject_reason r = p_->intern_trade(t, interned);
                     if (r == reject_reason::none) {
-                        return push_one(interned, true).reason;
-                    }
-                    if (r != reject_reason::token_limit || attempt > 0) {
+                        const push_result pushed = push_one(interned, true);
+                        if (!pushed.full) {
+                            return pushed.reason;
+                        }
+                        held = interned.token;
+                    } else if (r != reject_reason::token_limit || released) {
                         return reject(r).reason;
                     }
                 }
-                if (!p_->release_for_interning()) {
-                    return reject(reject_reason::token_limit).reason;
+                if (!held) { // the table was full
+                    released = true;
+                    if (!p_->release_for_interning()) {
+                        return reject(reject_reason::token_limit).reason;
+                    }
+                    continue;
                 }
+                // Held back at a limit: wait outside the busy mark, then intern again (the
+                // token may have been released meanwhile).
+                wait_for_room(step, *held);
             }
         }
 
@@ -616,8 +663,22 @@ public:
             return ingress_record{t, sample ? detail::now_ns() : 0};
         }
 
+        /// Waits, outside the busy mark, while a limit holds a trade for `token` back; from
+        /// time to time releases unused tokens, which may be what holds the memory.
+        void wait_for_room(unsigned& step, token_id token) {
+            if (step == 0) {
+                detail::bump(slot().backpressure_waits);
+            }
+            p_->wait_full(step, p_->table_.contains(token) ? p_->shard_of(token) : 0);
+            if (step % 128 == 127) {
+                (void)p_->release_for_interning();
+            }
+        }
+
         /// Validates and pushes one trade (the caller holds the busy flag and saw the pipeline
-        /// accepting); with `wait`, waits while the ring is full, else reports it full.
+        /// accepting); with `wait`, waits while the ring is full, else reports it full. A trade
+        /// that a limit holds back (`wait_for_room`) is reported full either way: the caller
+        /// waits for room outside its busy mark.
         push_result push_one(const trade& t, bool wait) {
             const reject_reason r = p_->check(t);
             if (r != reject_reason::none) {
@@ -628,15 +689,8 @@ public:
                 if (!p_->admitted(t)) {
                     if (!wait) {
                         detail::bump(slot().full_rejections);
-                        return push_result{reject_reason::none, true};
                     }
-                    detail::bump(slot().backpressure_waits);
-                    for (unsigned step = 0; !p_->admitted(t);) {
-                        if (!p_->accepting_.load(std::memory_order_seq_cst)) {
-                            return reject(reject_reason::stopped); // stop() waits for us
-                        }
-                        p_->wait_full(step, s);
-                    }
+                    return push_result{reject_reason::none, true};
                 }
             }
             const ingress_record rec = record(t);
@@ -657,69 +711,87 @@ public:
         }
 
         std::size_t push_many(std::span<const trade> batch, bool wait) {
-            constexpr std::size_t chunk = 32;
-            const busy_scope busy(*p_, slot());
-            if (!p_->accepting_.load(std::memory_order_seq_cst)) {
-                for (std::size_t i = 0; i < batch.size(); ++i) {
-                    reject(reject_reason::stopped);
-                }
-                return 0;
-            }
             std::size_t accepted = 0;
             std::size_t i = 0;
-            // With `wait_for_room` at a limit, every trade needs its own admission check.
-            if (rings_.size() == 1 && (!Policy::at_limit::waits || p_->budget_.admitting())) {
-                // One shard: the batch goes to the ring 32 trades at a time. Rejections are
-                // counted only once it is known how far the ring took the chunk, so a trade the
-                // caller must offer again is not counted twice.
-                ingress_record staged[chunk];
-                std::size_t origin[chunk]; // index in `batch` of each staged record
-                reject_reason why[chunk];  // the check of each trade of the chunk
-                while (i < batch.size()) {
-                    const std::size_t begin = i;
-                    const std::size_t end = std::min(batch.size(), begin + chunk);
-                    std::size_t n = 0;
-                    for (; i < end; ++i) {
-                        why[i - begin] = p_->check(batch[i]);
-                        if (why[i - begin] == reject_reason::none) {
-                            origin[n] = i;
-                            staged[n++] = record(batch[i]);
-                        }
+            {
+                const busy_scope busy(*p_, slot());
+                if (!p_->accepting_.load(std::memory_order_seq_cst)) {
+                    for (std::size_t k = 0; k < batch.size(); ++k) {
+                        reject(reject_reason::stopped);
                     }
-                    std::size_t done = rings_[0]->push(staged, n);
-                    if (done < n && wait) {
-                        detail::bump(slot().backpressure_waits);
-                        for (unsigned step = 0; done < n;) {
-                            const std::size_t more = rings_[0]->push(staged + done, n - done);
-                            done += more;
-                            if (more == 0) {
-                                p_->shards_[0]->notify_pushed();
-                                p_->wait_full(step, 0);
-                            }
-                        }
-                    }
-                    const std::size_t cut = done < n ? origin[done] : end;
-                    for (std::size_t k = begin; k < cut; ++k) {
-                        if (why[k - begin] != reject_reason::none) {
-                            reject(why[k - begin]);
-                        }
-                    }
-                    accepted += done;
-                    detail::bump(slot().pushed[0], done);
-                    p_->shards_[0]->notify_pushed();
-                    if (done < n) {
-                        detail::bump(slot().full_rejections);
-                        return cut; // the first trade not taken; every earlier one was
-                    }
+                    return 0;
                 }
-                return wait ? accepted : batch.size();
+                // With `wait_for_room` at a limit, every trade needs its own admission check.
+                if (rings_.size() == 1 && (!Policy::at_limit::waits || p_->budget_.admitting())) {
+                    return push_chunks(batch, wait);
+                }
+                for (; i < batch.size(); ++i) {
+                    const push_result r = push_one(batch[i], wait);
+                    if (r.full) {
+                        if (!wait) {
+                            return i;
+                        }
+                        break; // held back at a limit: wait for room outside the busy mark
+                    }
+                    accepted += r.accepted() ? 1 : 0;
+                }
+                if (i == batch.size()) {
+                    return wait ? accepted : batch.size();
+                }
             }
             for (; i < batch.size(); ++i) {
-                const push_result r = push_one(batch[i], wait);
-                if (r.full) {
-                    return i;
+                accepted += push(batch[i]) == reject_reason::none ? 1 : 0;
+            }
+            return accepted;
+        }
+
+        /// One shard: the batch goes to the ring 32 trades at a time. The caller holds the busy
+        /// mark and saw the pipeline accepting.
+        std::size_t push_chunks(std::span<const trade> batch, bool wait) {
+            // Rejections are counted only once it is known how far the ring took the chunk, so
+            // a trade the caller must offer again is not counted twice.
+            constexpr std::size_t chunk = 32;
+            ingress_record staged[chunk];
+            std::size_t origin[chunk]; // index in `batch` of each staged record
+            reject_reason why[chunk];  // the check of each trade of the chunk
+            std::size_t accepted = 0;
+            std::size_t i = 0;
+            while (i < batch.size()) {
+                const std::size_t begin = i;
+                const std::size_t end = std::min(batch.size(), begin + chunk);
+                std::size_t n = 0;
+                for (; i < end; ++i) {
+                    why[i - begin] = p_->check(batch[i]);
+                    if (why[i - begin] == reject_reason::none) {
+                        origin[n] = i;
+                        staged[n++] = record(batch[i]);
+                    }
                 }
-                accepted += r.accepted() ? 1 : 0;
+                std::size_t done = rings_[0]->push(staged, n);
+                if (done < n && wait) {
+                    detail::bump(slot().backpressure_waits);
+                    for (unsigned step = 0; done < n;) {
+                        const std::size_t more = rings_[0]->push(staged + done, n - done);
+                        done += more;
+                        if (more == 0) {
+                            p_->shards_[0]->notify_pushed();
+                            p_->wait_full(step, 0);
+                        }
+                    }
+                }
+                const std::size_t cut = done < n ? origin[done] : end;
+                for (std::size_t k = begin; k < cut; ++k) {
+                    if (why[k - begin] != reject_reason::none) {
+                        reject(why[k - begin]);
+                    }
+                }
+                accepted += done;
+                detail::bump(slot().pushed[0], done);
+                p_->shards_[0]->notify_pushed();
+                if (done < n) {
+                    detail::bump(slot().full_rejections);
+                    return cut; // the first trade not taken; every earlier one was
+                }
             }
             return wait ? accepted : batch.size();
         }
@@ -816,20 +888,6 @@ private:
             std::atomic<int>& n;
         } guard(*this);
         return f();
-    }
-
-    /// Pushes through the shared queue, waiting while it is full (or, with `wait_for_room`,
-    /// while a limit holds the token back). The caller counts as in flight.
-    reject_reason push_shared_waiting(const trade& t) {
-        push_result r = try_push_shared_counted(t);
-        if (r.full) {
-            shared_waits_.fetch_add(1, std::memory_order_relaxed);
-            for (unsigned step = 0; r.full;) {
-                wait_full(step, shard_of(t.token));
-                r = try_push_shared_counted(t);
-            }
-        }
-        return r.reason;
     }
 
     void wait_while_paused() const noexcept {
