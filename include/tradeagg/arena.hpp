@@ -8,6 +8,10 @@
 #include <utility>
 #include <vector>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 #include <boost/pool/pool.hpp>
 
 #include <tradeagg/config.hpp>
@@ -20,13 +24,24 @@ namespace detail {
 inline thread_local std::atomic<std::size_t>* arena_charge_to = nullptr;
 
 /// Boost.Pool user allocator that counts the bytes it takes from and returns to the system.
+/// On Linux its blocks are mapped pages of their own (`mmap`), not heap memory: a block the
+/// arena releases goes back to the operating system at once, whatever else the process's heap
+/// holds (the C allocator keeps a freed large block in its heap once its adaptive mmap
+/// threshold has grown, where small long-lived allocations around it pin it).
 struct counted_malloc {
     using size_type = std::size_t;
     using difference_type = std::ptrdiff_t;
     static constexpr std::size_t header = alignof(std::max_align_t);
 
     static char* malloc(size_type bytes) {
-        auto* raw = static_cast<char*>(std::malloc(bytes + header));
+        const std::size_t total = bytes + header;
+#if defined(__linux__)
+        void* mapped =
+            ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        auto* raw = mapped == MAP_FAILED ? nullptr : static_cast<char*>(mapped);
+#else
+        auto* raw = static_cast<char*>(std::malloc(total));
+#endif
         if (raw == nullptr) {
             return nullptr;
         }
@@ -44,7 +59,11 @@ struct counted_malloc {
             arena_charge_to->store(arena_charge_to->load(std::memory_order_relaxed) - bytes,
                                    std::memory_order_relaxed);
         }
+#if defined(__linux__)
+        ::munmap(raw, bytes + header);
+#else
         std::free(raw);
+#endif
     }
 };
 

@@ -303,6 +303,9 @@ public:
         if (table_.size() > with_state) {
             report.tokens_released = release_unused_tokens_locked();
         }
+        // The shards trimmed the allocator each on its own, while the others (and the token
+        // table) were still freeing: once more now that everything is back.
+        detail::return_free_memory_to_system();
         report.after = stats();
         report.wall_seconds =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();

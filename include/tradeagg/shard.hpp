@@ -14,6 +14,7 @@
 #include <vector>
 
 #include <tradeagg/config.hpp>
+#include <tradeagg/detail/large_allocator.hpp>
 #include <tradeagg/ingress.hpp>
 #include <tradeagg/latency_histogram.hpp>
 #include <tradeagg/policy.hpp>
@@ -47,8 +48,8 @@ public:
             rings_[i].store(nullptr, std::memory_order_relaxed);
         }
         // Flush buffers keep their capacity between flushes; start them at a useful size.
-        candles_.reserve(4'096);
-        tokens_.reserve(1'024);
+        candles_.reserve(candle_buffer);
+        tokens_.reserve(token_buffer);
     }
 
     shard(const shard&) = delete;
@@ -380,6 +381,9 @@ private:
 
     /// Retired candles accumulate as tokens' buckets become final; past this many they are
     /// handed to the sink without waiting for the tick, so the buffer stays cache-sized.
+    static constexpr std::size_t candle_buffer = 4'096;
+    static constexpr std::size_t token_buffer = 1'024;
+
     static constexpr std::size_t retired_handover =
         Policy::flush_threshold < 2'048 ? Policy::flush_threshold : 2'048;
 
@@ -426,6 +430,7 @@ private:
         }
         book_.compact();
         book_.trim_directory();
+        shrink_buffers();
         detail::return_free_memory_to_system();
         r.bytes_after = book_.reserved_bytes_now();
         cadence_.reclaimed(book_.live_bytes_now());
@@ -435,6 +440,23 @@ private:
         detail::bump(reclaim_cpu_ns_, static_cast<std::uint64_t>(r.cpu_seconds * 1e9));
         publish();
         return r;
+    }
+
+    /// Gives back flush-buffer capacity beyond the starting size: a clock jump that retires
+    /// every token's candles at once grows it far beyond what a flush needs.
+    void shrink_buffers() noexcept {
+        try {
+            if (candles_.capacity() > 2 * candle_buffer) {
+                decltype(candles_)().swap(candles_);
+                candles_.reserve(candle_buffer);
+            }
+            if (tokens_.capacity() > 2 * token_buffer) {
+                decltype(tokens_)().swap(tokens_);
+                tokens_.reserve(token_buffer);
+            }
+        } catch (...) {
+            // Out of memory for the smaller buffer: it grows again on use.
+        }
     }
 
     /// Makes the byte counts readable and tells the memory budget.
@@ -486,8 +508,8 @@ private:
 
     token_book<Policy> book_;
     std::vector<ingress_record> drain_buffer_;
-    std::vector<candle_update> candles_;
-    std::vector<token_update> tokens_;
+    std::vector<candle_update, detail::large_allocator<candle_update>> candles_;
+    std::vector<token_update, detail::large_allocator<token_update>> tokens_;
     latency_histogram latency_;
 
     alignas(cache_line_size) std::atomic<std::uint64_t> applied_{0};

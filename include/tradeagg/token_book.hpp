@@ -17,6 +17,7 @@
 #include <tradeagg/arena.hpp>
 #include <tradeagg/candle.hpp>
 #include <tradeagg/config.hpp>
+#include <tradeagg/detail/large_allocator.hpp>
 #include <tradeagg/policy.hpp>
 #include <tradeagg/rolling_window.hpp>
 #include <tradeagg/sink.hpp>
@@ -452,7 +453,7 @@ public:
         if (s == nullptr) {
             s = arena_->create(id, table.name(id));
             table.set_has_state(id, true);
-            active_.store(active_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+            ++active_now_;
         }
         return *s;
     }
@@ -542,7 +543,7 @@ public:
                 ++evicted;
             }
         }
-        active_.store(active_.load(std::memory_order_relaxed) - evicted, std::memory_order_relaxed);
+        active_now_ -= evicted;
         return evicted;
     }
 
@@ -601,10 +602,13 @@ public:
         }
     }
 
-    /// Tokens with state. Thread-safe.
+    /// Tokens with state, as of the last `publish_bytes` (so it agrees with the byte counts).
+    /// Thread-safe.
     [[nodiscard]] std::size_t active_tokens() const noexcept {
         return active_.load(std::memory_order_relaxed);
     }
+    /// Tokens with state now. Worker thread.
+    [[nodiscard]] std::size_t active_tokens_now() const noexcept { return active_now_; }
     /// Bytes of token state taken from the system: arena chunks plus rolling-window rings, as
     /// of the last `publish_bytes`. Thread-safe.
     [[nodiscard]] std::size_t reserved_bytes() const noexcept {
@@ -632,6 +636,7 @@ public:
     std::size_t& rolling_bytes() noexcept { return rolling_bytes_; }
     /// Makes the worker's byte counts readable from other threads (called at each flush).
     void publish_bytes() noexcept {
+        active_.store(active_now_, std::memory_order_relaxed);
         reserved_.store(reserved_bytes_now(), std::memory_order_relaxed);
         live_.store(live_bytes_now(), std::memory_order_relaxed);
         directory_bytes_.store(states_.capacity() * sizeof(state*) +
@@ -652,8 +657,8 @@ private:
     }
 
     /// Gives a vector's storage back when it is mostly unused.
-    template <class T>
-    static void shrink(std::vector<T>& v) noexcept {
+    template <class Vector>
+    static void shrink(Vector& v) noexcept {
         if (v.capacity() > 1'024 && v.size() < v.capacity() / 4) {
             try {
                 v.shrink_to_fit();
@@ -664,14 +669,15 @@ private:
     }
 
     std::unique_ptr<arena<state>> arena_;
-    std::vector<state*> states_;
-    std::vector<state*> dirty_;
-    std::vector<due_entry> due_; ///< min-heap on time
+    std::vector<state*, detail::large_allocator<state*>> states_;
+    std::vector<state*, detail::large_allocator<state*>> dirty_;
+    std::vector<due_entry, detail::large_allocator<due_entry>> due_; ///< min-heap on time
     std::size_t rolling_bytes_ = 0;
     std::atomic<std::size_t> reserved_{0};
     std::atomic<std::size_t> live_{0};
     std::atomic<std::size_t> directory_bytes_{0};
     std::atomic<std::size_t> active_{0};
+    std::size_t active_now_ = 0;
 };
 
 } // namespace tradeagg

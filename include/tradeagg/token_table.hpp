@@ -16,6 +16,7 @@
 #include <vector>
 
 #include <tradeagg/config.hpp>
+#include <tradeagg/detail/large_allocator.hpp>
 #include <tradeagg/trade.hpp>
 
 namespace tradeagg {
@@ -248,8 +249,11 @@ private:
     std::atomic<std::size_t> high_{0};  ///< ids below this have been handed out
     std::atomic<std::size_t> count_{0}; ///< tokens interned now
     mutable std::shared_mutex mutex_;
-    std::unordered_map<std::string_view, token_id> ids_;
-    std::vector<token_id> free_ids_; ///< below `high_`, sorted with the lowest at the back
+    std::unordered_map<std::string_view, token_id, std::hash<std::string_view>, std::equal_to<>,
+                       detail::large_allocator<std::pair<const std::string_view, token_id>>>
+        ids_;
+    /// Below `high_`, sorted with the lowest at the back.
+    std::vector<token_id, detail::large_allocator<token_id>> free_ids_;
     std::size_t name_bytes_ = 0;
 };
 
