@@ -215,11 +215,32 @@ struct token_state {
         }
     }
 
+    /// A bucket being built by `collect`: a stored slot, or a virtual coarse bucket.
+    struct built_bucket {
+        timestamp_ms open_time = 0;
+        candle_accumulator acc;
+        bool dirty = false;
+    };
+    /// Buckets of one interval that can exist at once: the finest ring's, one stored coarse
+    /// bucket per interval, and the parents of those.
+    static constexpr std::size_t max_built = layout::total_slots;
+
+    /// Room for `collect` to build candles in (2.7 KB for seven intervals): a book keeps one
+    /// and lends it to every token it collects, so nothing is cleared per token.
+    using collect_scratch = std::array<std::array<built_bucket, max_built>, 2>;
+
     /// Appends every candle that changed or closed to `candles`, clears the marks, and
     /// describes the token. Never allocates beyond what `candles` does.
     template <class CandleOut>
     token_update collect(CandleOut& candles) {
-        collect_candles(candles);
+        collect_scratch scratch;
+        return collect(candles, scratch);
+    }
+
+    /// As `collect(candles)`, building in `scratch`.
+    template <class CandleOut>
+    token_update collect(CandleOut& candles, collect_scratch& scratch) {
+        collect_candles(candles, scratch);
         collected_at = watermark;
         const auto pending = [this](auto&& take) {
             for (std::size_t f = 0; f < layout::finest_slots; ++f) {
@@ -259,23 +280,38 @@ private:
         next_event = std::min(next_close, next_final);
     }
 
-    /// The earliest end after the watermark of a bucket that exists, stored or virtual: every
-    /// bucket of every interval above a stored one exists while that one does.
+    /// The earliest end after the watermark of a bucket that exists, stored or virtual. Every
+    /// bucket opens at or before the watermark, so at each interval only the one holding the
+    /// watermark can end after it, and it exists if a stored bucket of that interval or a finer
+    /// one opened inside it. Coarser intervals end no earlier, so the finest such wins.
     [[nodiscard]] timestamp_ms earliest_close() const noexcept {
-        timestamp_ms earliest = none;
-        for (std::size_t s = 0; s < layout::total_slots; ++s) {
-            if (!slots[s].occupied()) {
-                continue;
-            }
-            for (std::size_t i = level_of(s); i < interval_count; ++i) {
-                const timestamp_ms end = layout::end_of(slots[s].open_time, i);
-                if (end > watermark) {
-                    earliest = std::min(earliest, end); // coarser ends are no earlier
-                    break;
-                }
-            }
+        timestamp_ms newest = -1; // latest opening among stored buckets of the levels so far
+        for (std::size_t s = 0; s < layout::finest_slots; ++s) {
+            newest = std::max(newest, slots[s].open_time);
         }
-        return earliest;
+        timestamp_ms found = none;
+        earliest_close_from(newest, found, std::make_index_sequence<interval_count>{});
+        return found;
+    }
+
+    template <std::size_t... I>
+    void earliest_close_from(timestamp_ms newest, timestamp_ms& found,
+                             std::index_sequence<I...>) const noexcept {
+        // Left to right, stopping at the first interval whose current bucket exists.
+        (void)((closes_at<I>(newest, found)) || ...);
+    }
+
+    template <std::size_t I>
+    bool closes_at(timestamp_ms& newest, timestamp_ms& found) const noexcept {
+        if constexpr (I > 0) {
+            newest = std::max(newest, slots[layout::coarse_slot(I)].open_time);
+        }
+        const timestamp_ms open = bucket_open(watermark, layout::widths[I]);
+        if (newest >= open) {
+            found = open + layout::widths[I];
+            return true;
+        }
+        return false;
     }
 
     /// Retires every final bucket, finest interval first and oldest first within one, so a
@@ -352,22 +388,11 @@ private:
                              static_cast<std::uint32_t>(interval_index), c};
     }
 
-    /// A bucket being built by `collect`: a stored slot, or a virtual coarse bucket.
-    struct built_bucket {
-        timestamp_ms open_time = 0;
-        candle_accumulator acc;
-        bool dirty = false;
-    };
-    /// Buckets of one interval that can exist at once: the finest ring's, one stored coarse
-    /// bucket per interval, and the parents of those.
-    static constexpr std::size_t max_built = layout::total_slots;
-
     /// Emits every bucket that changed or closed since the last collect, building each interval
     /// bottom-up from the one below: a bucket is its sealed part plus the buckets below it, so
     /// a token costs one merge per existing bucket whatever the number of changed ones.
     template <class CandleOut>
-    void collect_candles(CandleOut& candles) {
-        std::array<std::array<built_bucket, max_built>, 2> buffers;
+    void collect_candles(CandleOut& candles, collect_scratch& buffers) {
         std::size_t below_count = 0;
         auto* below = &buffers[0];
         auto* level = &buffers[1];
@@ -493,7 +518,7 @@ public:
     void collect(CandleOut& candles, TokenOut& tokens) {
         for (state* s : dirty_) {
             s->in_dirty_list = false;
-            tokens.push_back(s->collect(candles));
+            tokens.push_back(s->collect(candles, *scratch_));
         }
         dirty_.clear();
     }
@@ -669,6 +694,8 @@ private:
     }
 
     std::unique_ptr<arena<state>> arena_;
+    std::unique_ptr<typename state::collect_scratch> scratch_ =
+        std::make_unique<typename state::collect_scratch>();
     std::vector<state*, detail::large_allocator<state*>> states_;
     std::vector<state*, detail::large_allocator<state*>> dirty_;
     std::vector<due_entry, detail::large_allocator<due_entry>> due_; ///< min-heap on time
