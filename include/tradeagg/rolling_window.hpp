@@ -57,7 +57,8 @@ public:
     /// Takes the other's ring; the other is left empty. Never allocates.
     rolling_window(rolling_window&& o) noexcept
         : prefix_(o.prefix_), prefix_valid_(o.prefix_valid_), prefix_any_(o.prefix_any_),
-          slots_(o.slots_), capacity_(o.capacity_), head_(o.head_), size_(o.size_) {
+          slots_(o.slots_), capacity_(o.capacity_), head_(o.head_), size_(o.size_),
+          oldest_(o.oldest_) {
         o.slots_ = nullptr;
         o.capacity_ = o.head_ = o.size_ = 0;
         o.prefix_valid_ = true;
@@ -88,6 +89,9 @@ public:
             rolling_slot& s = at(size_);
             static_cast<price_summary&>(s) = part;
             s.index = index;
+            if (size_ == 0) {
+                oldest_ = index;
+            }
             ++size_;
         }
     }
@@ -182,11 +186,16 @@ public:
     }
 
 private:
+    /// Drops sub-buckets below `lowest`. The oldest index is kept beside the ring, so the
+    /// common case (nothing expires) does not touch the ring's memory.
     void expire(std::int64_t lowest) noexcept {
-        while (size_ > 0 && at(0).index < lowest) {
+        while (size_ > 0 && oldest_ < lowest) {
             head_ = wrap(head_ + 1);
             --size_;
             prefix_valid_ = false; // a minimum or maximum may have left: rebuild when asked
+            if (size_ > 0) {
+                oldest_ = at(0).index;
+            }
         }
     }
 
@@ -228,6 +237,7 @@ private:
     std::uint32_t capacity_ = 0;
     std::uint32_t head_ = 0;
     std::uint32_t size_ = 0;
+    std::int64_t oldest_ = 0; ///< index of the oldest sub-bucket, while there is one
 };
 
 } // namespace detail
