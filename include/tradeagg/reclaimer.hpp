@@ -144,11 +144,29 @@ private:
 
 namespace detail {
 
-/// Asks the C allocator to give free memory at the top of its heaps back to the system
-/// (glibc's `malloc_trim`; a no-op elsewhere). Takes the allocator's locks: reclamation only.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr bool allocator_replaced = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) ||                         \
+    __has_feature(memory_sanitizer)
+inline constexpr bool allocator_replaced = true;
+#else
+inline constexpr bool allocator_replaced = false;
+#endif
+#else
+inline constexpr bool allocator_replaced = false;
+#endif
+
+/// Asks the C allocator to give the free memory in its heaps back to the system (glibc's
+/// `malloc_trim`; a no-op elsewhere). Takes the allocator's locks: reclamation only. Skipped
+/// when a sanitizer replaces the allocator: glibc's heaps are then not the ones in use, and
+/// trimming them from a thread that never used them trips glibc's arena accounting when the
+/// thread exits.
 inline void return_free_memory_to_system() noexcept {
 #if defined(__GLIBC__)
-    ::malloc_trim(0);
+    if constexpr (!allocator_replaced) {
+        ::malloc_trim(0);
+    }
 #endif
 }
 
