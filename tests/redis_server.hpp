@@ -155,8 +155,10 @@ public:
 private:
     void end(int signal) {
         if (pid_ > 0) {
-            ::kill(pid_, SIGCONT); // a paused server cannot act on SIGTERM
-            ::kill(pid_, signal);
+            ::kill(pid_, signal); // SIGKILL ends even a paused server, without it answering
+            if (signal != SIGKILL) {
+                ::kill(pid_, SIGCONT); // a paused server acts on SIGTERM once it runs
+            }
             int status = 0;
             ::waitpid(pid_, &status, 0);
             pid_ = -1;
