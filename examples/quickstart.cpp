@@ -8,8 +8,10 @@
 //   2. build a pipeline<Policy, Sink&> around a sink you own, start it;
 //   3. push from several producer threads, each with its own producer handle, each owning a
 //      disjoint set of tokens (so every token's trades stay in order);
-//   4. stop(): every accepted trade is applied and flushed to the sink before it returns;
-//   5. read the pipeline's statistics and query the sink's candles and rolling statistics.
+//   4. move the event-time clock three days past the stream (advance_time): every candle closes,
+//      every token is spent, and a forced reclamation (reclaim_now) gives the memory back;
+//   5. stop(): every accepted trade is applied and flushed to the sink before it returns;
+//   6. read the pipeline's statistics and query the sink's candles and rolling statistics.
 // It also shows a refused trade (a NaN price) and the reason the pipeline gives for it.
 
 #include <algorithm>
@@ -128,6 +130,9 @@ struct run_report {
     std::vector<std::vector<tradeagg::candle>> hot_candles;
     std::optional<tradeagg::rolling_stats> hot_rolling;
     std::optional<tradeagg::latest_trade> hot_latest;
+    tradeagg::pipeline_stats before_reclaim; ///< once the stream is applied
+    tradeagg::pipeline_stats after_reclaim;  ///< after the clock moved and reclaim_now
+    double reclaim_seconds = 0.0;
 };
 
 /// Trades handed to a producer handle per call: enough to amortise the call, small enough that
@@ -192,8 +197,29 @@ run_report run(const synthetic::stream& stream, const options& opt) {
     for (std::thread& t : producers) {
         t.join();
     }
-    p.stop(); // drains: every accepted trade is now in the sink
+    for (;;) { // every accepted trade applied (or counted late)
+        const tradeagg::pipeline_stats st = p.stats();
+        if (st.applied + st.late == st.accepted) {
+            break;
+        }
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
     const auto t1 = std::chrono::steady_clock::now();
+
+    // The market's clock moves on three days: every candle closes, every token's state is
+    // spent, and a forced reclamation releases it (its last versions stay in the sink).
+    // Byte counts are published at each flush: wait for one first.
+    std::this_thread::sleep_for(2 * Policy::flush_interval);
+    report.before_reclaim = p.stats();
+    tradeagg::timestamp_ms last = stream.config().start_ms;
+    for (const tradeagg::trade& t : trades) {
+        last = std::max(last, t.ts_ms);
+    }
+    (void)p.advance_time(last + 3 * 86'400'000);
+    const auto reclaimed = p.reclaim_now();
+    report.after_reclaim = reclaimed.after;
+    report.reclaim_seconds = reclaimed.wall_seconds;
+    p.stop(); // drains: every accepted trade is now in the sink
 
     report.seconds = std::chrono::duration<double>(t1 - t0).count();
     report.stats = p.stats(); // exact after stop()
@@ -215,7 +241,7 @@ void print_run(const run_report& r, const options& opt) {
     std::printf("\n%.*s  (%zu shard%s, %zu producer%s)\n", static_cast<int>(r.policy.size()),
                 r.policy.data(), opt.shards, opt.shards == 1 ? "" : "s", opt.producers,
                 opt.producers == 1 ? "" : "s");
-    std::printf("  throughput     %.2f M trades/s  (%s trades in %.3f s, first push to stop())\n",
+    std::printf("  throughput     %.2f M trades/s  (%s trades in %.3f s, first push to applied)\n",
                 static_cast<double>(s.applied) / r.seconds / 1e6, grouped(s.applied).c_str(),
                 r.seconds);
     std::printf("  trades         accepted %s, applied %s, late %s, rejected %s",
@@ -234,8 +260,17 @@ void print_run(const run_report& r, const options& opt) {
                 "max %.1f us  (%s samples, push to applied)\n",
                 micros(l.p50_ns), micros(l.p90_ns), micros(l.p99_ns), micros(l.p999_ns),
                 micros(l.max_ns), grouped(l.samples).c_str());
+    const tradeagg::pipeline_stats& b = r.before_reclaim;
+    const tradeagg::pipeline_stats& a = r.after_reclaim;
     std::printf("  token state    %s active tokens, %.0f bytes per active token\n",
-                grouped(s.active_tokens).c_str(), s.bytes_per_active_token);
+                grouped(b.active_tokens).c_str(), b.bytes_per_active_token);
+    std::printf(
+        "  memory         in use %.1f MB (reserved %.1f MB, resident %.1f MB); clock +3 days "
+        "and reclaim_now (%.1f ms): %s tokens evicted, in use %.1f MB, resident %.1f MB\n",
+        b.heap_inuse_mb(), b.heap_alloc_mb(),
+        static_cast<double>(b.resident_bytes) / (1024.0 * 1024.0), r.reclaim_seconds * 1e3,
+        grouped(a.tokens_evicted).c_str(), a.heap_inuse_mb(),
+        static_cast<double>(a.resident_bytes) / (1024.0 * 1024.0));
     std::printf("  sink           %s candle updates emitted (%s distinct candles held), "
                 "%s token updates, %s flushes\n",
                 grouped(s.candle_updates).c_str(), grouped(r.distinct_candles).c_str(),

@@ -453,6 +453,7 @@ public:
 
         std::array<std::uint64_t, latency_histogram::bucket_count> counts{};
         std::uint64_t max_latency = 0;
+        std::size_t counted_tokens = 0; // as of the byte counts: each shard's last flush
         for (std::size_t s = 0; s < shards_.size(); ++s) {
             const shard_type& sh = *shards_[s];
             // Workers' counters first: a depth computed from a later `pushed` is never negative.
@@ -474,6 +475,7 @@ public:
             st.sink_errors += sh.sink_errors();
             st.arena_reserved_bytes += sh.book().reserved_bytes();
             st.arena_live_bytes += sh.book().live_bytes();
+            counted_tokens += sh.book().published_active_tokens();
             st.buffer_bytes += sh.buffer_bytes();
             st.reclamations += ss.reclamations;
             st.tokens_evicted += ss.tokens_evicted;
@@ -486,10 +488,9 @@ public:
         st.interned_tokens = table_.size();
         st.tokens_released = released_tokens_.load(std::memory_order_relaxed);
         st.table_bytes += table_.memory_bytes();
-        st.bytes_per_active_token =
-            st.active_tokens > 0
-                ? static_cast<double>(st.arena_live_bytes) / static_cast<double>(st.active_tokens)
-                : 0.0;
+        st.bytes_per_active_token = counted_tokens > 0 ? static_cast<double>(st.arena_live_bytes) /
+                                                             static_cast<double>(counted_tokens)
+                                                       : 0.0;
         st.apply_latency = latency_histogram::summarize(counts, max_latency);
         const std::size_t shared = st.ingress_bytes + st.table_bytes + st.buffer_bytes;
         st.heap_alloc_bytes = st.arena_reserved_bytes + shared;

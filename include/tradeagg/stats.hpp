@@ -28,7 +28,8 @@ struct shard_stats {
 };
 
 /// Counters since the pipeline was built. Taken without stopping anything, so counters from
-/// different threads may be a moment apart; after `stop()` they are exact.
+/// different threads may be a moment apart; after `stop()` they are exact. Byte counts of token
+/// state, directories and buffers are as of each shard's last flush.
 struct pipeline_stats {
     std::string_view policy;    ///< the policy's name
     std::uint64_t accepted = 0; ///< trades that entered a ring
@@ -50,7 +51,7 @@ struct pipeline_stats {
     std::size_t ingress_bytes = 0;        ///< ring storage
     std::size_t table_bytes = 0;          ///< token table and shard directories
     std::size_t buffer_bytes = 0;         ///< flush and drain buffers, histograms
-    double bytes_per_active_token = 0.0;  ///< arena_live_bytes / active_tokens
+    double bytes_per_active_token = 0.0;  ///< arena_live_bytes / tokens they count
     /// Every byte the library reserved: arenas (free chunks too), rolling rings, rings, token
     /// table, directories, buffers. The seed's `heap_alloc_mb` is this in MiB.
     std::size_t heap_alloc_bytes = 0;

@@ -479,6 +479,7 @@ public:
             s = arena_->create(id, table.name(id));
             table.set_has_state(id, true);
             ++active_now_;
+            active_.store(active_now_, std::memory_order_relaxed);
         }
         return *s;
     }
@@ -569,6 +570,7 @@ public:
             }
         }
         active_now_ -= evicted;
+        active_.store(active_now_, std::memory_order_relaxed);
         return evicted;
     }
 
@@ -627,13 +629,15 @@ public:
         }
     }
 
-    /// Tokens with state, as of the last `publish_bytes` (so it agrees with the byte counts).
-    /// Thread-safe.
+    /// Tokens with state. Thread-safe.
     [[nodiscard]] std::size_t active_tokens() const noexcept {
         return active_.load(std::memory_order_relaxed);
     }
-    /// Tokens with state now. Worker thread.
-    [[nodiscard]] std::size_t active_tokens_now() const noexcept { return active_now_; }
+    /// Tokens with state as of the last `publish_bytes`, so that it agrees with the byte
+    /// counts (for bytes per token). Thread-safe.
+    [[nodiscard]] std::size_t published_active_tokens() const noexcept {
+        return active_published_.load(std::memory_order_relaxed);
+    }
     /// Bytes of token state taken from the system: arena chunks plus rolling-window rings, as
     /// of the last `publish_bytes`. Thread-safe.
     [[nodiscard]] std::size_t reserved_bytes() const noexcept {
@@ -661,7 +665,7 @@ public:
     std::size_t& rolling_bytes() noexcept { return rolling_bytes_; }
     /// Makes the worker's byte counts readable from other threads (called at each flush).
     void publish_bytes() noexcept {
-        active_.store(active_now_, std::memory_order_relaxed);
+        active_published_.store(active_now_, std::memory_order_relaxed);
         reserved_.store(reserved_bytes_now(), std::memory_order_relaxed);
         live_.store(live_bytes_now(), std::memory_order_relaxed);
         directory_bytes_.store(states_.capacity() * sizeof(state*) +
@@ -704,6 +708,7 @@ private:
     std::atomic<std::size_t> live_{0};
     std::atomic<std::size_t> directory_bytes_{0};
     std::atomic<std::size_t> active_{0};
+    std::atomic<std::size_t> active_published_{0};
     std::size_t active_now_ = 0;
 };
 
