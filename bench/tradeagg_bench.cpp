@@ -428,14 +428,6 @@ void wait_until_applied(const Pipeline& p, tradeagg::timestamp_ms clock) {
     }
 }
 
-/// Asks the C allocator to return its free memory to the system (glibc's malloc_trim), so that
-/// a repetition's rss_before does not count what an earlier benchmark left in the allocator.
-void trim_allocator() {
-#if defined(__GLIBC__)
-    ::malloc_trim(0);
-#endif
-}
-
 /// Bytes the C allocator has handed out and not had back (`in_use`), and free bytes it holds
 /// (`free`, resident or not), over all its arenas; zeros where unknown.
 struct malloc_bytes {
@@ -471,7 +463,8 @@ void bm_memory_churn(benchmark::State& state) {
                 static_assert(Policy::memory_limit_mb == 256, "the limit the bar assumes");
                 cfg.memory_limit_mb = 256; // its default, spelled out: the bar depends on it
             }
-            trim_allocator(); // what earlier benchmarks freed is not this one's baseline
+            // What earlier benchmarks freed is not this one's baseline.
+            tradeagg::detail::return_free_memory_to_system();
             auto p = std::make_unique<pipeline_type>(std::move(cfg));
             p->start();
             auto producer = p->make_producer();
@@ -532,7 +525,7 @@ void bm_memory_churn(benchmark::State& state) {
             const malloc_bytes heap_after = read_malloc_bytes();
             // Diagnostic only, after every figure above: what one more malloc_trim, called
             // here once the library is done, would give back.
-            trim_allocator();
+            tradeagg::detail::return_free_memory_to_system();
             const std::size_t rss_trimmed = tradeagg::read_process_stats().resident_bytes;
             const tradeagg::pipeline_stats& fin = report.after;
 

@@ -280,21 +280,12 @@ public:
         reclaim_report report;
         const auto started = std::chrono::steady_clock::now();
         report.before = stats();
-        const bool running = started_ && !stopped_;
-        std::vector<std::uint64_t> tickets;
-        if (running) {
-            for (auto& s : shards_) {
-                tickets.push_back(s->request_reclaim());
-            }
-        }
-        for (std::size_t s = 0; s < shards_.size(); ++s) {
-            const reclaim_result r =
-                running ? shards_[s]->wait_reclaimed(tickets[s]) : shards_[s]->reclaim_here();
+        report.shards = reclaim_shards(false);
+        for (const reclaim_result& r : report.shards) {
             report.tokens_evicted += r.tokens_evicted;
             report.bytes_released +=
                 r.bytes_before > r.bytes_after ? r.bytes_before - r.bytes_after : 0;
             report.cpu_seconds += r.cpu_seconds;
-            report.shards.push_back(r);
         }
         std::size_t with_state = 0;
         for (auto& s : shards_) {
@@ -639,14 +630,8 @@ public:
         /// push is half done; while the pipeline is paused, waits before marking.
         struct busy_scope {
             busy_scope(pipeline& p, detail::producer_slot& s) noexcept : slot(s) {
-                for (;;) {
-                    slot.busy.store(true, std::memory_order_seq_cst);
-                    if (!p.paused_.load(std::memory_order_seq_cst)) {
-                        return;
-                    }
-                    slot.busy.store(false, std::memory_order_release);
-                    p.wait_while_paused();
-                }
+                p.enter_unpaused([&] { slot.busy.store(true, std::memory_order_seq_cst); },
+                                 [&] { slot.busy.store(false, std::memory_order_release); });
             }
             ~busy_scope() { slot.busy.store(false, std::memory_order_release); }
             busy_scope(const busy_scope&) = delete;
@@ -877,14 +862,8 @@ private:
     auto with_shared_in_flight(F&& f) {
         struct in_flight {
             explicit in_flight(pipeline& p) noexcept : n(p.shared_in_flight_) {
-                for (;;) {
-                    n.fetch_add(1, std::memory_order_seq_cst);
-                    if (!p.paused_.load(std::memory_order_seq_cst)) {
-                        return;
-                    }
-                    n.fetch_sub(1, std::memory_order_release);
-                    p.wait_while_paused();
-                }
+                p.enter_unpaused([&] { n.fetch_add(1, std::memory_order_seq_cst); },
+                                 [&] { n.fetch_sub(1, std::memory_order_release); });
             }
             ~in_flight() { n.fetch_sub(1, std::memory_order_release); }
             in_flight(const in_flight&) = delete;
@@ -894,9 +873,20 @@ private:
         return f();
     }
 
-    void wait_while_paused() const noexcept {
-        while (paused_.load(std::memory_order_acquire)) {
-            std::this_thread::sleep_for(std::chrono::microseconds(50));
+    /// Marks a push as in progress (`mark`, seq_cst) unless the pipeline is paused; while it
+    /// is, takes the mark back (`unmark`) and waits. The seq_cst pair means a pause either sees
+    /// the mark or is seen by the check.
+    template <class Mark, class Unmark>
+    void enter_unpaused(Mark&& mark, Unmark&& unmark) const noexcept {
+        for (;;) {
+            mark();
+            if (!paused_.load(std::memory_order_seq_cst)) {
+                return;
+            }
+            unmark();
+            while (paused_.load(std::memory_order_acquire)) {
+                std::this_thread::sleep_for(std::chrono::microseconds(50));
+            }
         }
     }
 
@@ -920,6 +910,28 @@ private:
         return true;
     }
 
+    /// Runs a reclamation on every shard and waits for all of them: each on its own thread
+    /// (`drain_all`: applying everything queued first, for paused producers), or on the calling
+    /// thread when the workers are not running. Precondition: `control_` is held.
+    std::vector<reclaim_result> reclaim_shards(bool drain_all) {
+        std::vector<reclaim_result> results;
+        results.reserve(shards_.size());
+        if (started_ && !stopped_) {
+            std::vector<std::uint64_t> tickets;
+            for (auto& s : shards_) {
+                tickets.push_back(s->request_reclaim(drain_all));
+            }
+            for (std::size_t s = 0; s < shards_.size(); ++s) {
+                results.push_back(shards_[s]->wait_reclaimed(tickets[s]));
+            }
+        } else {
+            for (auto& s : shards_) {
+                results.push_back(s->reclaim_here());
+            }
+        }
+        return results;
+    }
+
     /// Forgets the tokens no shard holds state for and nobody pinned: pauses every producer,
     /// lets each shard apply what is queued, flush and evict what is spent, then releases them
     /// from the token table. Gives up (returns 0) if producers do not pause within 100 ms
@@ -928,18 +940,7 @@ private:
         paused_.store(true, std::memory_order_seq_cst);
         std::size_t released = 0;
         if (wait_quiescent(std::chrono::milliseconds(100))) {
-            const bool running = started_ && !stopped_;
-            std::vector<std::uint64_t> tickets;
-            for (auto& s : shards_) {
-                if (running) {
-                    tickets.push_back(s->request_reclaim(true));
-                } else {
-                    (void)s->reclaim_here();
-                }
-            }
-            for (std::size_t s = 0; s < tickets.size(); ++s) {
-                (void)shards_[s]->wait_reclaimed(tickets[s]);
-            }
+            (void)reclaim_shards(true);
             released = table_.release_unused();
         }
         paused_.store(false, std::memory_order_seq_cst);
