@@ -15,6 +15,7 @@
 //
 // Everything here runs on the thread that runs the `io_context`.
 
+#include <cstdint>
 #include <memory>
 #include <system_error>
 #include <utility>
@@ -58,6 +59,21 @@ public:
     asio_watcher(const asio_watcher&) = delete;
     asio_watcher& operator=(const asio_watcher&) = delete;
 
+    /// Whether hiredis is waiting to write on a context, and how many times the socket has been
+    /// found writable for it so far: a caller that sees the same count while hiredis waits for
+    /// longer than its write deadline knows the connection is stuck.
+    struct write_state {
+        bool waiting = false;
+        std::uint64_t writes = 0;
+    };
+
+    /// The write state of a context this watcher drives (all zero for one without a watcher).
+    /// The io_context's thread only. Never allocates.
+    static write_state write_state_of(const redisAsyncContext* ac) noexcept {
+        const auto* w = ac != nullptr ? static_cast<const asio_watcher*>(ac->ev.data) : nullptr;
+        return w == nullptr ? write_state{} : write_state{w->want_write_, w->writes_};
+    }
+
 private:
     asio_watcher(redisAsyncContext* ac, boost::asio::io_context& io) : ac_(ac), socket_(io) {}
 
@@ -86,6 +102,7 @@ private:
             if (read) {
                 redisAsyncHandleRead(self->ac_);
             } else {
+                ++self->writes_;
                 redisAsyncHandleWrite(self->ac_);
             }
             // The call may have freed the context (cleanup ran): then ac_ is null.
@@ -115,6 +132,7 @@ private:
     bool want_write_ = false;
     bool read_armed_ = false;
     bool write_armed_ = false;
+    std::uint64_t writes_ = 0;
 };
 
 } // namespace tradeagg::redis

@@ -35,6 +35,12 @@ struct redis_config {
     std::chrono::milliseconds max_conn_age{1'800'000}; ///< replace a connection this old
     std::string key_prefix = "tradeagg";
     std::size_t candle_retention_intervals = 1'000; ///< a candle key expires after this many
+    /// Keys waiting to be written (each holds its latest version); updates for further new
+    /// keys are dropped and counted while this many wait.
+    std::size_t max_pending_updates = 1'000'000;
+    /// Bytes kept of written values so that a Redis that restarted empty can be rewritten;
+    /// the oldest written are forgotten first. 0 keeps none (only live state is resynced).
+    std::size_t resync_journal_bytes = 64u << 20;
 };
 
 /// Parses a duration as the seed writes them: a sequence of decimal numbers with units ms, s, m
