@@ -16,8 +16,8 @@
 //                               low to keep them exact.
 //   BM_redis_per_trade_hincr    no script: HSETNX, HINCRBYFLOAT, HINCRBY and HSET per trade per
 //                               interval (about 49 commands per trade).
-//   BM_redis_end_to_end/<policy>  the library's Redis sink behind a pipeline; its place is
-//                               marked below, after the baselines.
+//   BM_redis_end_to_end/<policy>  the library's Redis sink behind a pipeline (see below):
+//                               trades persisted per second, and the lag to visibility.
 //
 // Both baselines pipeline 100 commands deep on one blocking hiredis connection: append 100
 // commands, then read their 100 replies, each checked not to be an error.
@@ -43,6 +43,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <charconv>
 #include <chrono>
 #include <cmath>
@@ -54,10 +55,12 @@
 #include <initializer_list>
 #include <memory>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <thread>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -68,11 +71,16 @@
 #include <hiredis/hiredis.h>
 
 #include <tradeagg/interval.hpp>
+#include <tradeagg/pipeline.hpp>
 #include <tradeagg/policy.hpp>
+#include <tradeagg/sink/memory_sink.hpp>
 #include <tradeagg/sink/redis_config.hpp>
+#include <tradeagg/sink/redis_keys.hpp>
+#include <tradeagg/sink/redis_sink.hpp>
 #include <tradeagg/trade.hpp>
 
-#include "redis_server.hpp" // tests/: the fixture the Redis tests use
+#include "redis_keyspace.hpp" // tests/: Redis compared with a memory_sink
+#include "redis_server.hpp"   // tests/: the fixture the Redis tests use
 #include "stream.hpp"
 
 namespace {
@@ -257,28 +265,7 @@ private:
 // ---------------------------------------------------------------------------------------------
 // What a per-trade writer sends: numbers as text and the candle keys of one trade.
 
-/// A number as Redis text: integers in decimal, doubles in the shortest form that reads back as
-/// the same double (so a value written and read back compares equal as text). Never allocates.
-class number_text {
-public:
-    void set(double v) noexcept { size_ = to_chars(v); }
-    void set(std::int64_t v) noexcept { size_ = to_chars(v); }
-    void set(std::uint64_t v) noexcept { size_ = to_chars(v); }
-
-    [[nodiscard]] const char* data() const noexcept { return text_.data(); }
-    [[nodiscard]] std::size_t size() const noexcept { return size_; }
-    [[nodiscard]] std::string_view view() const noexcept { return {text_.data(), size_}; }
-
-private:
-    template <class T>
-    std::size_t to_chars(T v) noexcept {
-        const auto r = std::to_chars(text_.data(), text_.data() + text_.size(), v);
-        return static_cast<std::size_t>(r.ptr - text_.data());
-    }
-
-    std::array<char, 32> text_{}; // the longest double, "-2.2250738585072014e-308", is 24
-    std::size_t size_ = 0;
-};
+using tradeagg::redis::number_text;
 
 /// The candle keys of one trade, one per interval, rebuilt in place for each trade (no
 /// allocation once their capacity has grown), with the candles' open and close times.
@@ -667,10 +654,253 @@ void bm_redis_per_trade(benchmark::State& state) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// BM_redis_end_to_end/<policy> goes here: the library's Redis sink behind a pipeline, fed the
-// same stream for the same wall time, against the same target(), from a FLUSHDB'd database,
-// reporting trades_per_second and commands_per_second like the baselines (bench/run compares
-// BM_redis_end_to_end/throughput_policy with both), with its own check of one candle.
+// BM_redis_end_to_end/<policy>: the library's Redis sink behind a pipeline.
+//
+// One producer pushes the stream's tokens, prices and sizes as fast as the pipeline takes them,
+// as a live feed (event time follows the wall clock; see `live_trade`), for `run_seconds`; then the
+// pipeline stops (its final flush) and the sink writes what is pending. The clock runs from the
+// first push until Redis has acknowledged everything: trades_per_second is trades persisted per
+// second, end to end; applied_trades_per_second counts until the pipeline has applied them.
+// A probe thread measures the lag from a trade to its effect being visible in Redis: every
+// 5 ms it pushes a trade for token PROBE and polls PROBE's latest hash until that trade shows.
+// Outside the clock, a pipeline into a memory_sink takes the same trades and Redis is compared
+// with it key by key and field by field (every candle, rolling window and latest trade, and no
+// other key); a difference is a benchmark error.
+
+/// The n-th trade of the stream repeated without end, at event time `ts`: a live feed, whose
+/// event time advances with the wall clock however fast trades come. (Replaying the stream's
+/// own times 100x faster than they happened would open 100x more candles per second than a
+/// live feed of the same rate, and measure that instead.) Pass k's ids are shifted by k times
+/// the stream's length, so ids stay unique.
+tradeagg::trade live_trade(const synthetic::stream& s, std::size_t n, tradeagg::timestamp_ms ts) {
+    const std::vector<tradeagg::trade>& trades = s.trades();
+    tradeagg::trade t = trades[n % trades.size()];
+    t.ts_ms = ts;
+    t.id += static_cast<std::uint64_t>(n / trades.size()) * trades.size();
+    return t;
+}
+
+/// Trades are pushed in chunks of this many, all of one chunk at one event time.
+constexpr std::size_t push_chunk = 256;
+
+constexpr std::string_view probe_token = "PROBE";
+
+/// Pushes a probe trade every 5 ms and polls Redis every half millisecond for the latest probe
+/// trade it shows: a trade's lag is the time until it, or a later probe (whose write replaces
+/// it), is visible.
+class lag_probe {
+public:
+    template <class Pipeline>
+    lag_probe(Pipeline& p, const tradeagg::redis::redis_config& where,
+              const std::atomic<tradeagg::timestamp_ms>& stream_time)
+        : thread_([this, &p, where, &stream_time] { run(p, where, stream_time); }) {}
+    lag_probe(const lag_probe&) = delete;
+    lag_probe& operator=(const lag_probe&) = delete;
+    ~lag_probe() { stop(); }
+
+    /// Stops probing; afterwards `trades()` and `lags_ms()` are complete.
+    void stop() {
+        running_ = false;
+        if (thread_.joinable()) {
+            thread_.join();
+        }
+    }
+    [[nodiscard]] const std::vector<tradeagg::trade>& trades() const noexcept { return trades_; }
+    /// Lags of the probes seen before `stop`; later ones are not counted.
+    [[nodiscard]] const std::vector<double>& lags_ms() const noexcept { return lags_ms_; }
+    [[nodiscard]] const std::string& error() const noexcept { return error_; }
+
+private:
+    template <class Pipeline>
+    void run(Pipeline& p, const tradeagg::redis::redis_config& where,
+             const std::atomic<tradeagg::timestamp_ms>& stream_time) {
+        try {
+            pipelined_connection conn(where, 1);
+            auto producer = p.make_producer();
+            const tradeagg::token_id token = p.intern(probe_token).id;
+            const std::string key = tradeagg::redis::latest_key(key_prefix, probe_token);
+            std::vector<bench_clock::time_point> pushed_at;
+            std::size_t seen = 0; // probes whose lag is recorded
+            auto next_push = bench_clock::now();
+            tradeagg::timestamp_ms ts = 0;
+            while (running_) {
+                const auto now = bench_clock::now();
+                if (now >= next_push) {
+                    ts = std::max(ts, stream_time.load(std::memory_order_relaxed));
+                    const tradeagg::trade t{token, tradeagg::side::buy, 100.0, 1.0,
+                                            ts,    trades_.size() + 1};
+                    if (producer.push(t) != tradeagg::reject_reason::none) {
+                        break; // the pipeline is stopping
+                    }
+                    trades_.push_back(t);
+                    pushed_at.push_back(now);
+                    next_push = now + std::chrono::milliseconds(5);
+                }
+                const reply_ptr r = conn.command({"HGET", key, "trade_id"});
+                if (r->type == REDIS_REPLY_STRING) {
+                    const auto visible =
+                        static_cast<std::size_t>(std::strtoull(r->str, nullptr, 10));
+                    const auto at = bench_clock::now();
+                    for (; seen < std::min(visible, pushed_at.size()); ++seen) {
+                        lags_ms_.push_back(
+                            std::chrono::duration<double, std::milli>(at - pushed_at[seen])
+                                .count());
+                    }
+                }
+                std::this_thread::sleep_for(std::chrono::microseconds(500));
+            }
+        } catch (const std::exception& e) {
+            error_ = e.what();
+        }
+    }
+
+    std::atomic<bool> running_{true};
+    std::vector<tradeagg::trade> trades_;
+    std::vector<double> lags_ms_;
+    std::string error_;
+    std::thread thread_; // last: starts once the rest is built
+};
+
+double percentile(std::vector<double> v, double q) {
+    if (v.empty()) {
+        return 0.0;
+    }
+    std::sort(v.begin(), v.end());
+    return v[static_cast<std::size_t>(q * static_cast<double>(v.size() - 1))];
+}
+
+/// The same trades through a pipeline into memory, then Redis compared with it.
+template <class Policy>
+std::string check_against_memory(const synthetic::stream& s,
+                                 const std::vector<tradeagg::timestamp_ms>& chunk_times,
+                                 const std::vector<tradeagg::trade>& probes,
+                                 const tradeagg::redis::redis_config& where) {
+    tradeagg::runtime_config rc;
+    tradeagg::pipeline<Policy, tradeagg::memory_sink> p{rc};
+    p.start();
+    std::vector<tradeagg::token_id> ids;
+    for (const std::string& n : s.names()) {
+        ids.push_back(p.intern(n).id);
+    }
+    const tradeagg::token_id probe = p.intern(probe_token).id;
+    auto producer = p.make_producer();
+    for (std::size_t c = 0; c < chunk_times.size(); ++c) {
+        for (std::size_t i = 0; i < push_chunk; ++i) {
+            tradeagg::trade t = live_trade(s, c * push_chunk + i, chunk_times[c]);
+            t.token = ids[t.token];
+            (void)producer.push(t);
+        }
+    }
+    for (tradeagg::trade t : probes) {
+        t.token = probe;
+        (void)producer.push(t);
+    }
+    p.stop();
+    std::size_t keys = 0;
+    const tradeagg::testing::mismatch_log log = tradeagg::testing::compare_redis_with(
+        where.host, where.port, p.sink(), std::string(key_prefix), Policy::intervals, &keys);
+    if (log.count != 0) {
+        return std::to_string(log.count) + " differences between Redis and the reference, e.g. " +
+               log.first.front();
+    }
+    return {};
+}
+
+template <class Policy>
+void bm_redis_end_to_end(benchmark::State& state) {
+    const std::string name = "BM_redis_end_to_end";
+    std::size_t pushed = 0;
+    double persisted_seconds = 0.0;
+    double applied_seconds = 0.0;
+    tradeagg::redis::sink_stats sink_stats;
+    std::vector<double> lags;
+    try {
+        const synthetic::stream& s = bench_stream();
+        tradeagg::redis::redis_config where = target();
+        where.key_prefix = std::string(key_prefix);
+        const auto duration = std::chrono::duration<double>(run_seconds);
+        for (auto _ : state) {
+            {
+                pipelined_connection conn(where, 1);
+                (void)conn.command({"FLUSHDB"});
+            }
+            tradeagg::redis::redis_sink sink(where);
+            tradeagg::runtime_config rc;
+            tradeagg::pipeline<Policy, tradeagg::redis::redis_sink&> p{rc, sink};
+            std::vector<tradeagg::token_id> ids;
+            for (const std::string& n : s.names()) {
+                ids.push_back(p.intern(n).id);
+            }
+            p.start();
+            const tradeagg::timestamp_ms start_ms = s.trades().front().ts_ms;
+            std::atomic<tradeagg::timestamp_ms> stream_time{start_ms};
+            lag_probe probe(p, where, stream_time);
+            auto producer = p.make_producer();
+            std::array<tradeagg::trade, push_chunk> chunk{};
+            std::vector<tradeagg::timestamp_ms> chunk_times;
+            const auto t0 = bench_clock::now();
+            const auto deadline = t0 + std::chrono::duration_cast<bench_clock::duration>(duration);
+            pushed = 0;
+            for (auto now = t0; now < deadline; now = bench_clock::now()) {
+                const tradeagg::timestamp_ms ts =
+                    start_ms +
+                    std::chrono::duration_cast<std::chrono::milliseconds>(now - t0).count();
+                stream_time.store(ts, std::memory_order_relaxed);
+                for (std::size_t i = 0; i < chunk.size(); ++i) {
+                    chunk[i] = live_trade(s, pushed + i, ts);
+                    chunk[i].token = ids[chunk[i].token];
+                }
+                const std::size_t n = producer.push(std::span<const tradeagg::trade>(chunk));
+                if (n != chunk.size()) {
+                    throw std::runtime_error("the pipeline refused a trade");
+                }
+                pushed += n;
+                chunk_times.push_back(ts);
+            }
+            probe.stop();
+            p.stop();
+            const auto t_applied = bench_clock::now();
+            const tradeagg::redis::stop_report report = sink.stop(std::chrono::seconds(120));
+            const auto t_persisted = bench_clock::now();
+            applied_seconds = seconds_between(t0, t_applied);
+            persisted_seconds = seconds_between(t0, t_persisted);
+            state.SetIterationTime(persisted_seconds);
+            sink_stats = report.stats;
+            lags = probe.lags_ms();
+            if (!probe.error().empty()) {
+                skip_with_error(state, name + ": probe: " + probe.error());
+                break;
+            }
+            if (!report.complete) {
+                skip_with_error(state, name + ": " + std::to_string(report.unwritten) +
+                                           " keys not written: " + report.stats.last_error);
+                break;
+            }
+            if (const std::string wrong =
+                    check_against_memory<Policy>(s, chunk_times, probe.trades(), where);
+                !wrong.empty()) {
+                skip_with_error(state, name + ": " + wrong);
+                break;
+            }
+        }
+    } catch (const std::exception& e) {
+        skip_with_error(state, name + ": " + e.what());
+        return;
+    }
+    state.SetItemsProcessed(static_cast<std::int64_t>(pushed));
+    state.counters["trades_per_second"] = static_cast<double>(pushed) / persisted_seconds;
+    state.counters["applied_trades_per_second"] = static_cast<double>(pushed) / applied_seconds;
+    state.counters["commands_per_second"] =
+        static_cast<double>(sink_stats.commands_sent) / persisted_seconds;
+    state.counters["commands_per_trade"] =
+        static_cast<double>(sink_stats.commands_sent) / static_cast<double>(pushed);
+    state.counters["updates_coalesced"] = static_cast<double>(sink_stats.updates_coalesced);
+    state.counters["updates_written"] = static_cast<double>(sink_stats.updates_written);
+    state.counters["lag_p50_ms"] = percentile(lags, 0.50);
+    state.counters["lag_p99_ms"] = percentile(lags, 0.99);
+    state.counters["lag_samples"] = static_cast<double>(lags.size());
+    state.counters["trades"] = static_cast<double>(pushed);
+}
 
 /// One iteration is `run_seconds` of writing; repetitions come from the command line.
 void configure(benchmark::internal::Benchmark* b) {
@@ -707,7 +937,13 @@ int main(int argc, char** argv) {
         benchmark::RegisterBenchmark("BM_redis_per_trade_lua", bm_redis_per_trade<lua_writer>));
     configure(
         benchmark::RegisterBenchmark("BM_redis_per_trade_hincr", bm_redis_per_trade<hincr_writer>));
-    // BM_redis_end_to_end/<policy> is registered here, after the baselines.
+    configure(benchmark::RegisterBenchmark("BM_redis_end_to_end/throughput_policy",
+                                           bm_redis_end_to_end<tradeagg::throughput_policy>));
+    configure(benchmark::RegisterBenchmark("BM_redis_end_to_end/latency_policy",
+                                           bm_redis_end_to_end<tradeagg::latency_policy>));
+    configure(
+        benchmark::RegisterBenchmark("BM_redis_end_to_end/memory_constrained_policy",
+                                     bm_redis_end_to_end<tradeagg::memory_constrained_policy>));
 
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();

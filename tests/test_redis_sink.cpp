@@ -22,6 +22,7 @@
 #include <tradeagg/tradeagg.hpp>
 
 #include "compare.hpp"
+#include "redis_keyspace.hpp"
 #include "redis_server.hpp"
 #include "reference_model.hpp"
 #include "trade_stream.hpp"
@@ -46,103 +47,6 @@ struct tee_sink {
     }
     void set_resync_handler(std::function<void()> f) { redis.set_resync_handler(std::move(f)); }
 };
-
-using hash = std::map<std::string, std::string>;
-using keyspace = std::map<std::string, hash>;
-
-/// Every key under `prefix` and its hash, read with SCAN and HGETALL.
-keyspace dump(int port, const std::string& prefix) {
-    redisContext* c = redisConnect("127.0.0.1", port);
-    REQUIRE(c != nullptr);
-    REQUIRE(c->err == 0);
-    std::vector<std::string> keys;
-    std::string cursor = "0";
-    const std::string match = prefix + ":*";
-    do {
-        auto* r = static_cast<redisReply*>(
-            redisCommand(c, "SCAN %s MATCH %s COUNT 1000", cursor.c_str(), match.c_str()));
-        REQUIRE(r != nullptr);
-        REQUIRE(r->type == REDIS_REPLY_ARRAY);
-        cursor.assign(r->element[0]->str, r->element[0]->len);
-        for (std::size_t i = 0; i < r->element[1]->elements; ++i) {
-            keys.emplace_back(r->element[1]->element[i]->str, r->element[1]->element[i]->len);
-        }
-        freeReplyObject(r);
-    } while (cursor != "0");
-    keyspace out;
-    for (const std::string& k : keys) {
-        auto* r = static_cast<redisReply*>(redisCommand(c, "HGETALL %b", k.data(), k.size()));
-        REQUIRE(r != nullptr);
-        REQUIRE(r->type == REDIS_REPLY_ARRAY);
-        hash& h = out[k];
-        for (std::size_t i = 0; i + 1 < r->elements; i += 2) {
-            h[std::string(r->element[i]->str, r->element[i]->len)] =
-                std::string(r->element[i + 1]->str, r->element[i + 1]->len);
-        }
-        freeReplyObject(r);
-    }
-    redisFree(c);
-    return out;
-}
-
-template <class Value>
-hash fields_of(const Value& v) {
-    hash h;
-    redis::for_each_field(
-        v, [&h](std::string_view f, std::string_view t) { h[std::string(f)] = std::string(t); });
-    return h;
-}
-
-/// What Redis must hold: every candle, rolling window and latest trade the memory sink holds.
-keyspace expected_keys(const memory_sink& m, const std::string& prefix) {
-    keyspace want;
-    for (const std::string& token : m.tokens()) {
-        for (const interval width : policy_type::intervals) {
-            for (const candle& c : m.candles(token, width)) {
-                want[redis::candle_key(prefix, token, width, c.open_time)] = fields_of(c);
-            }
-        }
-        if (const auto r = m.rolling(token)) {
-            want[redis::rolling_key(prefix, token)] = fields_of(*r);
-        }
-        if (const auto l = m.latest(token)) {
-            want[redis::latest_key(prefix, token)] = fields_of(*l);
-        }
-    }
-    return want;
-}
-
-/// Differences between two keyspaces, the first few spelled out.
-testing::mismatch_log compare_keyspaces(const keyspace& got, const keyspace& want) {
-    testing::mismatch_log log;
-    for (const auto& [key, fields] : want) {
-        const auto it = got.find(key);
-        if (it == got.end()) {
-            log.add("missing " + key);
-            continue;
-        }
-        if (it->second != fields) {
-            for (const auto& [f, v] : fields) {
-                const auto g = it->second.find(f);
-                if (g == it->second.end() || g->second != v) {
-                    log.add(key + " " + f + " = " +
-                            (g == it->second.end() ? std::string("(none)") : g->second) +
-                            ", want " + v);
-                }
-            }
-            if (it->second.size() != fields.size()) {
-                log.add(key + ": " + std::to_string(it->second.size()) + " fields, want " +
-                        std::to_string(fields.size()));
-            }
-        }
-    }
-    for (const auto& [key, fields] : got) {
-        if (want.find(key) == want.end()) {
-            log.add("unexpected " + key);
-        }
-    }
-    return log;
-}
 
 redis_config test_config(int port) {
     redis_config c;
@@ -251,13 +155,12 @@ struct scenario {
         INFO(against_ref.text());
         CHECK(against_ref.count == 0);
 
-        const keyspace want = expected_keys(memory, config.key_prefix);
-        REQUIRE(want.size() > 1'000);
-        const keyspace got = dump(server.port(), config.key_prefix);
-        const testing::mismatch_log log = compare_keyspaces(got, want);
+        std::size_t keys = 0;
+        const testing::mismatch_log log = testing::compare_redis_with(
+            "127.0.0.1", server.port(), memory, config.key_prefix, policy_type::intervals, &keys);
         INFO(log.text());
         CHECK(log.count == 0);
-        CHECK(got.size() == want.size());
+        CHECK(keys > 1'000);
         return report.stats;
     }
 };
@@ -284,14 +187,14 @@ TEST_CASE("redis keys: numbers read back exactly, keys and fields as documented"
     c.volume = 2.0;
     c.quote_volume = 3.0;
     c.closed = true;
-    const hash h = fields_of(c);
-    CHECK(h.size() == 15);
-    CHECK(h.at("vwap") == "1.5");
-    CHECK(h.at("closed") == "1");
+    const testing::hash_fields h = testing::fields_of(c);
+    REQUIRE(h.size() == 15);
+    CHECK(h[9] == std::pair<std::string, std::string>("vwap", "1.5"));
+    CHECK(h[14] == std::pair<std::string, std::string>("closed", "1"));
     latest_trade l;
     l.taker = side::sell;
-    CHECK(fields_of(l).at("side") == "sell");
-    CHECK(fields_of(rolling_stats{}).size() == 12);
+    CHECK(testing::fields_of(l)[2].second == "sell");
+    CHECK(testing::fields_of(rolling_stats{}).size() == 12);
 }
 
 TEST_CASE("redis sink: a bad key prefix is a configuration error") {

@@ -28,26 +28,29 @@
 
 namespace tradeagg::redis {
 
-/// A number as Redis stores it, held inline (no allocation).
+/// A number as Redis stores it, held inline (no allocation): integers in decimal, doubles in the
+/// shortest text that reads back (`std::from_chars`) as exactly the same double.
 class number_text {
 public:
-    /// The shortest decimal text that reads back (`std::from_chars`) as exactly `v`.
-    explicit number_text(double v) noexcept {
-        const auto r = std::to_chars(text_.data(), text_.data() + text_.size(), v);
-        size_ = static_cast<std::size_t>(r.ptr - text_.data());
-    }
-    explicit number_text(std::uint64_t v) noexcept {
-        const auto r = std::to_chars(text_.data(), text_.data() + text_.size(), v);
-        size_ = static_cast<std::size_t>(r.ptr - text_.data());
-    }
-    explicit number_text(std::int64_t v) noexcept {
-        const auto r = std::to_chars(text_.data(), text_.data() + text_.size(), v);
-        size_ = static_cast<std::size_t>(r.ptr - text_.data());
-    }
+    number_text() = default;
+    explicit number_text(double v) noexcept { set(v); }
+    explicit number_text(std::uint64_t v) noexcept { set(v); }
+    explicit number_text(std::int64_t v) noexcept { set(v); }
+
+    void set(double v) noexcept { size_ = write(v); }
+    void set(std::uint64_t v) noexcept { size_ = write(v); }
+    void set(std::int64_t v) noexcept { size_ = write(v); }
+
     [[nodiscard]] std::string_view view() const noexcept { return {text_.data(), size_}; }
 
 private:
-    std::array<char, 32> text_{}; // a double's shortest form needs at most 24
+    template <class T>
+    std::size_t write(T v) noexcept {
+        const auto r = std::to_chars(text_.data(), text_.data() + text_.size(), v);
+        return static_cast<std::size_t>(r.ptr - text_.data());
+    }
+
+    std::array<char, 32> text_{}; // the longest double, "-2.2250738585072014e-308", is 24
     std::size_t size_ = 0;
 };
 

@@ -100,8 +100,10 @@ struct sink_stats {
 
 /// What `stop()` could not do.
 struct stop_report {
-    bool complete = false;     ///< every update handed to the sink was acknowledged
+    /// Every update handed to the sink was acknowledged: nothing unwritten, nothing dropped.
+    bool complete = false;
     std::size_t unwritten = 0; ///< keys whose latest version Redis did not acknowledge
+    std::uint64_t dropped = 0; ///< updates dropped over the sink's life (`updates_dropped`)
     sink_stats stats;          ///< as of the end
 };
 
@@ -1061,8 +1063,9 @@ private:
         }
         stopped_.store(true, std::memory_order_release);
         free_inbox(inbox_.exchange(nullptr)); // nothing arrives after stop; counted as dropped
-        final_report_.complete = empty;
         final_report_.unwritten = pending_.size();
+        final_report_.dropped = updates_dropped_.load(std::memory_order_relaxed);
+        final_report_.complete = empty && final_report_.dropped == 0;
         if (!empty) {
             note_error("stopped with " + std::to_string(pending_.size()) +
                        " keys not written to Redis");
