@@ -327,3 +327,72 @@ TEST_CASE("redis sink: maxmemory 1 for 2 s: OOM replies retried with backoff") {
     CHECK(sc.peak_pending > 0);
     CHECK(st.commands_failed <= 24 * sc.peak_pending);
 }
+
+namespace {
+
+/// A flush of `n` distinct 1s candles of token "SOL".
+std::vector<candle_update> candles_for(std::size_t n) {
+    std::vector<candle_update> out;
+    for (std::size_t i = 0; i < n; ++i) {
+        candle c;
+        c.open_time = 1'732'867'200'000 + static_cast<timestamp_ms>(i) * 1'000;
+        c.close_time = c.open_time + 999;
+        c.open = c.high = c.low = c.close = 10.0 + static_cast<double>(i);
+        c.volume = 1.0;
+        c.quote_volume = c.open;
+        c.trades = 1;
+        out.push_back(candle_update{0, "SOL", intervals::s1, 0, c});
+    }
+    return out;
+}
+
+} // namespace
+
+TEST_CASE("redis sink: stop reports what Redis could not take, and what was dropped") {
+    redis_server server;
+    server.stop(); // nothing answers on the port
+    redis_config c = test_config(server.port());
+    c.max_pending_updates = 10;
+    redis_sink rs(c);
+    const std::vector<candle_update> updates = candles_for(25);
+    rs.consume(flush_batch{0, updates, {}});
+    const redis::stop_report r = rs.stop(300ms);
+    CHECK_FALSE(r.complete);
+    CHECK(r.unwritten == 10);
+    CHECK(r.dropped == 15);
+    CHECK(r.stats.updates_dropped == 15);
+    CHECK(r.stats.connect_failures >= 1);
+    CHECK_FALSE(r.stats.last_error.empty());
+    // After stop, updates are counted as dropped, not queued.
+    rs.consume(flush_batch{0, updates, {}});
+    CHECK(rs.stats().updates_dropped == 40);
+    CHECK(rs.stop(1s).unwritten == 10); // idempotent: the first report
+}
+
+TEST_CASE("redis sink: an old connection is replaced (REDIS_MAX_CONN_AGE) without a failure") {
+    redis_server server;
+    redis_config c = test_config(server.port());
+    c.max_conn_age = 400ms;
+    scenario sc{server, c};
+    const redis::sink_stats st = sc.run();
+    CHECK(st.reconnects >= 3);
+    CHECK(st.commands_failed == 0);
+    CHECK(st.timeouts == 0);
+}
+
+TEST_CASE("redis sink: an idle connection is pinged (REDIS_IDLE_TIMEOUT)") {
+    redis_server server;
+    redis_config c = test_config(server.port());
+    c.idle_timeout = 50ms;
+    redis_sink rs(c);
+    const std::vector<candle_update> updates = candles_for(3);
+    rs.consume(flush_batch{0, updates, {}});
+    REQUIRE(rs.wait_idle(5s));
+    const std::uint64_t sent = rs.stats().commands_sent;
+    std::this_thread::sleep_for(400ms);
+    const redis::sink_stats st = rs.stats();
+    CHECK(st.commands_sent >= sent + 3); // PINGs, about one per 50 ms
+    CHECK(st.commands_failed == 0);
+    CHECK(rs.stop(1s).complete);
+    CHECK(server.command({"HGET", "t:{SOL}:candle:1s:1732867202000", "open"}) == "12");
+}
