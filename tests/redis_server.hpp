@@ -13,7 +13,9 @@
 #include <vector>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -76,6 +78,15 @@ public:
             throw std::runtime_error("redis_server: fork failed");
         }
         if (pid_ == 0) {
+            // Dies with the test (a test killed by a signal must not leave it running) and does
+            // not hold the test's output open (ctest waits for every holder of its pipe).
+            ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+            const int null = ::open("/dev/null", O_RDWR);
+            if (null >= 0) {
+                ::dup2(null, STDIN_FILENO);
+                ::dup2(null, STDOUT_FILENO);
+                ::dup2(null, STDERR_FILENO);
+            }
             std::vector<const char*> argv{"redis-server", "--port",    port.c_str(), "--bind",
                                           "127.0.0.1",    "--save",    "",           "--appendonly",
                                           "no",           "--dir",     dir_.c_str(), "--daemonize",

@@ -50,6 +50,9 @@
 #include <variant>
 #include <vector>
 
+#include <pthread.h>
+#include <signal.h>
+
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
@@ -1190,12 +1193,23 @@ public:
         : own_io_(std::make_unique<boost::asio::io_context>(1)),
           guard_(std::make_unique<guard_type>(own_io_->get_executor())),
           core_(make_core(std::move(cfg), *own_io_)) {
-        thread_ = std::thread([io = own_io_.get()] { io->run(); });
+        thread_ = std::thread([io = own_io_.get()] {
+            // hiredis writes with write(2): a connection Redis has closed raises SIGPIPE, whose
+            // default action ends the process. Blocked here, it stays pending on this thread
+            // and the write fails with EPIPE, which hiredis reports as a lost connection.
+            sigset_t pipe;
+            sigemptyset(&pipe);
+            sigaddset(&pipe, SIGPIPE);
+            pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
+            io->run();
+        });
         core_->start();
     }
 
     /// Runs on `io`, which the caller runs on exactly one thread (all of the sink's handlers
-    /// and hiredis callbacks run there) and keeps running until `stop()` returns.
+    /// and hiredis callbacks run there) and keeps running until `stop()` returns. That thread
+    /// must not die of SIGPIPE when Redis closes a connection: ignore SIGPIPE in the process,
+    /// or block it in that thread (the sink's own thread does).
     redis_sink(redis_config cfg, boost::asio::io_context& io)
         : core_(make_core(std::move(cfg), io)) {
         core_->start();
