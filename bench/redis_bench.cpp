@@ -698,15 +698,20 @@ public:
     lag_probe& operator=(const lag_probe&) = delete;
     ~lag_probe() { stop(); }
 
-    /// Stops probing; afterwards `trades()` and `lags_ms()` are complete.
-    void stop() {
-        running_ = false;
+    /// Pushes no more probes; polling goes on, so the lag of those in flight is still seen.
+    void stop_pushing() { pushing_ = false; }
+    /// Polls until every probe pushed is visible (or `timeout`), then stops. Afterwards
+    /// `trades()` and `lags_ms()` are complete.
+    void stop(std::chrono::milliseconds timeout = std::chrono::milliseconds(0)) {
+        pushing_ = false;
+        finish_by_ = bench_clock::now() + timeout;
+        finishing_ = true;
         if (thread_.joinable()) {
             thread_.join();
         }
     }
     [[nodiscard]] const std::vector<tradeagg::trade>& trades() const noexcept { return trades_; }
-    /// Lags of the probes seen before `stop`; later ones are not counted.
+    /// Lags of the probes, from push to seen in Redis.
     [[nodiscard]] const std::vector<double>& lags_ms() const noexcept { return lags_ms_; }
     [[nodiscard]] const std::string& error() const noexcept { return error_; }
 
@@ -723,17 +728,19 @@ private:
             std::size_t seen = 0; // probes whose lag is recorded
             auto next_push = bench_clock::now();
             tradeagg::timestamp_ms ts = 0;
-            while (running_) {
+            while (!finishing_ ||
+                   (seen < pushed_at.size() && bench_clock::now() < finish_by_.load())) {
                 const auto now = bench_clock::now();
-                if (now >= next_push) {
+                if (pushing_ && now >= next_push) {
                     ts = std::max(ts, stream_time.load(std::memory_order_relaxed));
                     const tradeagg::trade t{token, tradeagg::side::buy, 100.0, 1.0,
                                             ts,    trades_.size() + 1};
-                    if (producer.push(t) != tradeagg::reject_reason::none) {
-                        break; // the pipeline is stopping
+                    if (producer.push(t) == tradeagg::reject_reason::none) {
+                        trades_.push_back(t);
+                        pushed_at.push_back(now);
+                    } else {
+                        pushing_ = false; // the pipeline is stopping
                     }
-                    trades_.push_back(t);
-                    pushed_at.push_back(now);
                     next_push = now + std::chrono::milliseconds(5);
                 }
                 const reply_ptr r = conn.command({"HGET", key, "trade_id"});
@@ -754,7 +761,9 @@ private:
         }
     }
 
-    std::atomic<bool> running_{true};
+    std::atomic<bool> pushing_{true};
+    std::atomic<bool> finishing_{false};
+    std::atomic<bench_clock::time_point> finish_by_{bench_clock::time_point::max()};
     std::vector<tradeagg::trade> trades_;
     std::vector<double> lags_ms_;
     std::string error_;
@@ -857,11 +866,12 @@ void bm_redis_end_to_end(benchmark::State& state) {
                 pushed += n;
                 chunk_times.push_back(ts);
             }
-            probe.stop();
+            probe.stop_pushing();
             p.stop();
             const auto t_applied = bench_clock::now();
             const tradeagg::redis::stop_report report = sink.stop(std::chrono::seconds(120));
             const auto t_persisted = bench_clock::now();
+            probe.stop(std::chrono::seconds(5)); // every probe is in Redis by now
             applied_seconds = seconds_between(t0, t_applied);
             persisted_seconds = seconds_between(t0, t_persisted);
             state.SetIterationTime(persisted_seconds);
