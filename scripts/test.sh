@@ -89,6 +89,12 @@ step_bench() {
     cmake --build build/release -j "$jobs" --target tradeagg_bench
     build/release/bench/tradeagg_bench --benchmark_min_time=0.01 --benchmark_format=json >/dev/null
     echo "tradeagg_bench ran every benchmark"
+    # The Redis benchmark starts its own redis-server (never one at REDIS_ADDR: it empties the
+    # database it writes to); it exits non-zero if a run fails its check of Redis.
+    cmake --build build/release -j "$jobs" --target tradeagg_redis_bench
+    env -u REDIS_ADDR -u REDIS_PASSWORD -u REDIS_DB TRADEAGG_REDIS_BENCH_SECONDS=0.2 \
+        build/release/bench/tradeagg_redis_bench --benchmark_format=json >/dev/null
+    echo "tradeagg_redis_bench ran every benchmark"
 }
 
 all_steps=(release asan tsan meson meson_asan bench)
@@ -98,7 +104,7 @@ declare -A step_titles=(
     [tsan]="CMake TSan build + ctest"
     [meson]="Meson build + meson test, and a Meson consumer using it as a subproject"
     [meson_asan]="Meson ASan+UBSan -Dwerror=true build + meson test"
-    [bench]="Bench smoke run (build/release/bench/tradeagg_bench)"
+    [bench]="Bench smoke runs (tradeagg_bench, and tradeagg_redis_bench against its own redis-server)"
 )
 
 if [ $# -gt 0 ]; then

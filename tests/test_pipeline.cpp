@@ -1,20 +1,32 @@
 // The pipeline's life cycle and flow control: draining on stop, backpressure, producers,
-// late-trade reporting, sink failures, statistics.
+// late-trade reporting, sink failures, statistics, resync.
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <mutex>
+#include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <doctest/doctest.h>
 
 #include <tradeagg/tradeagg.hpp>
 
+#include "compare.hpp"
+#include "reference_model.hpp"
+#include "trade_stream.hpp"
+
 using namespace tradeagg;
+using namespace tradeagg::testing;
 using namespace std::chrono_literals;
 
 namespace {
@@ -374,4 +386,580 @@ TEST_CASE("statistics describe the run") {
     CHECK(st.ingress_bytes > 0);
     CHECK(st.table_bytes > 0);
     CHECK(st.flushes > 0);
+}
+
+namespace {
+
+/// Polls `done` until it holds or 60 s pass (a hung worker fails the test, not the run).
+template <class F>
+bool wait_for(F&& done) {
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (!done()) {
+        if (std::chrono::steady_clock::now() >= deadline) {
+            return false;
+        }
+        std::this_thread::sleep_for(1ms);
+    }
+    return true;
+}
+
+bool same_candle(const candle& a, const candle& b) {
+    return a.open_time == b.open_time && a.close_time == b.close_time && a.open == b.open &&
+           a.high == b.high && a.low == b.low && a.close == b.close && a.volume == b.volume &&
+           a.quote_volume == b.quote_volume && a.trades == b.trades &&
+           a.taker_buy_volume == b.taker_buy_volume &&
+           a.taker_buy_quote_volume == b.taker_buy_quote_volume &&
+           a.first_trade_id == b.first_trade_id && a.last_trade_id == b.last_trade_id &&
+           a.closed == b.closed;
+}
+
+bool same_latest(const latest_trade& a, const latest_trade& b) {
+    return a.price == b.price && a.quantity == b.quantity && a.taker == b.taker &&
+           a.ts_ms == b.ts_ms && a.id == b.id;
+}
+
+bool same_rolling(const rolling_stats& a, const rolling_stats& b) {
+    return a.window_start == b.window_start && a.window_end == b.window_end && a.open == b.open &&
+           a.high == b.high && a.low == b.low && a.last == b.last && a.volume == b.volume &&
+           a.quote_volume == b.quote_volume && a.vwap == b.vwap && a.trades == b.trades &&
+           a.price_change == b.price_change && a.price_change_percent == b.price_change_percent;
+}
+
+/// The reference's candle, as the pipeline should report it (sums to rounding).
+bool equals_reference(const candle& got, const candle& want) {
+    return got.open_time == want.open_time && got.close_time == want.close_time &&
+           got.open == want.open && got.high == want.high && got.low == want.low &&
+           got.close == want.close && got.trades == want.trades &&
+           got.first_trade_id == want.first_trade_id && got.last_trade_id == want.last_trade_id &&
+           got.closed == want.closed && close_enough(got.volume, want.volume) &&
+           close_enough(got.quote_volume, want.quote_volume) &&
+           close_enough(got.taker_buy_volume, want.taker_buy_volume) &&
+           close_enough(got.taker_buy_quote_volume, want.taker_buy_quote_volume);
+}
+
+/// (token, interval width in ms, open time)
+using candle_key = std::tuple<std::string, std::int64_t, timestamp_ms>;
+
+/// Every update in the order it arrived, and the latest version of each in a memory_sink.
+class recording_sink {
+public:
+    struct candle_record {
+        candle_key key;
+        candle data;
+    };
+    struct token_record {
+        std::string token;
+        latest_trade latest;
+        rolling_stats rolling;
+    };
+    struct log {
+        std::vector<candle_record> candles;
+        std::vector<token_record> tokens;
+    };
+
+    void consume(const flush_batch& batch) {
+        latest_.consume(batch);
+        const std::lock_guard lock(mutex_);
+        for (const candle_update& u : batch.candles) {
+            log_.candles.push_back(
+                {candle_key{std::string(u.name), u.width.count(), u.data.open_time}, u.data});
+        }
+        for (const token_update& u : batch.tokens) {
+            log_.tokens.push_back({std::string(u.name), u.latest, u.rolling});
+        }
+    }
+
+    [[nodiscard]] log snapshot() const {
+        const std::lock_guard lock(mutex_);
+        return log_;
+    }
+    [[nodiscard]] const memory_sink& latest() const { return latest_; }
+
+private:
+    memory_sink latest_;
+    mutable std::mutex mutex_;
+    log log_;
+};
+
+} // namespace
+
+TEST_CASE_TEMPLATE("resync() hands the sink again every candle and token the pipeline holds",
+                   Policy, throughput_policy, latency_policy, memory_constrained_policy) {
+    stream_options o;
+    o.tokens = 150; // more than latency_policy's flush_threshold: its resync takes batches
+    o.trades = 20'000;
+    o.ms_per_trade = 30; // 10 minutes across a UTC midnight: every interval holds a bucket
+    const trade_stream s = make_stream(o);
+    reference_model<Policy> ref;
+    for (const stream_trade& st : s.arrivals) {
+        ref.push(s.names[st.token_index], st.t);
+    }
+    REQUIRE(ref.late_total() > 0);
+
+    std::mutex late_mutex;
+    late_counts late;
+    runtime_config cfg;
+    cfg.shards = 2;
+    cfg.on_late_trade = [&](const late_trade& l) {
+        const std::lock_guard lock(late_mutex);
+        ++late[std::string(l.token)];
+    };
+    recording_sink sink;
+    pipeline<Policy, recording_sink&> p{cfg, sink};
+    std::vector<token_id> ids;
+    for (const std::string& name : s.names) {
+        ids.push_back(p.intern(name).id);
+    }
+    std::vector<trade> trades;
+    for (const stream_trade& st : s.arrivals) {
+        trades.push_back(st.t);
+        trades.back().token = ids[st.token_index];
+    }
+    p.start();
+    auto h = p.make_producer(); // one producer: each token's arrival order is the stream's
+    const std::span<const trade> all(trades);
+    const std::size_t half = trades.size() / 2;
+    CHECK(h.push(all.first(half)) == half);
+    p.resync(); // while trades flow: must change no result
+    CHECK(h.push(all.subspan(half)) == trades.size() - half);
+    REQUIRE(wait_for([&] {
+        const pipeline_stats st = p.stats();
+        return st.applied + st.late == trades.size();
+    }));
+    // A flush on every shard after the last trade: nothing is left to emit, so all the
+    // pipeline hands over from now on comes from the resync. That flush also served the
+    // first resync, if no earlier one did.
+    (void)p.reclaim_now();
+    CHECK(p.stats().resyncs == cfg.shards);
+    REQUIRE(p.stats().active_tokens == ref.tokens().size());
+
+    const recording_sink::log before = sink.snapshot();
+    std::map<candle_key, candle> latest_before;
+    for (const auto& r : before.candles) {
+        latest_before[r.key] = r.data;
+    }
+    std::map<std::string, recording_sink::token_record> token_before;
+    for (const auto& r : before.tokens) {
+        token_before[r.token] = r;
+    }
+
+    p.resync();
+    REQUIRE(wait_for([&] { return p.stats().resyncs == 2 * cfg.shards; }));
+    const recording_sink::log after_log = sink.snapshot();
+    const std::span<const recording_sink::candle_record> resent =
+        std::span(after_log.candles).subspan(before.candles.size());
+    const std::span<const recording_sink::token_record> resent_tokens =
+        std::span(after_log.tokens).subspan(before.tokens.size());
+
+    // What the pipeline holds: every candle not yet final at its token's watermark.
+    std::map<candle_key, candle> held;
+    for (const auto& [name, data] : ref.tokens()) {
+        for (const interval width : Policy::intervals) {
+            for (const candle& c : ref.candles(name, width)) {
+                if (data.watermark <
+                    c.open_time + width.count() + Policy::allowed_lateness.count()) {
+                    held[candle_key{name, width.count(), c.open_time}] = c;
+                }
+            }
+        }
+    }
+    // At least one candle per interval per token: the bucket holding its latest trade.
+    REQUIRE(held.size() >= ref.tokens().size() * Policy::intervals.size());
+
+    mismatch_log problems;
+    const auto where = [](const candle_key& k) {
+        return std::get<0>(k) + " " + std::to_string(std::get<1>(k)) + " ms @" +
+               std::to_string(std::get<2>(k));
+    };
+    std::map<candle_key, int> times_resent;
+    for (const auto& r : resent) {
+        ++times_resent[r.key];
+        const auto was = latest_before.find(r.key);
+        if (was == latest_before.end() || !same_candle(r.data, was->second)) {
+            problems.add(where(r.key) + ": differs from its latest version before the resync");
+        }
+        const auto want = held.find(r.key);
+        if (want == held.end()) {
+            problems.add(where(r.key) + ": resent, but final (or unknown to the reference)");
+        } else if (!equals_reference(r.data, want->second)) {
+            problems.add(where(r.key) + ": differs from the reference");
+        }
+    }
+    for (const auto& [key, c] : held) {
+        const auto it = times_resent.find(key);
+        const int n = it == times_resent.end() ? 0 : it->second;
+        if (n != 1) {
+            problems.add(where(key) + ": resent " + std::to_string(n) + " times, want once");
+        }
+    }
+    std::map<std::string, int> tokens_resent;
+    for (const auto& r : resent_tokens) {
+        ++tokens_resent[r.token];
+        const auto was = token_before.find(r.token);
+        if (was == token_before.end() || !same_latest(r.latest, was->second.latest) ||
+            !same_rolling(r.rolling, was->second.rolling)) {
+            problems.add(r.token + ": token update differs from its version before the resync");
+        } else if (!same_latest(r.latest, ref.latest(r.token)) ||
+                   r.rolling.trades != ref.rolling(r.token).trades ||
+                   !close_enough(r.rolling.volume, ref.rolling(r.token).volume)) {
+            problems.add(r.token + ": token update differs from the reference");
+        }
+    }
+    for (const auto& [name, data] : ref.tokens()) {
+        const auto it = tokens_resent.find(name);
+        const int n = it == tokens_resent.end() ? 0 : it->second;
+        if (n != 1) {
+            problems.add(name + ": token update resent " + std::to_string(n) + " times");
+        }
+    }
+    CHECK(tokens_resent.size() == ref.tokens().size());
+    INFO(problems.text());
+    CHECK(problems.count == 0);
+
+    // The resyncs changed nothing: the final result is the reference's.
+    p.stop();
+    const pipeline_stats st = p.stats();
+    CHECK(st.resyncs == 2 * cfg.shards);
+    CHECK(st.late == ref.late_total());
+    const mismatch_log final_log = compare_with_reference(sink.latest(), ref, &late);
+    INFO(final_log.text());
+    CHECK(final_log.count == 0);
+}
+
+namespace {
+
+/// Names every token the same, for a token_book driven without a pipeline.
+struct one_name_table {
+    [[nodiscard]] std::string_view name(token_id) const noexcept { return "BOOK"; }
+    void set_has_state(token_id, bool) noexcept {}
+};
+
+/// One collect of a book: the retired candles before it, then what it collected.
+struct collected {
+    std::vector<candle_update> candles;
+    std::vector<token_update> tokens;
+};
+
+bool same_collect(const collected& a, const collected& b) {
+    if (a.candles.size() != b.candles.size() || a.tokens.size() != b.tokens.size()) {
+        return false;
+    }
+    for (std::size_t i = 0; i < a.candles.size(); ++i) {
+        const candle_update& x = a.candles[i];
+        const candle_update& y = b.candles[i];
+        if (x.token != y.token || x.interval_index != y.interval_index ||
+            !same_candle(x.data, y.data)) {
+            return false;
+        }
+    }
+    for (std::size_t i = 0; i < a.tokens.size(); ++i) {
+        const token_update& x = a.tokens[i];
+        const token_update& y = b.tokens[i];
+        if (x.token != y.token || !same_latest(x.latest, y.latest) ||
+            !same_rolling(x.rolling, y.rolling)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+} // namespace
+
+TEST_CASE_TEMPLATE("mark_all_dirty: the next collect emits all a book holds, later ones as before",
+                   Policy, throughput_policy, latency_policy, memory_constrained_policy) {
+    // Two books take the same trades and collect at the same points; before every fifth
+    // collect one of them is marked all dirty. Every other collect must be the same in both,
+    // and a marked one must emit exactly the candles still held, at their latest values. A
+    // collect every few trades leaves most tokens unchanged between two collects, so a
+    // marked collect that emitted only changed tokens or buckets would be caught.
+    stream_options o;
+    o.tokens = 20;
+    o.trades = 12'000;
+    o.ms_per_trade = 200; // 40 minutes: finest buckets retire into stored coarse ones
+    o.late_fraction = 0.03;
+    o.late_delay_ms = 900'000;
+    o.max_jitter_ms = 900; // several finest buckets open at once
+    const trade_stream s = make_stream(o);
+    using state = detail::token_state<Policy>;
+    one_name_table table;
+    token_book<Policy> plain;
+    token_book<Policy> marked;
+    constexpr token_id never_traded = 100;
+    (void)plain.get(never_traded, table); // state without a trade: nothing to emit
+    (void)marked.get(never_traded, table);
+    collected plain_out;
+    collected marked_out;
+    std::map<std::tuple<token_id, std::uint32_t, timestamp_ms>, candle> latest;
+    std::size_t collects = 0;
+    std::size_t resyncs = 0;
+    std::size_t held_seen = 0; // candles a marked collect had to emit, summed
+    mismatch_log problems;
+
+    const auto collect = [&] {
+        const bool resync = ++collects % 5 == 0;
+        // Candles retired since the last collect come first; the same in both books.
+        const std::size_t retired = marked_out.candles.size();
+        if (resync) {
+            marked.mark_all_dirty();
+            // In slices of two tokens, as a shard hands a resync over.
+            while (marked.collect(marked_out.candles, marked_out.tokens, 2) > 0) {
+            }
+        } else {
+            marked.collect(marked_out.candles, marked_out.tokens);
+        }
+        plain.collect(plain_out.candles, plain_out.tokens);
+        for (const candle_update& u : plain_out.candles) {
+            latest[{u.token, u.interval_index, u.data.open_time}] = u.data;
+        }
+        if (!resync) {
+            if (!same_collect(plain_out, marked_out)) {
+                problems.add("collect " + std::to_string(collects) + " differs");
+            }
+        } else {
+            ++resyncs;
+            // Final candles cannot be held again (they were handed over on retiring).
+            std::erase_if(latest, [&](const auto& entry) {
+                const state* st = marked.find(std::get<0>(entry.first));
+                const std::int64_t width = Policy::intervals[std::get<1>(entry.first)].count();
+                return st == nullptr || st->watermark >= entry.second.open_time + width +
+                                                             Policy::allowed_lateness.count();
+            });
+            collected plain_retired;
+            collected marked_retired;
+            plain_retired.candles.assign(
+                plain_out.candles.begin(),
+                plain_out.candles.begin() +
+                    static_cast<std::ptrdiff_t>(std::min(retired, plain_out.candles.size())));
+            marked_retired.candles.assign(marked_out.candles.begin(),
+                                          marked_out.candles.begin() +
+                                              static_cast<std::ptrdiff_t>(retired));
+            if (!same_collect(plain_retired, marked_retired)) {
+                problems.add("collect " + std::to_string(collects) + ": retired candles differ");
+            }
+            marked_out.candles.erase(marked_out.candles.begin(),
+                                     marked_out.candles.begin() +
+                                         static_cast<std::ptrdiff_t>(retired));
+            // Exactly the candles still held: not final at the token's watermark.
+            std::map<std::tuple<token_id, std::uint32_t, timestamp_ms>, int> want;
+            for (const auto& entry : latest) {
+                want[entry.first] = 0;
+            }
+            held_seen += want.size();
+            for (const candle_update& u : marked_out.candles) {
+                const auto key = std::make_tuple(u.token, u.interval_index, u.data.open_time);
+                const auto it = want.find(key);
+                if (it == want.end() || ++it->second > 1 || !same_candle(u.data, latest[key])) {
+                    problems.add("collect " + std::to_string(collects) + ": token " +
+                                 std::to_string(u.token) + " interval " +
+                                 std::to_string(u.interval_index) + " @" +
+                                 std::to_string(u.data.open_time) + " unexpected or differs");
+                }
+            }
+            for (const auto& [key, n] : want) {
+                if (n != 1) {
+                    problems.add("collect " + std::to_string(collects) + ": a held candle of " +
+                                 std::to_string(std::get<0>(key)) + " missing");
+                }
+            }
+            std::size_t traded = 0;
+            for (token_id t = 0; t < s.names.size(); ++t) {
+                traded += marked.find(t) != nullptr ? 1 : 0;
+            }
+            if (marked_out.tokens.size() != traded) {
+                problems.add("collect " + std::to_string(collects) + ": " +
+                             std::to_string(marked_out.tokens.size()) + " token updates, want " +
+                             std::to_string(traded));
+            }
+            for (const token_update& u : marked_out.tokens) {
+                if (u.token == never_traded) {
+                    problems.add("a token that never traded was emitted");
+                }
+            }
+        }
+        plain_out = {};
+        marked_out = {};
+    };
+
+    for (std::size_t i = 0; i < s.arrivals.size(); ++i) {
+        const stream_trade& st = s.arrivals[i];
+        const auto id = static_cast<token_id>(st.token_index);
+        state& a = plain.get(id, table);
+        state& b = marked.get(id, table);
+        if (!a.is_late(st.t)) {
+            a.apply(st.t, plain_out.candles, plain.rolling_bytes());
+            plain.mark_dirty(a);
+        }
+        if (!b.is_late(st.t)) {
+            b.apply(st.t, marked_out.candles, marked.rolling_bytes());
+            marked.mark_dirty(b);
+        }
+        if (i % 7 == 6) {
+            collect();
+        }
+    }
+    collect();
+    CHECK(resyncs >= 300);
+    CHECK(held_seen >= resyncs * o.tokens * Policy::intervals.size() / 2);
+    INFO(problems.text());
+    CHECK(problems.count == 0);
+
+    // A state that took no trade has nothing to mark.
+    token_book<Policy> empty;
+    (void)empty.get(0, table);
+    empty.mark_all_dirty();
+    CHECK(empty.dirty_count() == 0);
+}
+
+namespace {
+
+/// A sink that takes a resync handler, as the Redis sink does, and calls it when told to (as
+/// its I/O thread would on finding the server empty), or from its first `consume`.
+class resyncing_sink {
+public:
+    explicit resyncing_sink(bool resync_from_consume = false)
+        : resync_from_consume_(resync_from_consume) {}
+
+    void consume(const flush_batch& batch) {
+        token_updates_.fetch_add(batch.tokens.size());
+        const std::lock_guard lock(mutex_);
+        if (!handler_) {
+            consumed_without_handler_ = true;
+        } else if (resync_from_consume_ && !resynced_from_consume_) {
+            resynced_from_consume_ = true;
+            handler_();
+        }
+    }
+
+    void set_resync_handler(std::function<void()> handler) {
+        const std::lock_guard lock(mutex_);
+        handler_ = std::move(handler);
+        ++handler_sets_;
+    }
+
+    /// Calls the handler; false if there is none.
+    bool resync() {
+        const std::lock_guard lock(mutex_);
+        if (!handler_) {
+            return false;
+        }
+        handler_();
+        return true;
+    }
+
+    [[nodiscard]] bool has_handler() const {
+        const std::lock_guard lock(mutex_);
+        return static_cast<bool>(handler_);
+    }
+    [[nodiscard]] int handler_sets() const {
+        const std::lock_guard lock(mutex_);
+        return handler_sets_;
+    }
+    [[nodiscard]] bool consumed_without_handler() const {
+        const std::lock_guard lock(mutex_);
+        return consumed_without_handler_;
+    }
+    [[nodiscard]] std::size_t token_updates() const { return token_updates_.load(); }
+
+private:
+    const bool resync_from_consume_;
+    mutable std::mutex mutex_;
+    std::function<void()> handler_;
+    int handler_sets_ = 0;
+    bool consumed_without_handler_ = false;
+    bool resynced_from_consume_ = false;
+    std::atomic<std::size_t> token_updates_{0};
+};
+
+} // namespace
+
+TEST_CASE("a sink with set_resync_handler can resync for exactly the pipeline's lifetime") {
+    runtime_config cfg;
+    cfg.shards = 2;
+    SUBCASE("set at construction, called from another thread, cleared at destruction") {
+        resyncing_sink sink;
+        {
+            pipeline<latency_policy, resyncing_sink&> p{cfg, sink};
+            CHECK(sink.has_handler());
+            CHECK(sink.handler_sets() == 1);
+            p.start();
+            for (int i = 0; i < 3; ++i) {
+                CHECK(p.push(trade_view{"T" + std::to_string(i), 1.0, 1.0, side::buy, 5'000,
+                                        static_cast<std::uint64_t>(i)}) == reject_reason::none);
+            }
+            REQUIRE(wait_for([&] { return p.stats().applied == 3; }));
+            (void)p.reclaim_now(); // flushed: no token changes from now on
+            const std::size_t before = sink.token_updates();
+            CHECK(before == 3);
+            bool called = false;
+            std::thread io([&] { called = sink.resync(); });
+            io.join();
+            CHECK(called);
+            REQUIRE(wait_for([&] { return p.stats().resyncs == cfg.shards; }));
+            CHECK(sink.token_updates() == before + 3); // every token again
+        }
+        CHECK(!sink.has_handler());
+        CHECK(sink.handler_sets() == 2);
+        CHECK(!sink.resync());
+        CHECK(!sink.consumed_without_handler());
+    }
+    SUBCASE("called from consume, served by the worker; cleared by stop() after the last flush") {
+        // One shard, and no flush but those asked for and the final one, so every count is
+        // exact.
+        cfg.shards = 1;
+        cfg.flush_interval = 60s;
+        resyncing_sink sink(true);
+        pipeline<throughput_policy, resyncing_sink&> p{cfg, sink};
+        const auto push = [&p](int i) {
+            return p.push(trade_view{"T" + std::to_string(i), 1.0, 1.0, side::buy, 5'000,
+                                     static_cast<std::uint64_t>(i)});
+        };
+        for (int i = 0; i < 4; ++i) {
+            CHECK(push(i) == reject_reason::none);
+        }
+        p.start();
+        CHECK(sink.resync()); // its batch makes the sink ask again, from `consume`
+        REQUIRE(wait_for([&] { return p.stats().resyncs == 2; }));
+        CHECK(sink.token_updates() == 8);
+        for (int i = 4; i < 6; ++i) { // handed over only by the final flush
+            CHECK(push(i) == reject_reason::none);
+        }
+        p.stop();
+        CHECK(sink.token_updates() == 10);
+        CHECK(!sink.consumed_without_handler()); // the final flush came before the clearing
+        CHECK(!sink.has_handler());
+        CHECK(sink.handler_sets() == 2);
+        CHECK(p.stats().resyncs == 2);
+    }
+}
+
+TEST_CASE("resync() after stop() is harmless; before start() it waits for the workers") {
+    runtime_config cfg;
+    cfg.shards = 2;
+    pipeline<memory_constrained_policy, memory_sink> p{cfg};
+    for (int i = 0; i < 4; ++i) {
+        CHECK(p.push(trade_view{"T" + std::to_string(i), 1.0, 1.0, side::buy, 5'000,
+                                static_cast<std::uint64_t>(i)}) == reject_reason::none);
+    }
+    SUBCASE("after stop()") {
+        p.start();
+        p.stop();
+        const pipeline_stats before = p.stats();
+        CHECK(before.resyncs == 0);
+        p.resync();
+        p.resync();
+        std::this_thread::sleep_for(20ms);
+        const pipeline_stats after = p.stats();
+        CHECK(after.resyncs == 0);
+        CHECK(after.flushes == before.flushes);
+        CHECK(p.sink().candle_updates() == before.candle_updates);
+        CHECK(p.sink().token_updates() == before.token_updates);
+    }
+    SUBCASE("before start()") {
+        p.resync();
+        p.resync(); // served by the same resync
+        p.start();
+        p.stop();
+        CHECK(p.stats().resyncs == cfg.shards);
+        CHECK(trades_in_sink(p.sink()) == 4);
+    }
 }

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -40,6 +41,15 @@ namespace tradeagg {
 ///
 /// Life cycle: construct, `start()`, push from any number of threads, `stop()` (or destroy).
 /// `stop()` drains every accepted trade into the sink before it returns. A pipeline runs once.
+///
+/// Resync: a sink that lost what it was given (a Redis restarted without its data) gets it
+/// back by calling `resync()`: every shard hands it again every candle it still holds and
+/// every token's rolling window and latest trade. A sink with a member
+/// `set_resync_handler(std::function<void()>)` is given a handler that calls `resync()` when
+/// the pipeline is built, and an empty one at `stop()` (which the destructor calls), after the
+/// final flush. The sink may call the handler from any thread, its `consume` included, until
+/// it is cleared; clearing must wait for a call in progress and no call may follow it, since
+/// the handler points to the pipeline.
 template <policy Policy, class Sink = null_sink>
 requires sink<std::remove_reference_t<Sink>>
 class pipeline {
@@ -71,12 +81,17 @@ public:
             shards_.push_back(
                 std::make_unique<shard_type>(s, cfg_, on_late_, table_, budget_, sink_));
         }
+        // Last: nothing after it may throw, since a pipeline whose construction failed is not
+        // destroyed and could not clear the handler.
+        if constexpr (sink_takes_resync_handler) {
+            sink_.set_resync_handler(std::function<void()>([this] { resync(); }));
+        }
     }
 
     pipeline(const pipeline&) = delete;
     pipeline& operator=(const pipeline&) = delete;
 
-    /// Stops (draining) if still running.
+    /// Stops (draining) if still running, which clears the sink's resync handler.
     ~pipeline() { stop(); }
 
     /// Starts one worker thread per shard. Throws std::logic_error if called twice or after
@@ -122,6 +137,29 @@ public:
             s->join();
         }
         stopped_ = true;
+        workers_done_.store(true, std::memory_order_release);
+        if constexpr (sink_takes_resync_handler) {
+            sink_.set_resync_handler(std::function<void()>());
+        }
+    }
+
+    /// Asks every shard to hand the sink again everything it holds: every candle not yet final
+    /// (stored or built from finer ones) and every token's rolling window and latest trade, as
+    /// absolute values like any update. Each shard does it at a flush it brings forward, with
+    /// its changes since the last one, in batches of at most `Policy::flush_threshold` tokens;
+    /// `stats().resyncs` counts the shards' completed resyncs. Requests a shard receives before
+    /// its resync starts are served by it. Tokens that never took a trade, and candles already
+    /// final (handed over when they became final), are not sent again. A no-op after `stop()`;
+    /// before `start()`, served at the first flush. Thread-safe (a sink's I/O thread or
+    /// `consume` may call it); never allocates; never blocks (a sleeping worker is woken
+    /// through its mutex, which is held only for an instant).
+    void resync() noexcept {
+        if (workers_done_.load(std::memory_order_acquire)) {
+            return;
+        }
+        for (auto& s : shards_) {
+            s->request_resync();
+        }
     }
 
     /// A handle for one producer thread: its own ring into every shard, the fast path.
@@ -469,6 +507,7 @@ public:
             counted_tokens += sh.book().published_active_tokens();
             st.buffer_bytes += sh.buffer_bytes();
             st.reclamations += ss.reclamations;
+            st.resyncs += ss.resyncs;
             st.tokens_evicted += ss.tokens_evicted;
             st.reclaim_cpu_seconds += ss.reclaim_cpu_seconds;
             st.ingress_bytes += sh.ingress_bytes();
@@ -799,6 +838,12 @@ public:
     };
 
 private:
+    /// True if the sink wants a way to call `resync()` (see the class comment).
+    static constexpr bool sink_takes_resync_handler =
+        requires(sink_object & s, std::function<void()> handler) {
+        s.set_resync_handler(std::move(handler));
+    };
+
     /// Validates a trade at the API edge and interns its token (unpinned) into `out`.
     reject_reason intern_trade(const trade_view& t, trade& out) {
         if (const reject_reason r = validate(t); r != reject_reason::none) {
@@ -1016,6 +1061,7 @@ private:
     std::mutex tuning_; ///< presets read, then write, several settings
     bool started_ = false;
     bool stopped_ = false;
+    std::atomic<bool> workers_done_{false}; ///< `stop()` joined the workers: no resync now
 
     alignas(cache_line_size) std::atomic<bool> accepting_{true};
     std::atomic<bool> paused_{false}; ///< producers wait: tokens are being released

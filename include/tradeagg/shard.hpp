@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -135,6 +136,24 @@ public:
         return last_reclaim_;
     }
 
+    /// Asks the worker to hand the sink everything this shard holds at its next flush, which
+    /// the request brings forward (see `pipeline::resync`). Requests made before that flush
+    /// starts are served by it. Any thread, the worker's own included (a sink's `consume`);
+    /// never allocates; takes the worker's mutex (held only for an instant) only when the
+    /// worker sleeps.
+    void request_resync() noexcept {
+        resync_requested_.fetch_add(1, std::memory_order_acq_rel);
+        // The handshake of a push: a sleeping worker is woken, and one about to sleep sees the
+        // request in `pending()`.
+        notify_pushed();
+    }
+
+    /// Resyncs this shard's worker has completed (handed to the sink). Any thread; what the
+    /// sink was given by a resync happens before the count shows it.
+    [[nodiscard]] std::uint64_t resyncs() const noexcept {
+        return resyncs_.load(std::memory_order_acquire);
+    }
+
     /// Applies what is queued and runs a reclamation, on the calling thread. Only while the
     /// worker is not running (before `start()` or after `join()`) and nobody pushes.
     reclaim_result reclaim_here() {
@@ -180,6 +199,7 @@ public:
         s.late = late_.load(std::memory_order_relaxed);
         s.flushes = flushes_.load(std::memory_order_relaxed);
         s.reclamations = reclamations_.load(std::memory_order_relaxed);
+        s.resyncs = resyncs();
         s.tokens_evicted = tokens_evicted_.load(std::memory_order_relaxed);
         s.reclaim_cpu_seconds =
             static_cast<double>(reclaim_cpu_ns_.load(std::memory_order_relaxed)) * 1e-9;
@@ -245,7 +265,7 @@ private:
                 }
             }
             const auto now = clock::now();
-            if (now >= next_flush || reclaim_wanted()) {
+            if (now >= next_flush || reclaim_wanted() || resync_wanted()) {
                 flush();
                 next_flush = now + flush_interval();
             }
@@ -285,11 +305,15 @@ private:
                 return true;
             }
         }
-        return !shared_.empty() || reclaim_wanted();
+        return !shared_.empty() || reclaim_wanted() || resync_wanted();
     }
 
     bool reclaim_wanted() const noexcept {
         return reclaim_requested_.load(std::memory_order_acquire) != reclaim_taken_;
+    }
+
+    bool resync_wanted() const noexcept {
+        return resync_requested_.load(std::memory_order_acquire) != resync_taken_;
     }
 
     std::size_t drain_round() {
@@ -387,8 +411,9 @@ private:
     static constexpr std::size_t retired_handover =
         Policy::flush_threshold < 2'048 ? Policy::flush_threshold : 2'048;
 
-    /// Hands every change to the sink, then reclaims if one was asked for, the book grew past
-    /// the cadence's trigger, or memory is near the soft limit.
+    /// Hands every change to the sink (everything held, if a resync was asked for), then
+    /// reclaims if one was asked for, the book grew past the cadence's trigger, or memory is
+    /// near the soft limit.
     void flush() {
         const std::uint64_t requested = reclaim_requested_.load(std::memory_order_acquire);
         const bool asked = requested != reclaim_taken_;
@@ -400,7 +425,15 @@ private:
             for (int round = 0; (all || round < 64) && drain_round() > 0; ++round) {
             }
         }
-        flush_changes();
+        // Read before the book is marked: a request that comes later (a sink may make one from
+        // the `consume` this flush calls) needs a resync of its own.
+        const std::uint64_t resync = resync_requested_.load(std::memory_order_acquire);
+        if (resync != resync_taken_) {
+            resync_taken_ = resync;
+            resync_all();
+        } else {
+            flush_changes();
+        }
         if (asked || cadence_.due(book_.live_bytes_now()) || budget_.near_limit()) {
             reclaim_taken_ = requested;
             const reclaim_result r = reclaim();
@@ -417,6 +450,20 @@ private:
         book_.collect(candles_, tokens_);
         hand_over();
         publish();
+    }
+
+    /// Hands the sink everything the book holds, with what changed since the last flush. In
+    /// batches of at most `flush_threshold` tokens, as a flush has: the whole book at once
+    /// would grow the flush buffers (and the sink's batch) to the size of the book.
+    void resync_all() {
+        book_.mark_all_dirty();
+        do {
+            book_.collect(candles_, tokens_, Policy::flush_threshold);
+            hand_over();
+        } while (book_.dirty_count() > 0);
+        publish();
+        // Release: whoever reads the count sees what the sink was given.
+        resyncs_.store(resyncs_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
     }
 
     /// Evicts spent tokens, returns free arena chunks and asks the allocator to give memory
@@ -500,6 +547,7 @@ private:
     reclaim_cadence cadence_;
     timestamp_ms clock_ = std::numeric_limits<timestamp_ms>::min(); ///< worker's event clock
     std::uint64_t reclaim_taken_ = 0; ///< the last request the worker started on
+    std::uint64_t resync_taken_ = 0;  ///< the last resync request the worker served
 
     std::unique_ptr<std::atomic<ingress_ring*>[]> rings_;
     std::vector<std::unique_ptr<ingress_ring>> owned_rings_;
@@ -521,11 +569,13 @@ private:
     std::atomic<std::uint64_t> reclamations_{0};
     std::atomic<std::uint64_t> tokens_evicted_{0};
     std::atomic<std::uint64_t> reclaim_cpu_ns_{0};
+    std::atomic<std::uint64_t> resyncs_{0};
     std::atomic<timestamp_ms> clock_published_{std::numeric_limits<timestamp_ms>::min()};
     std::atomic<std::size_t> buffer_bytes_{0};
 
     alignas(cache_line_size) std::atomic<std::uint64_t> reclaim_requested_{0};
     std::atomic<bool> drain_all_{false};
+    std::atomic<std::uint64_t> resync_requested_{0};
     std::atomic<std::uint64_t> reclaim_done_{0};
     std::mutex reclaim_mutex_;
     std::condition_variable reclaim_cv_;

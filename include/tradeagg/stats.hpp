@@ -23,6 +23,7 @@ struct shard_stats {
     std::uint64_t reclamations = 0;   ///< reclamations run on this shard's thread
     std::uint64_t tokens_evicted = 0; ///< spent token states released
     double reclaim_cpu_seconds = 0.0; ///< CPU time of those reclamations
+    std::uint64_t resyncs = 0;        ///< resyncs handed to the sink (`pipeline::resync`)
     /// The shard's event-time clock (`pipeline::advance_time`); the minimum before any.
     timestamp_ms clock = 0;
 };
@@ -66,6 +67,7 @@ struct pipeline_stats {
     std::uint64_t tokens_evicted = 0;    ///< spent token states released
     std::uint64_t tokens_released = 0;   ///< tokens the token table forgot
     double reclaim_cpu_seconds = 0.0;    ///< CPU time spent reclaiming
+    std::uint64_t resyncs = 0;           ///< resyncs handed to the sink, all shards
     /// reclaim_cpu_seconds / process_cpu_seconds: the seed's `gc_cpu_fraction`.
     double gc_cpu_fraction = 0.0;
     unsigned gc_target_percent = 0;     ///< reclamation cadence in force, GOGC's meaning

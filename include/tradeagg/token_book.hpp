@@ -252,6 +252,21 @@ struct token_state {
         return token_update{id, name, latest, rolling.stats(watermark, pending)};
     }
 
+    /// Marks every bucket the token stores as changed, so that the next `collect` emits every
+    /// candle the token holds: the stored ones, and the coarse ones built from them (a built
+    /// bucket is changed if a child is). Returns false, marking nothing, for a state that took
+    /// no trade: it holds nothing to emit. Never allocates.
+    bool touch_all() noexcept {
+        if (latest.ts_ms == never) {
+            return false;
+        }
+        for (bucket_slot& s : slots) {
+            // Only occupied slots: a new coarse bucket keeps its slot's mark (see `parent_of`).
+            s.dirty = s.dirty || s.occupied();
+        }
+        return true;
+    }
+
 private:
     static constexpr std::size_t level_of(std::size_t slot) noexcept {
         return slot < layout::finest_slots ? 0 : slot - layout::finest_slots + 1;
@@ -522,6 +537,33 @@ public:
             tokens.push_back(s->collect(candles, *scratch_));
         }
         dirty_.clear();
+    }
+
+    /// As `collect`, for at most `limit` tokens of the dirty list; the others stay on it for
+    /// the next call. Returns how many stay.
+    template <class CandleOut, class TokenOut>
+    std::size_t collect(CandleOut& candles, TokenOut& tokens, std::size_t limit) {
+        const std::size_t keep = dirty_.size() - std::min(limit, dirty_.size());
+        for (std::size_t i = keep; i < dirty_.size(); ++i) {
+            dirty_[i]->in_dirty_list = false;
+            tokens.push_back(dirty_[i]->collect(candles, *scratch_));
+        }
+        dirty_.resize(keep);
+        return keep;
+    }
+
+    /// Puts every token that took a trade on the dirty list with every bucket marked changed
+    /// (`state::touch_all`), so that the next collect hands over all the book holds: every
+    /// candle of every token, and every token's rolling window and latest trade. For a sink
+    /// that lost what it was given; what later collects emit is unchanged. Allocates when the
+    /// dirty list grows.
+    void mark_all_dirty() {
+        dirty_.reserve(active_now_);
+        for (state* s : states_) {
+            if (s != nullptr && s->touch_all()) {
+                mark_dirty(*s);
+            }
+        }
     }
 
     /// Enters the token's next event in the schedule if it is earlier than its entry there.

@@ -1,0 +1,155 @@
+#pragma once
+// Checks that a Redis holds exactly what a memory_sink holds, as the Redis sink's key contract
+// (tradeagg/sink/redis_keys.hpp) writes it: every candle, rolling window and latest trade, field
+// by field as text, and no other key under the prefix. Shared by the Redis tests and the Redis
+// benchmark; streams through the keys, so it suits millions of them.
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <hiredis/hiredis.h>
+
+#include <tradeagg/sink/memory_sink.hpp>
+#include <tradeagg/sink/redis_keys.hpp>
+
+#include "compare.hpp"
+
+namespace tradeagg::testing {
+
+/// One hash as the sink writes it: (field, text) in the contract's order.
+using hash_fields = std::vector<std::pair<std::string, std::string>>;
+
+template <class Value>
+hash_fields fields_of(const Value& v) {
+    hash_fields h;
+    redis::for_each_field(v, [&h](std::string_view f, std::string_view t) {
+        h.emplace_back(std::string(f), std::string(t));
+    });
+    return h;
+}
+
+namespace detail {
+
+/// Sends HGETALL for every key of `batch`, pipelined, and compares each reply with its hash.
+inline void compare_batch(redisContext* c,
+                          const std::vector<std::pair<std::string, hash_fields>>& batch,
+                          mismatch_log& log) {
+    for (const auto& [key, want] : batch) {
+        const char* argv[] = {"HGETALL", key.data()};
+        const std::size_t lengths[] = {7, key.size()};
+        redisAppendCommandArgv(c, 2, argv, lengths);
+    }
+    for (const auto& [key, want] : batch) {
+        void* raw = nullptr;
+        if (redisGetReply(c, &raw) != REDIS_OK || raw == nullptr) {
+            log.add("cannot read from Redis: " + std::string(c->errstr));
+            return;
+        }
+        auto* r = static_cast<redisReply*>(raw);
+        if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
+            log.add("missing " + key);
+        } else if (r->elements != 2 * want.size()) {
+            log.add(key + ": " + std::to_string(r->elements / 2) + " fields, want " +
+                    std::to_string(want.size()));
+        } else {
+            for (const auto& [field, text] : want) {
+                bool found = false;
+                for (std::size_t i = 0; i + 1 < r->elements; i += 2) {
+                    if (std::string_view(r->element[i]->str, r->element[i]->len) == field) {
+                        found = true;
+                        const std::string_view got(r->element[i + 1]->str, r->element[i + 1]->len);
+                        if (got != text) {
+                            log.add(key + " " + field + " = " + std::string(got) + ", want " +
+                                    text);
+                        }
+                    }
+                }
+                if (!found) {
+                    log.add(key + ": no field " + field);
+                }
+            }
+        }
+        freeReplyObject(r);
+    }
+}
+
+/// Keys under `prefix` in Redis, counted with SCAN.
+inline std::size_t count_keys(redisContext* c, const std::string& prefix, mismatch_log& log) {
+    std::size_t n = 0;
+    std::string cursor = "0";
+    const std::string match = prefix + ":*";
+    do {
+        auto* r = static_cast<redisReply*>(
+            redisCommand(c, "SCAN %s MATCH %s COUNT 10000", cursor.c_str(), match.c_str()));
+        if (r == nullptr || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+            log.add("SCAN failed");
+            if (r != nullptr) {
+                freeReplyObject(r);
+            }
+            return n;
+        }
+        cursor.assign(r->element[0]->str, r->element[0]->len);
+        n += r->element[1]->elements;
+        freeReplyObject(r);
+    } while (cursor != "0");
+    return n;
+}
+
+} // namespace detail
+
+/// Compares the Redis at 127.0.0.1:`port` (database 0) with `memory`, for the candle intervals
+/// `intervals`. Returns the differences (none: `count == 0`); `keys` receives how many keys
+/// were expected.
+template <class Intervals>
+mismatch_log compare_redis_with(const std::string& host, int port, const memory_sink& memory,
+                                const std::string& prefix, const Intervals& intervals,
+                                std::size_t* keys = nullptr) {
+    mismatch_log log;
+    redisContext* c = redisConnect(host.c_str(), port);
+    if (c == nullptr || c->err != 0) {
+        log.add("cannot connect to Redis");
+        if (c != nullptr) {
+            redisFree(c);
+        }
+        return log;
+    }
+    std::vector<std::pair<std::string, hash_fields>> batch;
+    std::size_t expected = 0;
+    const auto add = [&](std::string key, hash_fields fields) {
+        batch.emplace_back(std::move(key), std::move(fields));
+        ++expected;
+        if (batch.size() == 1'000) {
+            detail::compare_batch(c, batch, log);
+            batch.clear();
+        }
+    };
+    for (const std::string& token : memory.tokens()) {
+        for (const interval width : intervals) {
+            for (const candle& k : memory.candles(token, width)) {
+                add(redis::candle_key(prefix, token, width, k.open_time), fields_of(k));
+            }
+        }
+        if (const auto r = memory.rolling(token)) {
+            add(redis::rolling_key(prefix, token), fields_of(*r));
+        }
+        if (const auto l = memory.latest(token)) {
+            add(redis::latest_key(prefix, token), fields_of(*l));
+        }
+    }
+    detail::compare_batch(c, batch, log);
+    const std::size_t found = detail::count_keys(c, prefix, log);
+    if (found != expected) {
+        log.add(std::to_string(found) + " keys under " + prefix + ":, want " +
+                std::to_string(expected));
+    }
+    redisFree(c);
+    if (keys != nullptr) {
+        *keys = expected;
+    }
+    return log;
+}
+
+} // namespace tradeagg::testing

@@ -1,0 +1,184 @@
+#pragma once
+// A redis-server of the test's own: started on 127.0.0.1 on a free port, persistence off, in a
+// temporary directory; stopped (or paused, or killed) by its pid.
+
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+
+namespace tradeagg::testing {
+
+/// A TCP port on 127.0.0.1 that nothing listens on right now (the kernel's choice).
+inline int free_port() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) {
+        throw std::runtime_error("free_port: socket() failed");
+    }
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = 0;
+    socklen_t len = sizeof addr;
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+        ::close(fd);
+        throw std::runtime_error("free_port: bind() failed");
+    }
+    const int port = ntohs(addr.sin_port);
+    ::close(fd);
+    return port;
+}
+
+class redis_server {
+public:
+    /// Starts redis-server and waits (up to 10 s) until it answers PING.
+    redis_server() : port_(free_port()) {
+        char pattern[] = "/tmp/tradeagg-redis-XXXXXX";
+        if (::mkdtemp(pattern) == nullptr) {
+            throw std::runtime_error("redis_server: mkdtemp failed");
+        }
+        dir_ = pattern;
+        start();
+    }
+
+    redis_server(const redis_server&) = delete;
+    redis_server& operator=(const redis_server&) = delete;
+
+    ~redis_server() {
+        stop();
+        std::error_code ec;
+        std::filesystem::remove_all(dir_, ec);
+    }
+
+    [[nodiscard]] int port() const noexcept { return port_; }
+
+    /// Starts it again on the same port (after `kill` or `stop`), empty.
+    void start() {
+        const std::string port = std::to_string(port_);
+        const std::string log = dir_ + "/redis.log";
+        pid_ = ::fork();
+        if (pid_ < 0) {
+            throw std::runtime_error("redis_server: fork failed");
+        }
+        if (pid_ == 0) {
+            // Does not hold the test's output open: ctest waits for every holder of its pipe,
+            // so a server left behind by a crashed test would turn the crash into a timeout.
+            // (PR_SET_PDEATHSIG would fire when the forking *thread* ends, and tests start
+            // servers from short-lived threads.)
+            const int null = ::open("/dev/null", O_RDWR);
+            if (null >= 0) {
+                ::dup2(null, STDIN_FILENO);
+                ::dup2(null, STDOUT_FILENO);
+                ::dup2(null, STDERR_FILENO);
+            }
+            std::vector<const char*> argv{"redis-server", "--port",    port.c_str(), "--bind",
+                                          "127.0.0.1",    "--save",    "",           "--appendonly",
+                                          "no",           "--dir",     dir_.c_str(), "--daemonize",
+                                          "no",           "--logfile", log.c_str(),  nullptr};
+            ::execvp("redis-server", const_cast<char* const*>(argv.data()));
+            std::_Exit(127);
+        }
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (!answers()) {
+            if (std::chrono::steady_clock::now() > deadline) {
+                stop();
+                throw std::runtime_error("redis_server: no answer on port " + port);
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+    }
+
+    /// SIGTERM and wait. Idempotent.
+    void stop() { end(SIGTERM); }
+    /// SIGKILL and wait: the server loses everything.
+    void kill() { end(SIGKILL); }
+    /// SIGSTOP: connections stay open (and new ones are accepted by the kernel) but nothing
+    /// answers.
+    void pause() { ::kill(pid_, SIGSTOP); }
+    /// SIGCONT.
+    void resume() { ::kill(pid_, SIGCONT); }
+
+    /// True if the server answers PING within a second.
+    [[nodiscard]] bool answers() const {
+        const timeval timeout{1, 0};
+        redisContext* c = redisConnectWithTimeout("127.0.0.1", port_, timeout);
+        bool ok = false;
+        if (c != nullptr && c->err == 0) {
+            (void)redisSetTimeout(c, timeout);
+            auto* reply = static_cast<redisReply*>(redisCommand(c, "PING"));
+            ok = reply != nullptr && reply->type == REDIS_REPLY_STATUS;
+            if (reply != nullptr) {
+                freeReplyObject(reply);
+            }
+        }
+        if (c != nullptr) {
+            redisFree(c);
+        }
+        return ok;
+    }
+
+    /// Runs one command on a fresh blocking connection; the reply as text ("" for nil).
+    [[nodiscard]] std::string command(const std::vector<std::string>& args) const {
+        redisContext* c = redisConnect("127.0.0.1", port_);
+        if (c == nullptr || c->err != 0) {
+            if (c != nullptr) {
+                redisFree(c);
+            }
+            throw std::runtime_error("redis_server: cannot connect");
+        }
+        std::vector<const char*> argv;
+        std::vector<std::size_t> lengths;
+        for (const std::string& a : args) {
+            argv.push_back(a.data());
+            lengths.push_back(a.size());
+        }
+        auto* reply = static_cast<redisReply*>(
+            redisCommandArgv(c, static_cast<int>(argv.size()), argv.data(), lengths.data()));
+        std::string out;
+        if (reply != nullptr) {
+            if (reply->type == REDIS_REPLY_INTEGER) {
+                out = std::to_string(reply->integer);
+            } else if (reply->str != nullptr) {
+                out.assign(reply->str, reply->len);
+            }
+            freeReplyObject(reply);
+        }
+        redisFree(c);
+        return out;
+    }
+
+private:
+    void end(int signal) {
+        if (pid_ > 0) {
+            ::kill(pid_, signal); // SIGKILL ends even a paused server, without it answering
+            if (signal != SIGKILL) {
+                ::kill(pid_, SIGCONT); // a paused server acts on SIGTERM once it runs
+            }
+            int status = 0;
+            ::waitpid(pid_, &status, 0);
+            pid_ = -1;
+        }
+    }
+
+    int port_;
+    pid_t pid_ = -1;
+    std::string dir_;
+};
+
+} // namespace tradeagg::testing

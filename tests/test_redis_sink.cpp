@@ -1,0 +1,398 @@
+// The Redis sink against a real redis-server the test starts itself: the same generated stream
+// under each fault, and Redis checked field by field against the memory_sink (itself checked
+// against the reference model) at the end.
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+#include <hiredis/hiredis.h>
+
+#include <tradeagg/sink/redis_sink.hpp>
+#include <tradeagg/tradeagg.hpp>
+
+#include "compare.hpp"
+#include "redis_keyspace.hpp"
+#include "redis_server.hpp"
+#include "reference_model.hpp"
+#include "trade_stream.hpp"
+
+using namespace tradeagg;
+using namespace std::chrono_literals;
+using tradeagg::redis::redis_config;
+using tradeagg::redis::redis_sink;
+using tradeagg::testing::redis_server;
+
+namespace {
+
+using policy_type = throughput_policy;
+
+/// Hands every flush to an in-memory sink and to the Redis sink.
+struct tee_sink {
+    memory_sink& memory;
+    redis_sink& redis;
+    void consume(const flush_batch& b) {
+        memory.consume(b);
+        redis.consume(b);
+    }
+    void set_resync_handler(std::function<void()> f) { redis.set_resync_handler(std::move(f)); }
+};
+
+redis_config test_config(int port) {
+    redis_config c;
+    c.port = port;
+    c.read_timeout = 500ms;
+    c.write_timeout = 500ms;
+    c.retry_delay = 50ms;
+    c.max_retries = 3;
+    c.pipeline_size = 100;
+    c.key_prefix = "t";
+    return c;
+}
+
+testing::stream_options scenario_stream() {
+    testing::stream_options o;
+    o.tokens = 200;
+    o.trades = 40'000;
+    o.ms_per_trade = 20; // 13 minutes of event time: every 1s and 1m candle closes
+    return o;
+}
+
+/// Runs the stream through a pipeline into memory and Redis over about `duration`, calling
+/// `fault(step)` at steps 1..9 of 10 (step 0 is the start). Returns the Redis sink's final
+/// statistics after checking that Redis equals the memory sink, which equals the reference.
+struct scenario {
+    redis_server& server;
+    redis_config config;
+    std::chrono::milliseconds duration = 4'000ms;
+    std::function<void(int)> fault = [](int) {};
+    std::chrono::milliseconds stop_deadline = 20'000ms;
+    std::size_t peak_pending = 0;             ///< most keys the sink held at once, sampled
+    std::chrono::nanoseconds longest_push{0}; ///< longest time one chunk of pushes took
+
+    redis::sink_stats run() {
+        const testing::trade_stream s = testing::make_stream(scenario_stream());
+        memory_sink memory;
+        redis_sink rs(config);
+        tee_sink tee{memory, rs};
+        runtime_config cfg;
+        cfg.shards = 2;
+        cfg.flush_interval = 20ms;
+        std::mutex late_mutex;
+        testing::late_counts late;
+        cfg.on_late_trade = [&](const late_trade& l) {
+            const std::lock_guard lock(late_mutex);
+            ++late[std::string(l.token)];
+        };
+        testing::reference_model<policy_type> ref;
+        std::atomic<bool> sampling{true};
+        std::thread sampler([&] {
+            while (sampling) {
+                peak_pending = std::max(peak_pending, rs.stats().pending);
+                std::this_thread::sleep_for(2ms);
+            }
+        });
+        {
+            pipeline<policy_type, tee_sink&> p{cfg, tee};
+            p.start();
+            std::vector<token_id> ids;
+            for (const std::string& n : s.names) {
+                ids.push_back(p.intern(n).id);
+            }
+            auto producer = p.make_producer();
+            const std::size_t steps = 10;
+            const std::size_t per_step = (s.arrivals.size() + steps - 1) / steps;
+            const auto step_time = duration / steps;
+            for (std::size_t step = 0; step < steps; ++step) {
+                if (step > 0) {
+                    fault(static_cast<int>(step));
+                }
+                const auto step_end = std::chrono::steady_clock::now() + step_time;
+                const std::size_t from = step * per_step;
+                const std::size_t to = std::min(s.arrivals.size(), from + per_step);
+                const std::size_t chunk = 200;
+                for (std::size_t i = from; i < to; i += chunk) {
+                    const auto pushing = std::chrono::steady_clock::now();
+                    for (std::size_t j = i; j < std::min(to, i + chunk); ++j) {
+                        trade t = s.arrivals[j].t;
+                        t.token = ids[s.arrivals[j].token_index];
+                        REQUIRE(producer.push(t) == reject_reason::none);
+                    }
+                    longest_push =
+                        std::max(longest_push, std::chrono::steady_clock::now() - pushing);
+                    for (std::size_t j = i; j < std::min(to, i + chunk); ++j) {
+                        ref.push(s.names[s.arrivals[j].token_index], s.arrivals[j].t);
+                    }
+                    // Spread the step's trades over its time, so faults land mid-stream.
+                    const auto left = step_end - std::chrono::steady_clock::now();
+                    const auto chunks_left = static_cast<long>((to - i + chunk - 1) / chunk);
+                    if (left > 0ms && chunks_left > 0) {
+                        std::this_thread::sleep_for(left / chunks_left);
+                    }
+                }
+            }
+            p.stop();
+        }
+        const redis::stop_report report = rs.stop(stop_deadline);
+        sampling = false;
+        sampler.join();
+        INFO("last error: " << report.stats.last_error);
+        CHECK(report.complete);
+        CHECK(report.unwritten == 0);
+        CHECK(report.stats.updates_dropped == 0);
+
+        const testing::mismatch_log against_ref = compare_with_reference(memory, ref, &late);
+        INFO(against_ref.text());
+        CHECK(against_ref.count == 0);
+
+        std::size_t keys = 0;
+        const testing::mismatch_log log = testing::compare_redis_with(
+            "127.0.0.1", server.port(), memory, config.key_prefix, policy_type::intervals, &keys);
+        INFO(log.text());
+        CHECK(log.count == 0);
+        CHECK(keys > 1'000);
+        return report.stats;
+    }
+};
+
+} // namespace
+
+TEST_CASE("redis keys: numbers read back exactly, keys and fields as documented") {
+    for (const double v : {0.1, 1.0 / 3.0, 123456.789, 5e-324, 1.7976931348623157e308, 42.0}) {
+        const redis::number_text t(v);
+        double back = 0;
+        const auto [end, ec] =
+            std::from_chars(t.view().data(), t.view().data() + t.view().size(), back);
+        CHECK(ec == std::errc{});
+        CHECK(back == v);
+    }
+    CHECK(redis::number_text(std::uint64_t{18'446'744'073'709'551'615ull}).view() ==
+          "18446744073709551615");
+    CHECK(redis::candle_key("tradeagg", "SOL", intervals::m15, 1'732'867'200'000) ==
+          "tradeagg:{SOL}:candle:15m:1732867200000");
+    CHECK(redis::rolling_key("tradeagg", "SOL") == "tradeagg:{SOL}:rolling:24h");
+    CHECK(redis::latest_key("tradeagg", "SOL") == "tradeagg:{SOL}:latest");
+    candle c;
+    c.open = 1.5;
+    c.volume = 2.0;
+    c.quote_volume = 3.0;
+    c.closed = true;
+    const testing::hash_fields h = testing::fields_of(c);
+    REQUIRE(h.size() == 15);
+    CHECK(h[9] == std::pair<std::string, std::string>("vwap", "1.5"));
+    CHECK(h[14] == std::pair<std::string, std::string>("closed", "1"));
+    latest_trade l;
+    l.taker = side::sell;
+    CHECK(testing::fields_of(l)[2].second == "sell");
+    CHECK(testing::fields_of(rolling_stats{}).size() == 12);
+}
+
+TEST_CASE("redis sink: a bad key prefix is a configuration error") {
+    redis_config c;
+    c.port = 1;
+    c.key_prefix = "a{b}";
+    CHECK_THROWS_AS(redis_sink{c}, config_error);
+    c.key_prefix = "";
+    CHECK_THROWS_AS(redis_sink{c}, config_error);
+}
+
+TEST_CASE("redis sink: plain run; Redis equals the reference, candle keys expire") {
+    redis_server server;
+    scenario sc{server, test_config(server.port())};
+    const redis::sink_stats st = sc.run();
+    CHECK(st.connects == 1);
+    CHECK(st.commands_failed == 0);
+    CHECK(st.retries == 0);
+    CHECK(st.success_rate == doctest::Approx(1.0));
+    CHECK(st.latency_avg_ms > 0.0);
+    CHECK(st.updates_written > 0);
+    CHECK(st.write_lag.samples > 0);
+    const std::string ttl = server.command(
+        {"PTTL",
+         "t:{TKN0}:candle:1s:" + std::to_string((scenario_stream().start_ms / 1000 + 5) * 1000)});
+    CHECK(std::stoll(ttl) > 900'000); // 1000 intervals of 1 s, minus the test's run time
+    CHECK(std::stoll(ttl) <= 1'000'000);
+    CHECK(server.command({"PTTL", "t:{TKN0}:latest"}) == "-1");
+}
+
+TEST_CASE("redis sink: Redis stopped (SIGSTOP) for 3 s mid-stream") {
+    redis_server server;
+    std::atomic<bool> paused{false};
+    scenario sc{server, test_config(server.port())};
+    sc.duration = 6'000ms;
+    sc.fault = [&](int step) {
+        if (step == 3) {
+            server.pause();
+            paused = true;
+        }
+    };
+    // The producer keeps pushing through the pause: the test's own pacing would stall if it
+    // were blocked. Resume from another thread 3 s later.
+    std::thread resumer([&] {
+        while (!paused) {
+            std::this_thread::sleep_for(5ms);
+        }
+        std::this_thread::sleep_for(3s);
+        server.resume();
+    });
+    const auto started = std::chrono::steady_clock::now();
+    const redis::sink_stats st = sc.run();
+    resumer.join();
+    CHECK(st.timeouts >= 1);
+    CHECK(st.reconnects >= 1);
+    CHECK(st.retries >= 1);
+    // Producers were never held up by the stopped Redis (a blocked push would take seconds).
+    CHECK(sc.longest_push < 1s);
+    CHECK(std::chrono::steady_clock::now() - started < 30s);
+}
+
+TEST_CASE("redis sink: Redis killed (SIGKILL) and restarted empty mid-stream: resync") {
+    redis_server server;
+    scenario sc{server, test_config(server.port())};
+    sc.fault = [&](int step) {
+        if (step == 6) {
+            server.kill();
+            server.start();
+        }
+    };
+    const redis::sink_stats st = sc.run();
+    CHECK(st.resyncs == 1);
+    CHECK(st.resync_updates > 0);
+    CHECK(st.reconnects >= 1);
+}
+
+TEST_CASE("redis sink: connections killed with CLIENT KILL five times") {
+    redis_server server;
+    scenario sc{server, test_config(server.port())};
+    std::mt19937 rng(7);
+    sc.fault = [&](int step) {
+        if (step % 2 == 1) { // steps 1, 3, 5, 7, 9
+            std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 200));
+            (void)server.command({"CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"});
+        }
+    };
+    const redis::sink_stats st = sc.run();
+    CHECK(st.reconnects >= 5);
+    CHECK(st.resyncs == 0);
+}
+
+TEST_CASE("redis sink: Redis down when the sink starts, up 3 s later") {
+    redis_server server;
+    server.stop();
+    std::thread starter([&] {
+        std::this_thread::sleep_for(3s);
+        server.start();
+    });
+    scenario sc{server, test_config(server.port())};
+    const redis::sink_stats st = sc.run();
+    starter.join();
+    CHECK(st.connect_failures >= 1);
+    CHECK(st.connects == 1);
+    CHECK(st.resyncs == 0);
+}
+
+TEST_CASE("redis sink: maxmemory 1 for 2 s: OOM replies retried with backoff") {
+    redis_server server;
+    scenario sc{server, test_config(server.port())};
+    sc.duration = 5'000ms;
+    std::thread restorer;
+    sc.fault = [&](int step) {
+        if (step == 4) {
+            (void)server.command({"CONFIG", "SET", "maxmemory", "1"});
+            restorer = std::thread([&] {
+                std::this_thread::sleep_for(2s);
+                (void)server.command({"CONFIG", "SET", "maxmemory", "0"});
+            });
+        }
+    };
+    const redis::sink_stats st = sc.run();
+    restorer.join();
+    CHECK(st.commands_failed > 0);
+    CHECK(st.retries > 0);
+    CHECK(sc.longest_push < 1s);
+    // Backoff, not a tight loop. A key is tried after 50, 100 and 200 ms (with jitter), then
+    // parked and tried again every 400 ms: in 2 s at most about 9 attempts of 2 commands. A
+    // tight loop would fail hundreds of times per key.
+    INFO("failed commands: " << st.commands_failed << ", peak keys pending: " << sc.peak_pending);
+    CHECK(sc.peak_pending > 0);
+    CHECK(st.commands_failed <= 24 * sc.peak_pending);
+}
+
+namespace {
+
+/// A flush of `n` distinct 1s candles of token "SOL".
+std::vector<candle_update> candles_for(std::size_t n) {
+    std::vector<candle_update> out;
+    for (std::size_t i = 0; i < n; ++i) {
+        candle c;
+        c.open_time = 1'732'867'200'000 + static_cast<timestamp_ms>(i) * 1'000;
+        c.close_time = c.open_time + 999;
+        c.open = c.high = c.low = c.close = 10.0 + static_cast<double>(i);
+        c.volume = 1.0;
+        c.quote_volume = c.open;
+        c.trades = 1;
+        out.push_back(candle_update{0, "SOL", intervals::s1, 0, c});
+    }
+    return out;
+}
+
+} // namespace
+
+TEST_CASE("redis sink: stop reports what Redis could not take, and what was dropped") {
+    redis_server server;
+    server.stop(); // nothing answers on the port
+    redis_config c = test_config(server.port());
+    c.max_pending_updates = 10;
+    redis_sink rs(c);
+    const std::vector<candle_update> updates = candles_for(25);
+    rs.consume(flush_batch{0, updates, {}});
+    const redis::stop_report r = rs.stop(300ms);
+    CHECK_FALSE(r.complete);
+    CHECK(r.unwritten == 10);
+    CHECK(r.dropped == 15);
+    CHECK(r.stats.updates_dropped == 15);
+    CHECK(r.stats.connect_failures >= 1);
+    CHECK_FALSE(r.stats.last_error.empty());
+    // After stop, updates are counted as dropped, not queued.
+    rs.consume(flush_batch{0, updates, {}});
+    CHECK(rs.stats().updates_dropped == 40);
+    CHECK(rs.stop(1s).unwritten == 10); // idempotent: the first report
+}
+
+TEST_CASE("redis sink: an old connection is replaced (REDIS_MAX_CONN_AGE) without a failure") {
+    redis_server server;
+    redis_config c = test_config(server.port());
+    c.max_conn_age = 400ms;
+    scenario sc{server, c};
+    const redis::sink_stats st = sc.run();
+    CHECK(st.reconnects >= 3);
+    CHECK(st.commands_failed == 0);
+    CHECK(st.timeouts == 0);
+}
+
+TEST_CASE("redis sink: an idle connection is pinged (REDIS_IDLE_TIMEOUT)") {
+    redis_server server;
+    redis_config c = test_config(server.port());
+    c.idle_timeout = 50ms;
+    redis_sink rs(c);
+    const std::vector<candle_update> updates = candles_for(3);
+    rs.consume(flush_batch{0, updates, {}});
+    REQUIRE(rs.wait_idle(5s));
+    const std::uint64_t sent = rs.stats().commands_sent;
+    std::this_thread::sleep_for(400ms);
+    const redis::sink_stats st = rs.stats();
+    CHECK(st.commands_sent >= sent + 3); // PINGs, about one per 50 ms
+    CHECK(st.commands_failed == 0);
+    CHECK(rs.stop(1s).complete);
+    CHECK(server.command({"HGET", "t:{SOL}:candle:1s:1732867202000", "open"}) == "12");
+}
