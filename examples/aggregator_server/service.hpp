@@ -57,6 +57,13 @@ inline void log_line(std::string_view text) {
     std::fwrite(line.data(), 1, line.size(), stderr);
 }
 
+/// A number for a log line: "200", "0.25", "7.62".
+inline std::string log_number(double v) {
+    char buf[32];
+    const int n = std::snprintf(buf, sizeof buf, "%.6g", v);
+    return std::string(buf, static_cast<std::size_t>(n));
+}
+
 /// What stopping did.
 struct shutdown_report {
     bool redis_complete = true;      ///< every update reached Redis (or Redis is off)
@@ -698,9 +705,11 @@ private:
         body["bytes_released"] = report.bytes_released;
         body["cpu_seconds"] = report.cpu_seconds;
         body["wall_seconds"] = report.wall_seconds;
-        log_line("POST /performance/gc: heap_alloc_mb " +
-                 std::to_string(report.before.heap_alloc_mb()) + " -> " +
-                 std::to_string(report.after.heap_alloc_mb()));
+        log_line(
+            "POST /performance/gc: heap_alloc_mb " + log_number(report.before.heap_alloc_mb()) +
+            " -> " + log_number(report.after.heap_alloc_mb()) + ", resident_mb " +
+            log_number(static_cast<double>(report.before.resident_bytes) / detail::mib) + " -> " +
+            log_number(static_cast<double>(report.after.resident_bytes) / detail::mib));
         return detail::json_response(req, http::status::ok, body);
     }
 
@@ -717,8 +726,8 @@ private:
             o["before"] = c.before;
             o["after"] = c.after;
             list.push_back(std::move(o));
-            logged += " " + std::string(c.setting) + " " + std::to_string(c.before) + " -> " +
-                      std::to_string(c.after) + ";";
+            logged += " " + std::string(c.setting) + " " + log_number(c.before) + " -> " +
+                      log_number(c.after) + ";";
         }
         body["changes"] = std::move(list);
         log_line(std::string("POST /performance/optimize/") +
