@@ -20,6 +20,7 @@ packages=(
     doctest-dev
     libbenchmark-dev
     redis-server
+    curl
 )
 
 is_installed() {
