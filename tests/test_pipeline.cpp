@@ -969,6 +969,7 @@ TEST_CASE("producer::try_push(trade_view) interns, never waits, and reports a fu
     cfg.ring_capacity = 8;
     pipeline<throughput_policy, memory_sink> p{cfg};
     auto h = p.make_producer();
+    CHECK(h.drained());
     std::size_t accepted = 0;
     push_result last;
     for (std::uint64_t i = 0; i < 100; ++i) { // not started: the ring fills and stays full
@@ -987,7 +988,12 @@ TEST_CASE("producer::try_push(trade_view) interns, never waits, and reports a fu
           reject_reason::invalid_token);
     CHECK(h.try_push(trade_view{"SOL", -1.0, 1.0, side::buy, 1'000, 1}).reason ==
           reject_reason::price_not_positive);
+    CHECK_FALSE(h.drained());
     p.start();
+    for (int i = 0; i < 10'000 && !h.drained(); ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    CHECK(h.drained());
     p.stop();
     const auto c = p.sink().candles("SOL", intervals::s1);
     REQUIRE(c.size() == 1);

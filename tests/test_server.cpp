@@ -240,3 +240,142 @@ TEST_CASE("server endpoints: ingest, queries, admin, metrics (Redis off)") {
         svc->handle(make_request(http::verb::post, "/trades", "[]", "application/json")).result() ==
         http::status::service_unavailable);
 }
+
+#ifdef TRADEAGG_SERVER_BINARY
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+
+#include "redis_keyspace.hpp"
+#include "redis_server.hpp"
+#include "trade_stream.hpp"
+
+namespace {
+
+/// The server binary, started with `env` added to this process's environment.
+class server_process {
+public:
+    explicit server_process(const std::vector<std::string>& env) {
+        pid_ = ::fork();
+        REQUIRE(pid_ >= 0);
+        if (pid_ == 0) {
+            for (const std::string& e : env) {
+                ::putenv(const_cast<char*>(e.c_str()));
+            }
+            ::execl(TRADEAGG_SERVER_BINARY, TRADEAGG_SERVER_BINARY, nullptr);
+            std::_Exit(127);
+        }
+    }
+    ~server_process() {
+        if (pid_ > 0) {
+            ::kill(pid_, SIGKILL);
+            (void)wait();
+        }
+    }
+    void signal(int s) const { ::kill(pid_, s); }
+    /// Waits for the exit; its status (or -1 if killed by a signal).
+    int wait() {
+        int status = 0;
+        ::waitpid(pid_, &status, 0);
+        pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    }
+
+private:
+    pid_t pid_ = -1;
+};
+
+/// One keep-alive HTTP connection.
+class client {
+public:
+    explicit client(int port) : socket_(io_) {
+        const auto deadline = std::chrono::steady_clock::now() + 10s;
+        for (;;) {
+            boost::system::error_code ec;
+            socket_.connect(
+                {boost::asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)},
+                ec);
+            if (!ec) {
+                return;
+            }
+            socket_.close();
+            REQUIRE(std::chrono::steady_clock::now() < deadline);
+            std::this_thread::sleep_for(20ms);
+        }
+    }
+    response send(request req) {
+        req.set(http::field::host, "127.0.0.1");
+        req.prepare_payload();
+        http::write(socket_, req);
+        response res;
+        http::read(socket_, buffer_, res);
+        return res;
+    }
+
+private:
+    boost::asio::io_context io_;
+    boost::asio::ip::tcp::socket socket_;
+    boost::beast::flat_buffer buffer_;
+};
+
+} // namespace
+
+TEST_CASE("server process: SIGTERM right after the last 202; Redis equals the reference") {
+    tradeagg::testing::redis_server redis;
+    const int http_port = tradeagg::testing::free_port();
+    server_process server({"REDIS_ADDR=127.0.0.1:" + std::to_string(redis.port()),
+                           "HTTP_ADDR=127.0.0.1:" + std::to_string(http_port),
+                           "REDIS_KEY_PREFIX=life", "SHUTDOWN_TIMEOUT=20s"});
+    tradeagg::testing::stream_options o;
+    o.tokens = 100;
+    o.trades = 20'000;
+    o.ms_per_trade = 10;
+    o.late_fraction = 0.0; // the reference below is a pipeline: lateness is tested elsewhere
+    const tradeagg::testing::trade_stream s = tradeagg::testing::make_stream(o);
+    client c(http_port);
+    for (int i = 0; i < 200; ++i) { // wait until it serves
+        if (c.send(make_request(http::verb::get, "/health")).result() == http::status::ok) {
+            break;
+        }
+    }
+    const std::size_t batch = 500;
+    for (std::size_t from = 0; from < s.arrivals.size(); from += batch) {
+        std::string body;
+        for (std::size_t i = from; i < std::min(s.arrivals.size(), from + batch); ++i) {
+            const tradeagg::trade& t = s.arrivals[i].t;
+            body +=
+                "{\"token\":\"" + s.names[s.arrivals[i].token_index] +
+                "\",\"price\":" + std::string(tradeagg::redis::number_text(t.price).view()) +
+                ",\"quantity\":" + std::string(tradeagg::redis::number_text(t.quantity).view()) +
+                ",\"side\":\"" + std::string(tradeagg::to_string(t.taker)) +
+                "\",\"ts\":" + std::to_string(t.ts_ms) + ",\"id\":" + std::to_string(t.id) + "}\n";
+        }
+        const response r =
+            c.send(make_request(http::verb::post, "/trades", body, "application/x-ndjson"));
+        REQUIRE(r.result() == http::status::accepted);
+    }
+    server.signal(SIGTERM); // right after the last 202
+    CHECK(server.wait() == 0);
+
+    tradeagg::pipeline<tradeagg::throughput_policy, tradeagg::memory_sink> ref{
+        tradeagg::runtime_config{}};
+    ref.start();
+    for (const auto& a : s.arrivals) {
+        (void)ref.push(tradeagg::trade_view{s.names[a.token_index], a.t.price, a.t.quantity,
+                                            a.t.taker, a.t.ts_ms, a.t.id});
+    }
+    ref.stop();
+    std::size_t keys = 0;
+    const tradeagg::testing::mismatch_log log =
+        tradeagg::testing::compare_redis_with("127.0.0.1", redis.port(), ref.sink(), "life",
+                                              tradeagg::throughput_policy::intervals, &keys);
+    INFO(log.text());
+    CHECK(log.count == 0);
+    CHECK(keys > 1'000);
+}
+
+#endif

@@ -19,10 +19,12 @@
 #include <cstdint>
 #include <cstdio>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -397,13 +399,7 @@ private:
     /// Pushes every trade, waiting for room up to INGEST_DEADLINE in all; the answer says
     /// exactly how many went in (in order: the first `accepted`).
     response push_all(const request& req, const trade_batch& batch) {
-        thread_local std::optional<typename pipeline_type::producer> producer;
-        thread_local const void* producer_of = nullptr;
-        if (!producer || producer_of != this) {
-            producer.reset();
-            producer.emplace(pipeline_.make_producer());
-            producer_of = this;
-        }
+        typename pipeline_type::producer* producer = producer_for_this_thread();
         const auto deadline = std::chrono::steady_clock::now() + cfg_.ingest_deadline;
         const std::vector<tradeagg::trade_view>& trades = batch.trades();
         std::size_t accepted = 0;
@@ -438,9 +434,33 @@ private:
                 }
             }
         }
+        // The next request of this connection may be handled on another thread, whose
+        // producer has rings of its own: answer once the shards have taken these trades, so
+        // that one connection's trades are applied in the order they were sent.
+        for (unsigned spins = 0; !producer->drained(); ++spins) {
+            if (std::chrono::steady_clock::now() >= deadline) {
+                break; // accepted all the same; only the order against a next request is at stake
+            }
+            if (spins > 64) {
+                std::this_thread::sleep_for(std::chrono::microseconds(20));
+            } else {
+                std::this_thread::yield();
+            }
+        }
         boost::json::object body;
         body["accepted"] = accepted;
         return detail::json_response(req, http::status::accepted, body);
+    }
+
+    /// This thread's producer, made on its first request. The service owns them (not the
+    /// threads), so none outlives the pipeline. Thread-safe; allocates once per thread.
+    typename pipeline_type::producer* producer_for_this_thread() {
+        const std::lock_guard lock(producers_mutex_);
+        auto it = producers_.find(std::this_thread::get_id());
+        if (it == producers_.end()) {
+            it = producers_.emplace(std::this_thread::get_id(), pipeline_.make_producer()).first;
+        }
+        return &it->second;
     }
 
     response unavailable(const request& req, std::size_t accepted, std::string_view why) {
@@ -747,6 +767,9 @@ private:
     std::chrono::steady_clock::time_point started_;
     std::atomic<bool> accepting_{true};
     std::atomic<std::size_t> ingest_requests_{0};
+    std::mutex producers_mutex_;
+    /// Declared last: destroyed first, while the pipeline still exists.
+    std::unordered_map<std::thread::id, typename pipeline_type::producer> producers_;
 };
 
 /// Builds the service for the configured policy.

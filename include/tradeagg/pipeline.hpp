@@ -654,6 +654,20 @@ public:
             }
         }
 
+        /// True once the shards have taken everything this producer pushed: its rings are
+        /// empty. A caller that waits for this before letting another producer push for the
+        /// same source keeps that source's trades in order across producers (each shard drains
+        /// its rings one after another, so a later ring could otherwise overtake). The
+        /// producer's own thread only; never blocks, never allocates.
+        [[nodiscard]] bool drained() const noexcept {
+            for (const ingress_ring* r : rings_) {
+                if (r->write_available() != p_->cfg_.ring_capacity) {
+                    return false;
+                }
+            }
+            return true;
+        }
+
         /// As `pipeline::advance_time`, in order with this producer's trades (the clock travels
         /// through this handle's rings). Waits while a ring is full. Never allocates.
         reject_reason advance_time(timestamp_ms t) {
