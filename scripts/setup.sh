@@ -12,12 +12,15 @@ packages=(
     pkg-config
     python3
     clang-format
+    clang
+    libclang-rt-14-dev
     libboost1.81-dev
     libboost-json1.81-dev
     libhiredis-dev
     doctest-dev
     libbenchmark-dev
     redis-server
+    curl
 )
 
 is_installed() {

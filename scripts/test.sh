@@ -97,7 +97,51 @@ step_bench() {
     echo "tradeagg_redis_bench ran every benchmark"
 }
 
-all_steps=(release asan tsan meson meson_asan bench)
+# libFuzzer targets (Clang; ASan+UBSan), each run for TRADEAGG_FUZZ_SECONDS (default 30) over a
+# copy of its seed corpus in build/fuzz: libFuzzer adds the inputs it finds to the directory it
+# is given, so the seeds in fuzz/corpus stay as committed while build/fuzz keeps what earlier
+# runs found. A crash fails the step and leaves its input in build/fuzz/artifacts.
+step_fuzz() {
+    local seconds=${TRADEAGG_FUZZ_SECONDS:-30}
+    # CXX is read only when a build dir is first configured: one made with another compiler is
+    # wiped, since libFuzzer needs Clang.
+    if [ -f build/fuzz/CMakeCache.txt ] &&
+        ! grep -q '^CMAKE_CXX_COMPILER:[A-Z]*=.*clang++' build/fuzz/CMakeCache.txt; then
+        echo "build/fuzz was configured with another compiler; wiping it"
+        rm -rf build/fuzz
+    fi
+    CC=clang CXX=clang++ cmake_configure build/fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        -DTRADEAGG_BUILD_FUZZERS=ON -DTRADEAGG_BUILD_BENCH=OFF -DTRADEAGG_CHECK_HEADERS=OFF \
+        -DTRADEAGG_TEST_PACKAGING=OFF -DTRADEAGG_BUILD_TESTS=OFF
+    cmake --build build/fuzz -j "$jobs" --target tradeagg_fuzzers
+    mkdir -p build/fuzz/artifacts
+    local source name corpus log
+    for source in fuzz/fuzz_*.cpp; do
+        name=$(basename "$source" .cpp)
+        name=${name#fuzz_}
+        corpus=build/fuzz/corpus/$name
+        log=build/fuzz/$name.log
+        mkdir -p "$corpus"
+        if [ -d "fuzz/corpus/$name" ]; then
+            cp -R "fuzz/corpus/$name/." "$corpus/"
+        fi
+        local options=(-max_total_time="$seconds" -timeout=10 -print_final_stats=1
+            -artifact_prefix="build/fuzz/artifacts/$name-")
+        if [ -f "fuzz/$name.dict" ]; then
+            options+=(-dict="fuzz/$name.dict")
+        fi
+        echo "fuzz: tradeagg_fuzz_$name for ${seconds}s (log: $log)"
+        if ! "build/fuzz/fuzz/tradeagg_fuzz_$name" "${options[@]}" "$corpus" >"$log" 2>&1; then
+            tail -n 60 "$log"
+            echo "fuzz: tradeagg_fuzz_$name failed; the input is in build/fuzz/artifacts/" \
+                "(rerun: build/fuzz/fuzz/tradeagg_fuzz_$name <input>)" >&2
+            return 1
+        fi
+        grep -E '^stat::(number_of_executed_units|peak_rss_mb)' "$log" || true
+    done
+}
+
+all_steps=(release asan tsan meson meson_asan bench fuzz)
 declare -A step_titles=(
     [release]="CMake Release build + ctest (unit, header checks, packaging)"
     [asan]="CMake ASan+UBSan build + ctest"
@@ -105,6 +149,7 @@ declare -A step_titles=(
     [meson]="Meson build + meson test, and a Meson consumer using it as a subproject"
     [meson_asan]="Meson ASan+UBSan -Dwerror=true build + meson test"
     [bench]="Bench smoke runs (tradeagg_bench, and tradeagg_redis_bench against its own redis-server)"
+    [fuzz]="libFuzzer targets (Clang, ASan+UBSan), each run for TRADEAGG_FUZZ_SECONDS (default 30)"
 )
 
 if [ $# -gt 0 ]; then

@@ -963,3 +963,41 @@ TEST_CASE("resync() after stop() is harmless; before start() it waits for the wo
         CHECK(trades_in_sink(p.sink()) == 4);
     }
 }
+
+TEST_CASE("producer::try_push(trade_view) interns, never waits, and reports a full ring") {
+    runtime_config cfg;
+    cfg.ring_capacity = 8;
+    pipeline<throughput_policy, memory_sink> p{cfg};
+    auto h = p.make_producer();
+    CHECK(h.drained());
+    std::size_t accepted = 0;
+    push_result last;
+    for (std::uint64_t i = 0; i < 100; ++i) { // not started: the ring fills and stays full
+        last = h.try_push(
+            trade_view{"SOL", 10.0, 1.0, side::buy, 1'000 + static_cast<timestamp_ms>(i), i});
+        if (!last) {
+            break;
+        }
+        ++accepted;
+    }
+    CHECK(last.full);
+    CHECK(last.reason == reject_reason::none);
+    CHECK(accepted >= 8);
+    CHECK(accepted < 100);
+    CHECK(h.try_push(trade_view{"S{L", 10.0, 1.0, side::buy, 1'000, 1}).reason ==
+          reject_reason::invalid_token);
+    CHECK(h.try_push(trade_view{"SOL", -1.0, 1.0, side::buy, 1'000, 1}).reason ==
+          reject_reason::price_not_positive);
+    CHECK_FALSE(h.drained());
+    p.start();
+    for (int i = 0; i < 10'000 && !h.drained(); ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    CHECK(h.drained());
+    p.stop();
+    const auto c = p.sink().candles("SOL", intervals::s1);
+    REQUIRE(c.size() == 1);
+    CHECK(c[0].trades == accepted);
+    CHECK(h.try_push(trade_view{"SOL", 10.0, 1.0, side::buy, 2'000, 1}).reason ==
+          reject_reason::stopped);
+}

@@ -627,6 +627,47 @@ public:
             }
         }
 
+        /// Interns the token (unpinned) and pushes the trade if its ring has room: never waits
+        /// for room (then `full` is set and nothing was pushed). May allocate to intern; when
+        /// the token table is full, first releases the tokens that no shard holds state for (a
+        /// brief pause of every producer).
+        [[nodiscard]] push_result try_push(const trade_view& t) {
+            for (bool released = false;;) {
+                {
+                    const busy_scope busy(*p_, slot());
+                    if (!p_->accepting_.load(std::memory_order_seq_cst)) {
+                        return reject(reject_reason::stopped);
+                    }
+                    trade interned;
+                    const reject_reason r = p_->intern_trade(t, interned);
+                    if (r == reject_reason::none) {
+                        return push_one(interned, false);
+                    }
+                    if (r != reject_reason::token_limit || released) {
+                        return reject(r);
+                    }
+                }
+                released = true;
+                if (!p_->release_for_interning()) {
+                    return reject(reject_reason::token_limit);
+                }
+            }
+        }
+
+        /// True once the shards have taken everything this producer pushed: its rings are
+        /// empty. A caller that waits for this before letting another producer push for the
+        /// same source keeps that source's trades in order across producers (each shard drains
+        /// its rings one after another, so a later ring could otherwise overtake). The
+        /// producer's own thread only; never blocks, never allocates.
+        [[nodiscard]] bool drained() const noexcept {
+            for (const ingress_ring* r : rings_) {
+                if (r->write_available() != p_->cfg_.ring_capacity) {
+                    return false;
+                }
+            }
+            return true;
+        }
+
         /// As `pipeline::advance_time`, in order with this producer's trades (the clock travels
         /// through this handle's rings). Waits while a ring is full. Never allocates.
         reject_reason advance_time(timestamp_ms t) {

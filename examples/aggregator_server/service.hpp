@@ -1,0 +1,789 @@
+#pragma once
+// The aggregator server's endpoints (the seed's, plus ingest and queries) over one pipeline of
+// the chosen policy, its Redis sink, its token snapshots and its monitor.
+//
+//   GET  /health                        liveness, and whether Redis is reachable
+//   GET  /performance                   the seed's statistics, runtime and pipeline figures
+//   POST /performance/gc                forces a reclamation; before and after    (admin)
+//   POST /performance/optimize/throughput | /latency   applies a preset; changes (admin)
+//   POST /trades                        a JSON array of trades, or NDJSON
+//   GET  /tokens/{token}                current candles, rolling 24 h, latest trade
+//   GET  /metrics                       Prometheus text exposition of every statistic
+//
+// Admin endpoints need `Authorization: Bearer <ADMIN_TOKEN>` when ADMIN_TOKEN is set.
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <boost/beast/http.hpp>
+#include <boost/json.hpp>
+
+#include <tradeagg/monitor.hpp>
+#include <tradeagg/pipeline.hpp>
+#include <tradeagg/sink/redis_sink.hpp>
+
+#include "server_config.hpp"
+#include "token_snapshots.hpp"
+#include "trade_parser.hpp"
+
+namespace aggregator {
+
+namespace http = boost::beast::http;
+using request = http::request<http::string_body>;
+using response = http::response<http::string_body>;
+
+/// Writes one log line to stderr with a UTC timestamp. Thread-safe (one write per line).
+inline void log_line(std::string_view text) {
+    const auto now = std::chrono::system_clock::now();
+    const std::time_t t = std::chrono::system_clock::to_time_t(now);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char stamp[32];
+    const std::size_t n = std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ ", &tm);
+    std::string line(stamp, n);
+    line.append(text);
+    line.push_back('\n');
+    std::fwrite(line.data(), 1, line.size(), stderr);
+}
+
+/// A number for a log line: "200", "0.25", "7.62".
+inline std::string log_number(double v) {
+    char buf[32];
+    const int n = std::snprintf(buf, sizeof buf, "%.6g", v);
+    return std::string(buf, static_cast<std::size_t>(n));
+}
+
+/// What stopping did.
+struct shutdown_report {
+    bool redis_complete = true;      ///< every update reached Redis (or Redis is off)
+    std::size_t redis_unwritten = 0; ///< keys Redis did not acknowledge in time
+    std::uint64_t redis_dropped = 0; ///< updates the sink dropped over its life
+};
+
+/// The server's logic, whatever the policy. `handle` is called on HTTP threads concurrently.
+class service {
+public:
+    virtual ~service() = default;
+    /// Answers one request. Thread-safe; may block up to INGEST_DEADLINE (POST /trades).
+    virtual response handle(const request& req) = 0;
+    /// Starts the pipeline and the monitor.
+    virtual void start() = 0;
+    /// Stops ingest, drains the pipeline, flushes to Redis within `deadline`.
+    virtual shutdown_report stop(std::chrono::milliseconds deadline) = 0;
+    /// One line per setting in force, for the start-up log.
+    [[nodiscard]] virtual std::vector<std::string> describe() const = 0;
+};
+
+namespace detail {
+
+inline response json_response(const request& req, http::status status,
+                              const boost::json::value& body) {
+    response res{status, req.version()};
+    res.set(http::field::content_type, "application/json");
+    res.body() = boost::json::serialize(body);
+    res.body().push_back('\n');
+    res.keep_alive(req.keep_alive());
+    res.prepare_payload();
+    return res;
+}
+
+inline response error_response(const request& req, http::status status, std::string_view error,
+                               boost::json::object extra = {}) {
+    extra["error"] = error;
+    return json_response(req, status, extra);
+}
+
+inline boost::json::object candle_json(const tradeagg::candle& c) {
+    boost::json::object o;
+    o["open_time"] = c.open_time;
+    o["close_time"] = c.close_time;
+    o["open"] = c.open;
+    o["high"] = c.high;
+    o["low"] = c.low;
+    o["close"] = c.close;
+    o["volume"] = c.volume;
+    o["quote_volume"] = c.quote_volume;
+    o["trades"] = c.trades;
+    o["taker_buy_volume"] = c.taker_buy_volume;
+    o["taker_buy_quote_volume"] = c.taker_buy_quote_volume;
+    o["vwap"] = c.vwap();
+    o["first_trade_id"] = c.first_trade_id;
+    o["last_trade_id"] = c.last_trade_id;
+    o["closed"] = c.closed;
+    return o;
+}
+
+inline boost::json::object rolling_json(const tradeagg::rolling_stats& r) {
+    boost::json::object o;
+    o["window_start"] = r.window_start;
+    o["window_end"] = r.window_end;
+    o["open"] = r.open;
+    o["high"] = r.high;
+    o["low"] = r.low;
+    o["last"] = r.last;
+    o["volume"] = r.volume;
+    o["quote_volume"] = r.quote_volume;
+    o["vwap"] = r.vwap;
+    o["trades"] = r.trades;
+    o["price_change"] = r.price_change;
+    o["price_change_percent"] = r.price_change_percent;
+    return o;
+}
+
+inline boost::json::object latency_json(const tradeagg::latency_summary& l) {
+    boost::json::object o;
+    o["samples"] = l.samples;
+    o["p50_ms"] = l.p50_ns / 1e6;
+    o["p90_ms"] = l.p90_ns / 1e6;
+    o["p99_ms"] = l.p99_ns / 1e6;
+    o["p999_ms"] = l.p999_ns / 1e6;
+    o["max_ms"] = l.max_ns / 1e6;
+    return o;
+}
+
+/// Compares without an early exit, so the time taken says nothing about the token.
+inline bool same_secret(std::string_view a, std::string_view b) noexcept {
+    unsigned char diff = a.size() == b.size() ? 0 : 1;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        diff |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
+    }
+    return diff == 0;
+}
+
+constexpr double mib = 1024.0 * 1024.0;
+
+} // namespace detail
+
+/// Forwards flushes to the token snapshots and, when enabled, to Redis; a Redis resync asks
+/// the pipeline for its live state.
+template <std::size_t Intervals>
+struct server_sink {
+    token_snapshots<Intervals>& snapshots;
+    tradeagg::redis::redis_sink* redis; ///< null when Redis is off
+
+    void consume(const tradeagg::flush_batch& b) {
+        snapshots.consume(b);
+        if (redis != nullptr) {
+            redis->consume(b);
+        }
+    }
+    void set_resync_handler(std::function<void()> f) {
+        if (redis != nullptr) {
+            redis->set_resync_handler(std::move(f));
+        }
+    }
+};
+
+/// The service for one policy.
+template <class Policy>
+class aggregator_service final : public service {
+    static constexpr std::size_t interval_count = Policy::intervals.size();
+    using sink_type = server_sink<interval_count>;
+    using pipeline_type = tradeagg::pipeline<Policy, sink_type&>;
+    using monitored = tradeagg::monitored_pipeline<pipeline_type>;
+
+public:
+    /// Checks `cfg` against the policy (throws `tradeagg::config_error` naming the variable)
+    /// and builds everything; starts nothing.
+    explicit aggregator_service(server_config cfg)
+        : cfg_(std::move(cfg)), resolved_(check_against_policy<Policy>(cfg_)),
+          snapshots_(Policy::max_tokens),
+          redis_(cfg_.redis_enabled ? std::make_unique<tradeagg::redis::redis_sink>(cfg_.redis)
+                                    : nullptr),
+          sink_{snapshots_, redis_.get()}, pipeline_(cfg_.pipeline, sink_),
+          monitored_(pipeline_,
+                     [this]() -> std::optional<double> {
+                         if (!redis_) {
+                             return std::nullopt;
+                         }
+                         return redis_->stats().latency_avg_ms;
+                     }),
+          monitor_(monitored_, monitor_options()), started_(std::chrono::steady_clock::now()) {}
+
+    void start() override {
+        pipeline_.start();
+        monitor_.start();
+    }
+
+    shutdown_report stop(std::chrono::milliseconds deadline) override {
+        const auto until = std::chrono::steady_clock::now() + deadline;
+        accepting_.store(false);
+        monitor_.stop();
+        pipeline_.stop(); // every accepted trade applied and flushed to the sink
+        shutdown_report r;
+        if (redis_) {
+            const auto left = std::max(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                           until - std::chrono::steady_clock::now()),
+                                       std::chrono::milliseconds(0));
+            const tradeagg::redis::stop_report s = redis_->stop(left);
+            r.redis_complete = s.complete;
+            r.redis_unwritten = s.unwritten;
+            r.redis_dropped = s.dropped;
+        }
+        return r;
+    }
+
+    [[nodiscard]] std::vector<std::string> describe() const override {
+        std::vector<std::string> out;
+        const auto add = [&out](std::string_view name, const std::string& value) {
+            out.push_back(std::string(name) + "=" + value);
+        };
+        add("AGGREGATOR_POLICY", std::string(Policy::name));
+        add("HTTP_ADDR", cfg_.http.address + ":" + std::to_string(cfg_.http.port));
+        add("HTTP_THREADS", std::to_string(cfg_.http.threads));
+        add("ADMIN_TOKEN", cfg_.admin_token.empty() ? "(unset: admin endpoints open)" : "(set)");
+        add("MAX_WORKERS", std::to_string(cfg_.max_workers) +
+                               " (shards: " + std::to_string(resolved_.shards) + ")");
+        add("TRADE_BUFFER_SIZE", std::to_string(resolved_.ring_capacity));
+        add("BATCH_PROCESSING_SIZE", std::to_string(resolved_.batch_width));
+        add("GC_TARGET_PERCENTAGE", std::to_string(resolved_.gc_target_percent));
+        add("MEMORY_LIMIT_MB", resolved_.memory_limit_mb == 0
+                                   ? std::string("0 (none)")
+                                   : std::to_string(resolved_.memory_limit_mb));
+        add("MAX_TOKEN_PROCESSORS", std::to_string(resolved_.max_active_tokens));
+        add("WORKER_QUEUE_SIZE", std::to_string(cfg_.max_trades_per_request));
+        add("PROCESSOR_CHANNEL_SIZE", std::to_string(cfg_.max_ingest_requests));
+        add("FLUSH_INTERVAL", std::to_string(resolved_.flush_interval.count()) + "ms");
+        add("INGEST_DEADLINE", std::to_string(cfg_.ingest_deadline.count()) + "ms");
+        add("MONITOR_SAMPLE_INTERVAL", std::to_string(cfg_.monitor_sample.count()) + "ms");
+        add("MONITOR_TUNE_INTERVAL", std::to_string(cfg_.monitor_tune.count()) + "ms");
+        add("SHUTDOWN_TIMEOUT", std::to_string(cfg_.shutdown_timeout.count()) + "ms");
+        if (cfg_.redis_enabled) {
+            const auto& r = cfg_.redis;
+            add("REDIS_ADDR", r.host + ":" + std::to_string(r.port));
+            add("REDIS_PASSWORD", r.password.empty() ? "(unset)" : "(set)");
+            add("REDIS_DB", std::to_string(r.db));
+            add("REDIS_MAX_RETRIES", std::to_string(r.max_retries));
+            add("REDIS_RETRY_DELAY", std::to_string(r.retry_delay.count()) + "ms");
+            add("REDIS_PIPELINE_SIZE", std::to_string(r.pipeline_size));
+            add("REDIS_READ_TIMEOUT", std::to_string(r.read_timeout.count()) + "ms");
+            add("REDIS_WRITE_TIMEOUT", std::to_string(r.write_timeout.count()) + "ms");
+            add("REDIS_IDLE_TIMEOUT", std::to_string(r.idle_timeout.count()) + "ms");
+            add("REDIS_MAX_CONN_AGE", std::to_string(r.max_conn_age.count()) + "ms");
+            add("REDIS_KEY_PREFIX", r.key_prefix);
+        } else {
+            add("REDIS_ADDR", "off (aggregates kept in memory only)");
+        }
+        return out;
+    }
+
+    response handle(const request& req) override {
+        const std::string_view target(req.target().data(), req.target().size());
+        const std::string_view path = target.substr(0, target.find('?'));
+        const auto method = req.method();
+        if (path == "/trades") {
+            return method == http::verb::post ? ingest(req) : not_allowed(req, "POST");
+        }
+        if (path == "/health") {
+            return method == http::verb::get ? health(req) : not_allowed(req, "GET");
+        }
+        if (path == "/performance") {
+            return method == http::verb::get ? performance(req) : not_allowed(req, "GET");
+        }
+        if (path == "/metrics") {
+            return method == http::verb::get ? metrics(req) : not_allowed(req, "GET");
+        }
+        if (path == "/performance/gc" || path == "/performance/optimize/throughput" ||
+            path == "/performance/optimize/latency") {
+            if (method != http::verb::post) {
+                return not_allowed(req, "POST");
+            }
+            if (!authorized(req)) {
+                response res = detail::error_response(req, http::status::unauthorized,
+                                                      "admin endpoint: send Authorization: "
+                                                      "Bearer <ADMIN_TOKEN>");
+                res.set(http::field::www_authenticate, "Bearer");
+                return res;
+            }
+            if (path == "/performance/gc") {
+                return reclaim(req);
+            }
+            return optimize(req, path.ends_with("throughput"));
+        }
+        if (path.starts_with("/tokens/")) {
+            return method == http::verb::get ? token(req, path.substr(8)) : not_allowed(req, "GET");
+        }
+        return detail::error_response(req, http::status::not_found, "no such endpoint");
+    }
+
+private:
+    tradeagg::monitor_options monitor_options() {
+        tradeagg::monitor_options o;
+        o.sample_every = cfg_.monitor_sample;
+        o.tune_every = std::max(cfg_.monitor_tune, cfg_.monitor_sample);
+        o.on_alert = [](const tradeagg::alert& a) { log_line("alert: " + a.message); };
+        o.on_tuning = [](const tradeagg::tuning_event& t) { log_line("tuning: " + t.reason); };
+        return o;
+    }
+
+    static response not_allowed(const request& req, const char* allow) {
+        response res =
+            detail::error_response(req, http::status::method_not_allowed, "method not allowed");
+        res.set(http::field::allow, allow);
+        return res;
+    }
+
+    bool authorized(const request& req) const {
+        if (cfg_.admin_token.empty()) {
+            return true;
+        }
+        const auto it = req.find(http::field::authorization);
+        if (it == req.end()) {
+            return false;
+        }
+        const std::string_view value(it->value().data(), it->value().size());
+        constexpr std::string_view scheme = "Bearer ";
+        return value.size() > scheme.size() && value.substr(0, scheme.size()) == scheme &&
+               detail::same_secret(value.substr(scheme.size()), cfg_.admin_token);
+    }
+
+    // ---- POST /trades ----------------------------------------------------------------------
+
+    struct ingest_slot {
+        std::atomic<std::size_t>& count;
+        ~ingest_slot() { count.fetch_sub(1); }
+    };
+
+    response ingest(const request& req) {
+        if (!accepting_.load()) {
+            return unavailable(req, 0, "the server is shutting down");
+        }
+        if (ingest_requests_.fetch_add(1) >= cfg_.max_ingest_requests) {
+            ingest_requests_.fetch_sub(1);
+            return unavailable(req, 0, "too many ingest requests at once (PROCESSOR_CHANNEL_SIZE)");
+        }
+        const ingest_slot slot{ingest_requests_};
+        const auto type = req.find(http::field::content_type);
+        const std::string_view content_type =
+            type == req.end() ? std::string_view{}
+                              : std::string_view(type->value().data(), type->value().size());
+        const body_format format = content_type.starts_with("application/x-ndjson")
+                                       ? body_format::ndjson
+                                       : body_format::json_array;
+        if (!content_type.empty() && format == body_format::json_array &&
+            !content_type.starts_with("application/json")) {
+            return detail::error_response(
+                req, http::status::unsupported_media_type,
+                "send application/json (an array of trades) or application/x-ndjson");
+        }
+        thread_local trade_batch batch;
+        parse_error error;
+        if (!parse_trades(req.body(), format, batch, error, cfg_.max_trades_per_request)) {
+            const bool too_many = error.index >= cfg_.max_trades_per_request;
+            boost::json::object extra;
+            extra["index"] = error.index;
+            extra["reason"] = error.reason;
+            extra["accepted"] = 0;
+            return detail::error_response(
+                req, too_many ? http::status::payload_too_large : http::status::bad_request,
+                too_many ? "too many trades in one request (WORKER_QUEUE_SIZE)"
+                         : "invalid trade; nothing of this request was applied",
+                std::move(extra));
+        }
+        return push_all(req, batch);
+    }
+
+    /// Pushes every trade, waiting for room up to INGEST_DEADLINE in all; the answer says
+    /// exactly how many went in (in order: the first `accepted`).
+    response push_all(const request& req, const trade_batch& batch) {
+        typename pipeline_type::producer* producer = producer_for_this_thread();
+        const auto deadline = std::chrono::steady_clock::now() + cfg_.ingest_deadline;
+        const std::vector<tradeagg::trade_view>& trades = batch.trades();
+        std::size_t accepted = 0;
+        for (; accepted < trades.size(); ++accepted) {
+            for (unsigned spins = 0;; ++spins) {
+                const tradeagg::push_result r = producer->try_push(trades[accepted]);
+                if (r.accepted()) {
+                    break;
+                }
+                if (!r.full) {
+                    // Checked whole before pushing, so only a limit or a stop lands here.
+                    boost::json::object extra;
+                    extra["accepted"] = accepted;
+                    extra["index"] = accepted;
+                    extra["reason"] = std::string(tradeagg::to_string(r.reason));
+                    const bool stop = r.reason == tradeagg::reject_reason::stopped;
+                    return detail::error_response(
+                        req,
+                        stop ? http::status::service_unavailable : http::status::too_many_requests,
+                        "the pipeline refused a trade; the trades before it were accepted",
+                        std::move(extra));
+                }
+                if (std::chrono::steady_clock::now() >= deadline) {
+                    return unavailable(req, accepted,
+                                       "the pipeline could not take the trades within "
+                                       "INGEST_DEADLINE; the first `accepted` were taken");
+                }
+                if (spins > 64) {
+                    std::this_thread::sleep_for(std::chrono::microseconds(50));
+                } else {
+                    std::this_thread::yield();
+                }
+            }
+        }
+        // The next request of this connection may be handled on another thread, whose
+        // producer has rings of its own: answer once the shards have taken these trades, so
+        // that one connection's trades are applied in the order they were sent.
+        for (unsigned spins = 0; !producer->drained(); ++spins) {
+            if (std::chrono::steady_clock::now() >= deadline) {
+                break; // accepted all the same; only the order against a next request is at stake
+            }
+            if (spins > 64) {
+                std::this_thread::sleep_for(std::chrono::microseconds(20));
+            } else {
+                std::this_thread::yield();
+            }
+        }
+        boost::json::object body;
+        body["accepted"] = accepted;
+        return detail::json_response(req, http::status::accepted, body);
+    }
+
+    /// This thread's producer, made on its first request. The service owns them (not the
+    /// threads), so none outlives the pipeline. Thread-safe; allocates once per thread.
+    typename pipeline_type::producer* producer_for_this_thread() {
+        const std::lock_guard lock(producers_mutex_);
+        auto it = producers_.find(std::this_thread::get_id());
+        if (it == producers_.end()) {
+            it = producers_.emplace(std::this_thread::get_id(), pipeline_.make_producer()).first;
+        }
+        return &it->second;
+    }
+
+    response unavailable(const request& req, std::size_t accepted, std::string_view why) {
+        boost::json::object extra;
+        extra["accepted"] = accepted;
+        response res =
+            detail::error_response(req, http::status::service_unavailable, why, std::move(extra));
+        res.set(http::field::retry_after, "1");
+        return res;
+    }
+
+    // ---- queries ---------------------------------------------------------------------------
+
+    response token(const request& req, std::string_view name) {
+        if (tradeagg::validate_token(name) != tradeagg::reject_reason::none) {
+            return detail::error_response(req, http::status::bad_request, "not a valid token name");
+        }
+        const auto snap = snapshots_.find(name);
+        if (!snap) {
+            return detail::error_response(req, http::status::not_found,
+                                          "no trade was accepted for this token");
+        }
+        boost::json::object body;
+        body["token"] = name;
+        boost::json::object candles;
+        for (std::size_t i = 0; i < interval_count; ++i) {
+            if (snap->candles[i]) {
+                candles[std::string(tradeagg::interval_name(Policy::intervals[i]).view())] =
+                    detail::candle_json(*snap->candles[i]);
+            }
+        }
+        body["candles"] = std::move(candles);
+        if (snap->has_token_update) {
+            body["rolling_24h"] = detail::rolling_json(snap->rolling);
+            boost::json::object latest;
+            latest["price"] = snap->latest.price;
+            latest["quantity"] = snap->latest.quantity;
+            latest["side"] = tradeagg::to_string(snap->latest.taker);
+            latest["ts"] = snap->latest.ts_ms;
+            latest["id"] = snap->latest.id;
+            body["latest"] = std::move(latest);
+        }
+        return detail::json_response(req, http::status::ok, body);
+    }
+
+    response health(const request& req) {
+        boost::json::object body;
+        body["status"] = "ok";
+        body["policy"] = Policy::name;
+        body["uptime_seconds"] = uptime_seconds();
+        boost::json::object redis;
+        redis["enabled"] = cfg_.redis_enabled;
+        if (redis_) {
+            const auto s = redis_->stats();
+            redis["reachable"] = s.connected;
+            redis["pending"] = s.pending;
+            redis["last_error"] = s.last_error;
+        }
+        body["redis"] = std::move(redis);
+        return detail::json_response(req, http::status::ok, body);
+    }
+
+    double uptime_seconds() const {
+        return std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+    }
+
+    /// The seed's eight figures and the rest, read once for /performance and /metrics.
+    struct figures {
+        tradeagg::pipeline_stats pipeline;
+        std::optional<tradeagg::redis::sink_stats> redis;
+    };
+    figures read() const {
+        figures f{pipeline_.stats(), std::nullopt};
+        if (redis_) {
+            f.redis = redis_->stats();
+        }
+        return f;
+    }
+
+    static boost::json::object seed_figures(const figures& f) {
+        boost::json::object o;
+        o["heap_alloc_mb"] = f.pipeline.heap_alloc_mb();
+        o["heap_inuse_mb"] = f.pipeline.heap_inuse_mb();
+        o["gc_cpu_fraction"] = f.pipeline.gc_cpu_fraction;
+        o["num_goroutines"] = f.pipeline.threads;
+        o["active_tokens"] = f.pipeline.active_tokens;
+        o["worker_count"] = f.pipeline.shards.size();
+        o["redis_latency_avg_ms"] = f.redis ? f.redis->latency_avg_ms : 0.0;
+        o["redis_success_rate"] = f.redis ? f.redis->success_rate : 1.0;
+        return o;
+    }
+
+    response performance(const request& req) {
+        const figures f = read();
+        boost::json::object body = seed_figures(f);
+        const tradeagg::pipeline_stats& p = f.pipeline;
+        boost::json::object runtime;
+        runtime["policy"] = Policy::name;
+        runtime["uptime_seconds"] = uptime_seconds();
+        runtime["threads"] = p.threads;
+        runtime["hardware_threads"] = std::thread::hardware_concurrency();
+        runtime["resident_mb"] = static_cast<double>(p.resident_bytes) / detail::mib;
+        runtime["peak_resident_mb"] = static_cast<double>(p.peak_resident_bytes) / detail::mib;
+        runtime["process_cpu_seconds"] = p.process_cpu_seconds;
+        runtime["gc_target_percent"] = p.gc_target_percent;
+        runtime["memory_limit_mb"] = static_cast<double>(p.memory_limit_bytes) / detail::mib;
+        runtime["max_active_tokens"] = p.max_active_tokens;
+        runtime["admitting_new_tokens"] = p.admitting_new_tokens;
+        runtime["reclamations"] = p.reclamations;
+        runtime["reclaim_cpu_seconds"] = p.reclaim_cpu_seconds;
+        runtime["tokens_evicted"] = p.tokens_evicted;
+        runtime["tokens_released"] = p.tokens_released;
+        body["runtime"] = std::move(runtime);
+        boost::json::object pl;
+        pl["accepted"] = p.accepted;
+        pl["applied"] = p.applied;
+        pl["late"] = p.late;
+        pl["rejected"] = p.rejected;
+        boost::json::object reasons;
+        for (std::size_t r = 1; r < tradeagg::reject_reason_count; ++r) {
+            reasons[tradeagg::to_string(static_cast<tradeagg::reject_reason>(r))] =
+                p.rejected_by_reason[r];
+        }
+        pl["rejected_by_reason"] = std::move(reasons);
+        pl["queue_depth"] = p.queue_depth();
+        pl["flushes"] = p.flushes;
+        pl["candle_updates"] = p.candle_updates;
+        pl["token_updates"] = p.token_updates;
+        pl["sink_errors"] = p.sink_errors;
+        pl["interned_tokens"] = p.interned_tokens;
+        pl["bytes_per_active_token"] = p.bytes_per_active_token;
+        pl["resyncs"] = p.resyncs;
+        pl["apply_latency"] = detail::latency_json(p.apply_latency);
+        body["pipeline"] = std::move(pl);
+        if (f.redis) {
+            const auto& r = *f.redis;
+            boost::json::object ro;
+            ro["connected"] = r.connected;
+            ro["commands_sent"] = r.commands_sent;
+            ro["commands_succeeded"] = r.commands_succeeded;
+            ro["commands_failed"] = r.commands_failed;
+            ro["retries"] = r.retries;
+            ro["timeouts"] = r.timeouts;
+            ro["reconnects"] = r.reconnects;
+            ro["resyncs"] = r.resyncs;
+            ro["pending"] = r.pending;
+            ro["in_flight"] = r.in_flight;
+            ro["parked"] = r.parked;
+            ro["updates_written"] = r.updates_written;
+            ro["updates_coalesced"] = r.updates_coalesced;
+            ro["updates_dropped"] = r.updates_dropped;
+            ro["write_lag"] = detail::latency_json(r.write_lag);
+            ro["last_error"] = r.last_error;
+            body["redis"] = std::move(ro);
+        }
+        boost::json::object ingest;
+        ingest["requests_in_progress"] = ingest_requests_.load();
+        ingest["tokens_kept_for_queries"] = snapshots_.size();
+        body["ingest"] = std::move(ingest);
+        return detail::json_response(req, http::status::ok, body);
+    }
+
+    response metrics(const request& req) {
+        const figures f = read();
+        std::string out;
+        out.reserve(8'192);
+        const auto gauge = [&out](std::string_view name, std::string_view help, double value,
+                                  std::string_view type = "gauge") {
+            out.append("# HELP ").append(name).append(" ").append(help).append("\n");
+            out.append("# TYPE ").append(name).append(" ").append(type).append("\n");
+            out.append(name).append(" ");
+            char buf[64];
+            const int n = std::snprintf(buf, sizeof buf, "%.17g", value);
+            out.append(buf, static_cast<std::size_t>(n)).append("\n");
+        };
+        const tradeagg::pipeline_stats& p = f.pipeline;
+        gauge("heap_alloc_mb", "Bytes the library reserved, in MiB", p.heap_alloc_mb());
+        gauge("heap_inuse_mb", "Bytes in live objects, in MiB", p.heap_inuse_mb());
+        gauge("gc_cpu_fraction", "Reclamation CPU over process CPU", p.gc_cpu_fraction);
+        gauge("num_goroutines", "Threads in the process", static_cast<double>(p.threads));
+        gauge("active_tokens", "Tokens with state", static_cast<double>(p.active_tokens));
+        gauge("worker_count", "Shard worker threads", static_cast<double>(p.shards.size()));
+        gauge("redis_latency_avg_ms", "Mean Redis reply time of recent commands",
+              f.redis ? f.redis->latency_avg_ms : 0.0);
+        gauge("redis_success_rate", "Share of recent Redis commands that succeeded",
+              f.redis ? f.redis->success_rate : 1.0);
+        gauge("tradeagg_trades_accepted_total", "Trades accepted", static_cast<double>(p.accepted),
+              "counter");
+        gauge("tradeagg_trades_applied_total", "Trades applied", static_cast<double>(p.applied),
+              "counter");
+        gauge("tradeagg_trades_late_total", "Trades too late to merge", static_cast<double>(p.late),
+              "counter");
+        gauge("tradeagg_trades_rejected_total", "Trades refused at push",
+              static_cast<double>(p.rejected), "counter");
+        gauge("tradeagg_queue_depth", "Trades accepted and not yet applied",
+              static_cast<double>(p.queue_depth()));
+        gauge("tradeagg_flushes_total", "Flushes to the sink", static_cast<double>(p.flushes),
+              "counter");
+        gauge("tradeagg_resident_bytes", "Resident memory of the process",
+              static_cast<double>(p.resident_bytes));
+        gauge("tradeagg_reclamations_total", "Reclamations run",
+              static_cast<double>(p.reclamations), "counter");
+        gauge("tradeagg_gc_target_percent", "Reclamation target in force",
+              static_cast<double>(p.gc_target_percent));
+        gauge("tradeagg_apply_latency_p50_seconds", "Push to applied, median",
+              p.apply_latency.p50_ns / 1e9);
+        gauge("tradeagg_apply_latency_p99_seconds", "Push to applied, 99th percentile",
+              p.apply_latency.p99_ns / 1e9);
+        gauge("tradeagg_interned_tokens", "Tokens in the token table",
+              static_cast<double>(p.interned_tokens));
+        if (f.redis) {
+            const auto& r = *f.redis;
+            gauge("tradeagg_redis_connected", "1 if a Redis connection is ready",
+                  r.connected ? 1.0 : 0.0);
+            gauge("tradeagg_redis_commands_sent_total", "Redis commands sent",
+                  static_cast<double>(r.commands_sent), "counter");
+            gauge("tradeagg_redis_commands_failed_total", "Redis commands failed",
+                  static_cast<double>(r.commands_failed), "counter");
+            gauge("tradeagg_redis_retries_total", "Redis writes retried",
+                  static_cast<double>(r.retries), "counter");
+            gauge("tradeagg_redis_reconnects_total", "Redis reconnections",
+                  static_cast<double>(r.reconnects), "counter");
+            gauge("tradeagg_redis_resyncs_total", "Redis restarts resynced",
+                  static_cast<double>(r.resyncs), "counter");
+            gauge("tradeagg_redis_pending_keys", "Keys not yet written to Redis",
+                  static_cast<double>(r.pending));
+            gauge("tradeagg_redis_in_flight", "Redis commands awaiting a reply",
+                  static_cast<double>(r.in_flight));
+            gauge("tradeagg_redis_updates_dropped_total", "Updates dropped at the pending bound",
+                  static_cast<double>(r.updates_dropped), "counter");
+            gauge("tradeagg_redis_write_lag_p99_seconds", "Flush to Redis acknowledgement, p99",
+                  r.write_lag.p99_ns / 1e9);
+        }
+        response res{http::status::ok, req.version()};
+        res.set(http::field::content_type, "text/plain; version=0.0.4");
+        res.body() = std::move(out);
+        res.keep_alive(req.keep_alive());
+        res.prepare_payload();
+        return res;
+    }
+
+    // ---- admin -----------------------------------------------------------------------------
+
+    static boost::json::object memory_json(const tradeagg::pipeline_stats& s) {
+        boost::json::object o;
+        o["heap_alloc_mb"] = s.heap_alloc_mb();
+        o["heap_inuse_mb"] = s.heap_inuse_mb();
+        o["resident_mb"] = static_cast<double>(s.resident_bytes) / detail::mib;
+        o["active_tokens"] = s.active_tokens;
+        o["interned_tokens"] = s.interned_tokens;
+        o["gc_cpu_fraction"] = s.gc_cpu_fraction;
+        return o;
+    }
+
+    response reclaim(const request& req) {
+        const auto report = pipeline_.reclaim_now();
+        boost::json::object body;
+        body["before"] = memory_json(report.before);
+        body["after"] = memory_json(report.after);
+        body["tokens_evicted"] = report.tokens_evicted;
+        body["tokens_released"] = report.tokens_released;
+        body["bytes_released"] = report.bytes_released;
+        body["cpu_seconds"] = report.cpu_seconds;
+        body["wall_seconds"] = report.wall_seconds;
+        log_line(
+            "POST /performance/gc: heap_alloc_mb " + log_number(report.before.heap_alloc_mb()) +
+            " -> " + log_number(report.after.heap_alloc_mb()) + ", resident_mb " +
+            log_number(static_cast<double>(report.before.resident_bytes) / detail::mib) + " -> " +
+            log_number(static_cast<double>(report.after.resident_bytes) / detail::mib));
+        return detail::json_response(req, http::status::ok, body);
+    }
+
+    response optimize(const request& req, bool throughput) {
+        const auto changes =
+            throughput ? pipeline_.optimize_for_throughput() : pipeline_.optimize_for_latency();
+        boost::json::object body;
+        body["preset"] = throughput ? "throughput" : "latency";
+        boost::json::array list;
+        std::string logged;
+        for (const auto& c : changes) {
+            boost::json::object o;
+            o["setting"] = c.setting;
+            o["before"] = c.before;
+            o["after"] = c.after;
+            list.push_back(std::move(o));
+            logged += " " + std::string(c.setting) + " " + log_number(c.before) + " -> " +
+                      log_number(c.after) + ";";
+        }
+        body["changes"] = std::move(list);
+        log_line(std::string("POST /performance/optimize/") +
+                 (throughput ? "throughput" : "latency") + ":" +
+                 (logged.empty() ? std::string(" nothing to change") : logged));
+        return detail::json_response(req, http::status::ok, body);
+    }
+
+    server_config cfg_;
+    tradeagg::resolved_config<Policy> resolved_;
+    token_snapshots<interval_count> snapshots_;
+    std::unique_ptr<tradeagg::redis::redis_sink> redis_;
+    sink_type sink_;
+    pipeline_type pipeline_;
+    monitored monitored_;
+    tradeagg::monitor<monitored> monitor_;
+    std::chrono::steady_clock::time_point started_;
+    std::atomic<bool> accepting_{true};
+    std::atomic<std::size_t> ingest_requests_{0};
+    std::mutex producers_mutex_;
+    /// Declared last: destroyed first, while the pipeline still exists.
+    std::unordered_map<std::thread::id, typename pipeline_type::producer> producers_;
+};
+
+/// Builds the service for the configured policy.
+inline std::unique_ptr<service> make_service(server_config cfg) {
+    switch (cfg.policy) {
+    case policy_choice::latency:
+        return std::make_unique<aggregator_service<tradeagg::latency_policy>>(std::move(cfg));
+    case policy_choice::memory_constrained:
+        return std::make_unique<aggregator_service<tradeagg::memory_constrained_policy>>(
+            std::move(cfg));
+    case policy_choice::throughput:
+        break;
+    }
+    return std::make_unique<aggregator_service<tradeagg::throughput_policy>>(std::move(cfg));
+}
+
+} // namespace aggregator

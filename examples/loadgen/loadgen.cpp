@@ -1,0 +1,1210 @@
+// tradeagg_loadgen: synthetic trades over keep-alive HTTP/1.1 to the aggregator server's
+// POST /trades, reporting accepted trades per second and response latency.
+//
+//   tradeagg_loadgen [--url 127.0.0.1:8080] [--connections 2] [--batch 1000] [--duration 10]
+//                    [--rate 0] [--tokens 10000] [--zipf 1.0] [--format ndjson|json]
+//                    [--out-of-order 0.01] [--max-delay-ms 2000] [--seed N] [--progress] [--json]
+//   tradeagg_loadgen --sink 127.0.0.1:9090      (a trivial server that accepts every trade)
+//
+// Every option is also read from LOADGEN_<NAME> (dashes as underscores, e.g.
+// LOADGEN_MAX_DELAY_MS); the command line wins. Without --url or LOADGEN_URL, HTTP_ADDR (the
+// server's own listen address) is used, then 127.0.0.1:8080. `--help` lists everything.
+//
+// Why it is cheap. The trades (bench/stream.hpp: Zipf-popular tokens, random-walk prices) are
+// generated and rendered to request bodies once, at start: a pool of about 128 Ki trades per
+// connection, cut into batches. Per request only two fixed-width fields of each trade are
+// rewritten in place: `ts` (13 digits, valid until the year 2286) and the upper 11 digits of
+// `id`, two memcpy of a few bytes per trade; everything else, including Content-Length, never
+// changes. So each trade carries the wall clock of the moment its request is sent, minus its
+// own out-of-order delay, exactly like a live feed, and the cost per trade is a few nanoseconds
+// plus the kernel's copy of about 120 bytes.
+//
+// Ids. A trade's id is 18 digits: "1", a 10-digit generation, then its 7-digit position in the
+// pool. The generation is (run start in seconds mod 10^4) * 10^5 + pass * connections +
+// connection, so every request of a connection carries larger ids than the one before, ids of
+// different connections never meet, and two runs started at different seconds do not reuse ids
+// unless one of them cycles its pool 10^5 times (hours at a million trades per second).
+//
+// Answers. 2xx adds the body's `accepted` count (the whole batch when the body has none); 503
+// sleeps for Retry-After seconds (0.1 s when absent) and is counted; other 4xx and 5xx are
+// counted, and the first 4xx body is printed. A connection the server closes, or an I/O error,
+// is counted and the connection is opened again. The exit status is 0 when at least one trade
+// was accepted, 1 otherwise or when the server cannot be reached, 2 for a bad option.
+//
+// Measuring the generator itself: run `tradeagg_loadgen --sink 127.0.0.1:9090` in one shell and
+// point a load at it; the summary's "generator cpu" line gives trades per CPU-second.
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <bit>
+#include <cctype>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <sys/resource.h>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/span.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/span_body.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+
+#include "../../bench/stream.hpp"
+
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using steady = std::chrono::steady_clock;
+
+constexpr std::string_view program = "tradeagg_loadgen";
+
+// ---------------------------------------------------------------------------------------------
+// Options
+
+enum class body_format { ndjson, json };
+
+struct options {
+    std::string url = "127.0.0.1:8080";
+    std::size_t tokens = 10'000;
+    double zipf = 1.0;
+    double rate = 0.0; ///< trades per second over all connections; 0: as fast as possible
+    std::size_t batch = 1'000;
+    double duration_s = 10.0;
+    std::size_t connections = 2;
+    body_format format = body_format::ndjson;
+    double out_of_order = 0.01;
+    std::uint64_t max_delay_ms = 2'000;
+    std::uint64_t seed = synthetic::stream_config{}.seed;
+    bool progress = false;
+    bool json = false;
+    std::string sink; ///< non-empty: serve as a trivial sink on this address instead
+};
+
+/// A bad option value: one line, naming the option; the exit status is 2.
+struct usage_error : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+/// Cannot reach the server, or the sink cannot listen: the exit status is 1.
+struct run_error : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+constexpr std::size_t max_tokens = 1'000'000;
+constexpr std::size_t max_batch = 100'000;
+constexpr std::size_t max_connections = 256;
+constexpr double max_duration_s = 7.0 * 24 * 3600;
+constexpr std::uint64_t max_delay_limit_ms = 3'600'000;
+
+std::optional<std::uint64_t> parse_uint(std::string_view s) {
+    std::uint64_t v = 0;
+    const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (s.empty() || ec != std::errc{} || end != s.data() + s.size()) {
+        return std::nullopt;
+    }
+    return v;
+}
+
+std::optional<double> parse_double(std::string_view s) {
+    double v = 0.0;
+    const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (s.empty() || ec != std::errc{} || end != s.data() + s.size() || !std::isfinite(v)) {
+        return std::nullopt;
+    }
+    return v;
+}
+
+std::uint64_t uint_in(std::string_view s, std::uint64_t lo, std::uint64_t hi,
+                      const std::string& where) {
+    const auto v = parse_uint(s);
+    if (!v || *v < lo || *v > hi) {
+        throw usage_error(where + ": expected an integer in " + std::to_string(lo) + ".." +
+                          std::to_string(hi) + ", got '" + std::string(s) + "'");
+    }
+    return *v;
+}
+
+double double_in(std::string_view s, double lo, double hi, const std::string& where,
+                 bool lo_open = false) {
+    const auto v = parse_double(s);
+    if (!v || *v < lo || (lo_open && *v == lo) || *v > hi) {
+        char range[96];
+        std::snprintf(range, sizeof range, lo_open ? "> %g and <= %g" : "in %g..%g", lo, hi);
+        throw usage_error(where + ": expected a number " + range + ", got '" + std::string(s) +
+                          "'");
+    }
+    return *v;
+}
+
+bool flag_value(std::string_view s, const std::string& where) {
+    std::string v(s);
+    for (char& c : v) {
+        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    }
+    if (v == "1" || v == "true" || v == "yes" || v == "on") {
+        return true;
+    }
+    if (v.empty() || v == "0" || v == "false" || v == "no" || v == "off") {
+        return false;
+    }
+    throw usage_error(where + ": expected 1/0, true/false, yes/no or on/off, got '" +
+                      std::string(s) + "'");
+}
+
+struct option_spec {
+    std::string_view name; ///< the command-line spelling without "--"
+    bool flag;             ///< takes no value on the command line
+    std::string_view help;
+    void (*apply)(options&, std::string_view value, const std::string& where);
+};
+
+constexpr std::array<option_spec, 14> option_specs{{
+    {"url", false, "server address host:port, or http://host:port (default 127.0.0.1:8080)",
+     [](options& o, std::string_view v, const std::string& where) {
+         if (v.empty()) {
+             throw usage_error(where + ": expected host:port, got an empty value");
+         }
+         o.url = v;
+     }},
+    {"tokens", false, "number of distinct tokens, 1..1000000 (default 10000)",
+     [](options& o, std::string_view v, const std::string& where) {
+         o.tokens = uint_in(v, 1, max_tokens, where);
+     }},
+    {"zipf", false, "Zipf exponent of token popularity, 0..10; 0 is uniform (default 1.0)",
+     [](options& o, std::string_view v, const std::string& where) {
+         o.zipf = double_in(v, 0.0, 10.0, where);
+     }},
+    {"rate", false, "trades per second over all connections; 0 = as fast as possible (default 0)",
+     [](options& o, std::string_view v, const std::string& where) {
+         o.rate = double_in(v, 0.0, 1e9, where);
+     }},
+    {"batch", false, "trades per request, 1..100000 (default 1000)",
+     [](options& o, std::string_view v, const std::string& where) {
+         o.batch = uint_in(v, 1, max_batch, where);
+     }},
+    {"duration", false, "seconds to send for (default 10)",
+     [](options& o, std::string_view v, const std::string& where) {
+         o.duration_s = double_in(v, 0.0, max_duration_s, where, true);
+     }},
+    {"connections", false, "keep-alive connections, one thread each, 1..256 (default 2)",
+     [](options& o, std::string_view v, const std::string& where) {
+         o.connections = uint_in(v, 1, max_connections, where);
+     }},
+    {"format", false, "request body: ndjson or json (a JSON array) (default ndjson)",
+     [](options& o, std::string_view v, const std::string& where) {
+         if (v == "ndjson") {
+             o.format = body_format::ndjson;
+         } else if (v == "json") {
+             o.format = body_format::json;
+         } else {
+             throw usage_error(where + ": expected ndjson or json, got '" + std::string(v) + "'");
+         }
+     }},
+    {"out-of-order", false,
+     "fraction of trades whose ts is moved back by up to --max-delay-ms, 0..1 (default 0.01)",
+     [](options& o, std::string_view v, const std::string& where) {
+         o.out_of_order = double_in(v, 0.0, 1.0, where);
+     }},
+    {"max-delay-ms", false, "largest out-of-order delay in ms, 0..3600000 (default 2000)",
+     [](options& o, std::string_view v, const std::string& where) {
+         o.max_delay_ms = uint_in(v, 0, max_delay_limit_ms, where);
+     }},
+    {"seed", false, "seed of the synthetic market, an unsigned 64-bit integer",
+     [](options& o, std::string_view v, const std::string& where) {
+         o.seed = uint_in(v, 0, std::numeric_limits<std::uint64_t>::max(), where);
+     }},
+    {"progress", true, "print one progress line per second to stderr",
+     [](options& o, std::string_view v, const std::string& where) {
+         o.progress = flag_value(v, where);
+     }},
+    {"json", true, "print the final summary as one JSON object on stdout",
+     [](options& o, std::string_view v, const std::string& where) {
+         o.json = flag_value(v, where);
+     }},
+    {"sink", false,
+     "serve as a trivial sink on host:port instead (answers POST /trades with 202 and the "
+     "number of trades), to measure the generator alone",
+     [](options& o, std::string_view v, const std::string& where) {
+         if (v.empty()) {
+             throw usage_error(where + ": expected host:port, got an empty value");
+         }
+         o.sink = v;
+     }},
+}};
+
+std::string env_name(std::string_view name) {
+    std::string env = "LOADGEN_";
+    for (const char c : name) {
+        env += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    }
+    return env;
+}
+
+void print_help() {
+    std::printf("usage: %.*s [--option value]...\n\n"
+                "Sends synthetic trades to the aggregator server's POST /trades over keep-alive\n"
+                "HTTP/1.1 and reports accepted trades per second and response latency.\n\n",
+                static_cast<int>(program.size()), program.data());
+    for (const option_spec& spec : option_specs) {
+        std::printf("  --%.*s%s  (%s)\n      %.*s\n", static_cast<int>(spec.name.size()),
+                    spec.name.data(), spec.flag ? "" : " V", env_name(spec.name).c_str(),
+                    static_cast<int>(spec.help.size()), spec.help.data());
+    }
+    std::printf("\nWithout --url or LOADGEN_URL, HTTP_ADDR is used when set.\n"
+                "Exit status: 0 when trades were accepted, 1 when none were or the server is\n"
+                "unreachable, 2 for a bad option.\n");
+}
+
+/// Environment first, then the command line, which wins. Returns nullopt after --help.
+std::optional<options> parse_options(int argc, char** argv) {
+    options o;
+    if (const char* addr = std::getenv("HTTP_ADDR"); addr != nullptr && *addr != '\0') {
+        o.url = addr;
+    }
+    for (const option_spec& spec : option_specs) {
+        const std::string env = env_name(spec.name);
+        if (const char* v = std::getenv(env.c_str()); v != nullptr) {
+            spec.apply(o, v, env + " (--" + std::string(spec.name) + ")");
+        }
+    }
+    for (int i = 1; i < argc; ++i) {
+        std::string_view arg = argv[i];
+        if (arg == "--help" || arg == "-h") {
+            print_help();
+            return std::nullopt;
+        }
+        if (!arg.starts_with("--")) {
+            throw usage_error("unexpected argument '" + std::string(arg) + "' (see --help)");
+        }
+        arg.remove_prefix(2);
+        std::optional<std::string_view> inline_value;
+        if (const auto eq = arg.find('='); eq != std::string_view::npos) {
+            inline_value = arg.substr(eq + 1);
+            arg = arg.substr(0, eq);
+        }
+        const auto spec = std::find_if(option_specs.begin(), option_specs.end(),
+                                       [&](const option_spec& s) { return s.name == arg; });
+        const std::string where = "--" + std::string(arg);
+        if (spec == option_specs.end()) {
+            throw usage_error("unknown option " + where + " (see --help)");
+        }
+        if (spec->flag) {
+            spec->apply(o, inline_value.value_or("1"), where);
+        } else if (inline_value) {
+            spec->apply(o, *inline_value, where);
+        } else if (i + 1 < argc) {
+            spec->apply(o, argv[++i], where);
+        } else {
+            throw usage_error(where + ": missing value");
+        }
+    }
+    return o;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Addresses
+
+struct address {
+    std::string host;
+    std::string port;
+    std::string host_header; ///< what the Host header says
+};
+
+/// host:port, [v6]:port or http://host:port[/...]; an empty host (":8080", a Go-style listen
+/// address) means 127.0.0.1.
+address parse_address(std::string_view s, const std::string& where) {
+    const std::string original(s);
+    if (const auto scheme = s.find("://"); scheme != std::string_view::npos) {
+        if (s.substr(0, scheme) != "http") {
+            throw usage_error(where + ": only http:// is supported, got '" + original + "'");
+        }
+        s.remove_prefix(scheme + 3);
+    }
+    s = s.substr(0, s.find('/'));
+    if (s.empty()) {
+        throw usage_error(where + ": expected host:port, got '" + original + "'");
+    }
+    address a;
+    std::string_view port;
+    if (s.starts_with('[')) {
+        const auto close = s.find(']');
+        if (close == std::string_view::npos) {
+            throw usage_error(where + ": unterminated '[' in '" + original + "'");
+        }
+        a.host = s.substr(1, close - 1);
+        const std::string_view rest = s.substr(close + 1);
+        if (!rest.empty() && !rest.starts_with(':')) {
+            throw usage_error(where + ": expected ':' after ']' in '" + original + "'");
+        }
+        port = rest.empty() ? "" : rest.substr(1);
+    } else if (const auto colon = s.rfind(':'); colon != std::string_view::npos) {
+        a.host = s.substr(0, colon);
+        port = s.substr(colon + 1);
+    } else {
+        a.host = s;
+    }
+    if (port.empty()) {
+        port = "80";
+    }
+    const auto p = parse_uint(port);
+    if (!p || *p == 0 || *p > 65535) {
+        throw usage_error(where + ": bad port in '" + original + "'");
+    }
+    if (a.host.empty()) {
+        a.host = "127.0.0.1";
+    }
+    a.port = std::string(port);
+    a.host_header =
+        (a.host.find(':') != std::string::npos ? "[" + a.host + "]" : a.host) + ":" + a.port;
+    return a;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request bodies
+
+/// Writes v as exactly `width` decimal digits, zero-padded on the left.
+void write_digits(char* out, std::uint64_t v, std::size_t width) noexcept {
+    for (std::size_t i = width; i-- > 0;) {
+        out[i] = static_cast<char>('0' + v % 10);
+        v /= 10;
+    }
+}
+
+/// Eight significant digits in plain decimal notation (no exponent, no trailing zeros): short
+/// bodies, and any JSON number parser reads them.
+void append_decimal(std::string& out, double v) {
+    const int magnitude = static_cast<int>(std::floor(std::log10(v))) + 1;
+    const int precision = std::clamp(8 - magnitude, 0, 17);
+    char buf[64];
+    const auto r = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::fixed, precision);
+    std::string_view s(buf, static_cast<std::size_t>(r.ptr - buf));
+    if (s.find('.') != std::string_view::npos) {
+        while (s.ends_with('0')) {
+            s.remove_suffix(1);
+        }
+        if (s.ends_with('.')) {
+            s.remove_suffix(1);
+        }
+    }
+    out += s;
+}
+
+/// The pre-rendered request bodies of one connection, and the in-place re-stamping of their
+/// `ts` and `id` fields. Owned and used by one thread.
+class request_pool {
+public:
+    static constexpr std::size_t ts_digits = 13;         // milliseconds until the year 2286
+    static constexpr std::size_t id_prefix_digits = 11;  // "1" + 10-digit generation
+    static constexpr std::size_t id_position_digits = 7; // position in the pool
+    static constexpr std::uint64_t max_pool_trades = 10'000'000;
+    static constexpr std::uint64_t generations = 10'000'000'000;
+    static constexpr std::string_view id_key = R"(,"id":)";
+
+    /// Renders trades [first, first + count) of `s` as batches of `batch` trades; `delays[k]` is
+    /// the out-of-order delay in ms of trade first + k (0 for most). Allocates.
+    request_pool(const synthetic::stream& s, std::size_t first, std::size_t count,
+                 std::size_t batch, body_format format, const std::vector<std::uint32_t>& delays) {
+        if (count == 0 || count > max_pool_trades) {
+            throw std::logic_error("request_pool: the pool needs 1..10^7 trades");
+        }
+        const bool json = format == body_format::json;
+        std::array<char, id_position_digits> position{};
+        for (std::size_t k = 0; k < count; ++k) {
+            if (k % batch == 0) {
+                if (k != 0 && json) {
+                    bytes_ += "]\n";
+                }
+                batch_first_byte_.push_back(bytes_.size());
+                batch_first_trade_.push_back(k);
+                batch_first_late_.push_back(late_.size());
+                if (json) {
+                    bytes_ += '[';
+                }
+            } else if (json) {
+                bytes_ += ",\n";
+            }
+            const tradeagg::trade& t = s.trades()[first + k];
+            bytes_ += R"({"token":")";
+            bytes_ += s.names()[t.token];
+            bytes_ += R"(","price":)";
+            append_decimal(bytes_, t.price);
+            bytes_ += R"(,"quantity":)";
+            append_decimal(bytes_, t.quantity);
+            bytes_ += t.taker == tradeagg::side::buy ? R"(,"side":"buy")" : R"(,"side":"sell")";
+            bytes_ += R"(,"ts":)";
+            ts_offset_.push_back(static_cast<std::uint32_t>(bytes_.size()));
+            bytes_.append(ts_digits, '0');
+            bytes_ += id_key;
+            bytes_ += '1';
+            bytes_.append(id_prefix_digits - 1, '0');
+            write_digits(position.data(), k, id_position_digits);
+            bytes_.append(position.data(), position.size());
+            bytes_ += json ? "}" : "}\n";
+            if (delays[first + k] != 0) {
+                late_.push_back({k, delays[first + k]});
+            }
+        }
+        if (json) {
+            bytes_ += "]\n";
+        }
+        batch_first_byte_.push_back(bytes_.size());
+        batch_first_trade_.push_back(count);
+        batch_first_late_.push_back(late_.size());
+        if (bytes_.size() > std::numeric_limits<std::uint32_t>::max()) {
+            throw std::logic_error("request_pool: bodies too large for 32-bit offsets");
+        }
+    }
+
+    [[nodiscard]] std::size_t batches() const noexcept { return batch_first_byte_.size() - 1; }
+
+    [[nodiscard]] std::size_t trades(std::size_t b) const noexcept {
+        return batch_first_trade_[b + 1] - batch_first_trade_[b];
+    }
+
+    /// Re-stamps batch `b` for sending now and returns its body: every ts becomes `now_ms` less
+    /// the trade's delay, every id gets `generation` in its upper digits. Never allocates.
+    beast::span<char> stamp(std::size_t b, std::int64_t now_ms, std::uint64_t generation) noexcept {
+        std::array<char, ts_digits> ts{};
+        write_digits(ts.data(), static_cast<std::uint64_t>(now_ms), ts_digits);
+        std::array<char, id_prefix_digits> id{};
+        id[0] = '1';
+        write_digits(id.data() + 1, generation % generations, id_prefix_digits - 1);
+        char* const base = bytes_.data();
+        constexpr std::size_t id_gap = ts_digits + id_key.size();
+        for (std::size_t k = batch_first_trade_[b]; k < batch_first_trade_[b + 1]; ++k) {
+            char* const field = base + ts_offset_[k];
+            std::memcpy(field, ts.data(), ts_digits);
+            std::memcpy(field + id_gap, id.data(), id_prefix_digits);
+        }
+        for (std::size_t i = batch_first_late_[b]; i < batch_first_late_[b + 1]; ++i) {
+            write_digits(base + ts_offset_[late_[i].trade],
+                         static_cast<std::uint64_t>(now_ms - late_[i].delay_ms), ts_digits);
+        }
+        return {base + batch_first_byte_[b], batch_first_byte_[b + 1] - batch_first_byte_[b]};
+    }
+
+private:
+    struct late_trade {
+        std::size_t trade;
+        std::int64_t delay_ms;
+    };
+
+    std::string bytes_;                          // every batch's body, back to back
+    std::vector<std::size_t> batch_first_byte_;  // batches() + 1 entries
+    std::vector<std::size_t> batch_first_trade_; // batches() + 1 entries
+    std::vector<std::uint32_t> ts_offset_;       // per trade: where its ts digits start
+    std::vector<late_trade> late_;               // the out-of-order trades, by position
+    std::vector<std::size_t> batch_first_late_;  // batches() + 1 entries
+};
+
+// ---------------------------------------------------------------------------------------------
+// Statistics
+
+/// Log-linear histogram of nanoseconds: 16 buckets per power of two, so a percentile read from
+/// it is within about 3 % of the true value.
+class latency_histogram {
+public:
+    static constexpr unsigned sub_bits = 4;
+    static constexpr std::size_t sub = std::size_t{1} << sub_bits;
+    static constexpr std::size_t buckets = (64 - sub_bits + 1) * sub;
+    using counts = std::array<std::uint64_t, buckets>;
+
+    static std::size_t index(std::uint64_t ns) noexcept {
+        if (ns < sub) {
+            return static_cast<std::size_t>(ns);
+        }
+        const auto msb = static_cast<unsigned>(std::bit_width(ns)) - 1;
+        return (msb - sub_bits + 1) * sub +
+               static_cast<std::size_t>((ns >> (msb - sub_bits)) & (sub - 1));
+    }
+
+    static std::uint64_t lower_bound(std::size_t i) noexcept {
+        if (i < sub) {
+            return i;
+        }
+        const auto msb = static_cast<unsigned>(i / sub) + sub_bits - 1;
+        return (std::uint64_t{1} << msb) | (std::uint64_t{i % sub} << (msb - sub_bits));
+    }
+
+    /// The owning connection thread only. Never allocates.
+    void record(std::uint64_t ns) noexcept {
+        counts_[index(ns)].fetch_add(1, std::memory_order_relaxed);
+        if (ns > max_.load(std::memory_order_relaxed)) {
+            max_.store(ns, std::memory_order_relaxed);
+        }
+    }
+
+    /// Any thread: adds this histogram's counts to `into`.
+    void add_to(counts& into) const noexcept {
+        for (std::size_t i = 0; i < buckets; ++i) {
+            into[i] += counts_[i].load(std::memory_order_relaxed);
+        }
+    }
+
+    [[nodiscard]] std::uint64_t max() const noexcept {
+        return max_.load(std::memory_order_relaxed);
+    }
+
+    /// The q-quantile (0 < q <= 1) of `c` in ns, the middle of its bucket, at most `max_ns`;
+    /// 0 when `c` is empty.
+    static std::uint64_t quantile(const counts& c, double q, std::uint64_t max_ns) noexcept {
+        std::uint64_t total = 0;
+        for (const std::uint64_t n : c) {
+            total += n;
+        }
+        if (total == 0) {
+            return 0;
+        }
+        const auto target = std::max<std::uint64_t>(
+            1, static_cast<std::uint64_t>(std::ceil(q * static_cast<double>(total))));
+        std::uint64_t seen = 0;
+        for (std::size_t i = 0; i < buckets; ++i) {
+            seen += c[i];
+            if (seen >= target) {
+                const std::uint64_t lo = lower_bound(i);
+                const std::uint64_t hi = i + 1 < buckets ? lower_bound(i + 1) : lo;
+                return std::min(lo + (hi - lo) / 2, max_ns);
+            }
+        }
+        return max_ns;
+    }
+
+private:
+    std::array<std::atomic<std::uint64_t>, buckets> counts_{};
+    std::atomic<std::uint64_t> max_{0};
+};
+
+/// What one connection did. Written by its thread, read by the main thread for progress lines
+/// and the summary; relaxed atomics, since every figure is a count read on its own.
+struct alignas(64) connection_stats {
+    static constexpr std::size_t statuses = 600;
+
+    std::atomic<std::uint64_t> requests{0}; ///< responses received
+    std::atomic<std::uint64_t> trades_sent{0};
+    std::atomic<std::uint64_t> trades_accepted{0};
+    std::atomic<std::uint64_t> io_errors{0};
+    std::atomic<std::uint64_t> backoff_ns{0};                  ///< time slept on Retry-After
+    std::array<std::atomic<std::uint64_t>, statuses> status{}; ///< by code; 0: out of range
+    latency_histogram latency;
+    std::atomic<bool> finished{false};
+
+    /// The owning connection thread only: one writer, so a plain load and store do, without
+    /// a locked instruction.
+    static void add(std::atomic<std::uint64_t>& a, std::uint64_t n) noexcept {
+        a.store(a.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+    }
+};
+
+/// The figures of all connections at one moment.
+struct totals {
+    std::uint64_t requests = 0;
+    std::uint64_t trades_sent = 0;
+    std::uint64_t trades_accepted = 0;
+    std::uint64_t io_errors = 0;
+    std::uint64_t backoff_ns = 0;
+    std::uint64_t max_ns = 0;
+    std::array<std::uint64_t, connection_stats::statuses> status{};
+    latency_histogram::counts latency{};
+
+    [[nodiscard]] std::uint64_t status_range(std::size_t lo, std::size_t hi) const noexcept {
+        std::uint64_t n = 0;
+        for (std::size_t s = lo; s < hi; ++s) {
+            n += status[s];
+        }
+        return n;
+    }
+};
+
+totals sum(const std::vector<std::unique_ptr<connection_stats>>& all) {
+    totals t;
+    for (const auto& c : all) {
+        t.requests += c->requests.load(std::memory_order_relaxed);
+        t.trades_sent += c->trades_sent.load(std::memory_order_relaxed);
+        t.trades_accepted += c->trades_accepted.load(std::memory_order_relaxed);
+        t.io_errors += c->io_errors.load(std::memory_order_relaxed);
+        t.backoff_ns += c->backoff_ns.load(std::memory_order_relaxed);
+        t.max_ns = std::max(t.max_ns, c->latency.max());
+        for (std::size_t s = 0; s < connection_stats::statuses; ++s) {
+            t.status[s] += c->status[s].load(std::memory_order_relaxed);
+        }
+        c->latency.add_to(t.latency);
+    }
+    return t;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sending
+
+/// The end of the run, which every sleeping connection wakes up for.
+class stop_signal {
+public:
+    void request() {
+        {
+            const std::lock_guard lock(mutex_);
+            stopped_.store(true, std::memory_order_relaxed);
+        }
+        cv_.notify_all();
+    }
+
+    [[nodiscard]] bool requested() const noexcept {
+        return stopped_.load(std::memory_order_relaxed);
+    }
+
+    /// Sleeps until `t` or the stop, whichever comes first; true when stopped.
+    bool sleep_until(steady::time_point t) {
+        std::unique_lock lock(mutex_);
+        return cv_.wait_until(lock, t, [this] { return stopped_.load(std::memory_order_relaxed); });
+    }
+
+private:
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    std::atomic<bool> stopped_{false};
+};
+
+/// What every connection shares, read-only once the run starts.
+struct run_plan {
+    options opts;
+    address addr;
+    tcp::resolver::results_type endpoints;
+    std::uint64_t first_generation = 0;
+};
+
+/// Prints the first I/O error of the run and the first 4xx body, once each.
+std::atomic<bool> io_error_reported{false};
+std::atomic<bool> client_error_reported{false};
+
+void report_once(std::atomic<bool>& flag, const std::string& line) {
+    if (!flag.exchange(true)) {
+        std::fprintf(stderr, "%.*s: %s\n", static_cast<int>(program.size()), program.data(),
+                     line.c_str());
+    }
+}
+
+/// The `accepted` count of a 2xx body such as {"accepted": 1000}.
+std::optional<std::uint64_t> accepted_count(std::string_view body) {
+    const auto key = body.find("\"accepted\"");
+    if (key == std::string_view::npos) {
+        return std::nullopt;
+    }
+    std::size_t i = key + 10;
+    while (i < body.size() && (body[i] == ' ' || body[i] == ':' || body[i] == '\t')) {
+        ++i;
+    }
+    std::size_t j = i;
+    while (j < body.size() && body[j] >= '0' && body[j] <= '9') {
+        ++j;
+    }
+    return parse_uint(body.substr(i, j - i));
+}
+
+/// Seconds to wait from a Retry-After header: delay-seconds (fractions tolerated); 0.1 s when
+/// absent, 1 s when it is an HTTP date or unreadable.
+std::chrono::nanoseconds retry_after(std::string_view value) {
+    using namespace std::chrono_literals;
+    if (value.empty()) {
+        return 100ms;
+    }
+    const auto seconds = parse_double(value);
+    if (!seconds || *seconds < 0) {
+        return 1s;
+    }
+    return std::chrono::nanoseconds(static_cast<std::int64_t>(std::min(*seconds, 3600.0) * 1e9));
+}
+
+std::int64_t wall_clock_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+/// One connection: send batch after batch until the stop, each request re-stamped just before
+/// it is written, each answer read before the next request (no pipelining).
+void run_connection(const run_plan& plan, std::size_t index, request_pool& pool,
+                    connection_stats& stats, stop_signal& stop) {
+    using namespace std::chrono_literals;
+    const options& o = plan.opts;
+    asio::io_context ioc;
+    tcp::socket socket(ioc);
+    beast::flat_buffer buffer;
+
+    http::request<http::span_body<char>> req{http::verb::post, "/trades", 11};
+    req.set(http::field::host, plan.addr.host_header);
+    req.set(http::field::user_agent, program);
+    req.set(http::field::content_type,
+            o.format == body_format::ndjson ? "application/x-ndjson" : "application/json");
+    req.keep_alive(true);
+
+    const double connection_rate = o.rate / static_cast<double>(o.connections);
+    steady::time_point next_send = steady::now();
+
+    std::size_t b = 0;
+    std::uint64_t pass = 0;
+    while (!stop.requested()) {
+        if (!socket.is_open()) {
+            boost::system::error_code ec;
+            asio::connect(socket, plan.endpoints, ec);
+            if (ec) {
+                socket.close(ec);
+                connection_stats::add(stats.io_errors, 1);
+                report_once(io_error_reported, "connection " + std::to_string(index) +
+                                                   ": connect: " + ec.message() + " (retrying)");
+                stop.sleep_until(steady::now() + 100ms);
+                continue;
+            }
+            socket.set_option(tcp::no_delay(true), ec);
+        }
+
+        const std::size_t n = pool.trades(b);
+        if (connection_rate > 0) {
+            const auto interval = std::chrono::nanoseconds(
+                static_cast<std::int64_t>(1e9 * static_cast<double>(n) / connection_rate));
+            const steady::time_point now = steady::now();
+            if (next_send > now) {
+                if (stop.sleep_until(next_send)) {
+                    break;
+                }
+            } else if (now - next_send > 1s) {
+                next_send = now; // far behind: do not burst to catch up
+            }
+            next_send += interval;
+        }
+
+        const std::uint64_t generation = plan.first_generation + pass * o.connections + index;
+        req.body() = pool.stamp(b, wall_clock_ms(), generation);
+        req.content_length(req.body().size());
+        if (++b == pool.batches()) {
+            b = 0;
+            ++pass;
+        }
+
+        boost::system::error_code ec;
+        const steady::time_point sent = steady::now();
+        http::write(socket, req, ec);
+        if (ec) {
+            connection_stats::add(stats.io_errors, 1);
+            report_once(io_error_reported, "connection " + std::to_string(index) +
+                                               ": write: " + ec.message() + " (reconnecting)");
+            socket.close(ec);
+            buffer.clear();
+            continue;
+        }
+        connection_stats::add(stats.trades_sent, n);
+
+        http::response_parser<http::string_body> parser;
+        parser.body_limit(1 << 20);
+        http::read(socket, buffer, parser, ec);
+        if (ec) {
+            connection_stats::add(stats.io_errors, 1);
+            report_once(io_error_reported, "connection " + std::to_string(index) +
+                                               ": read: " + ec.message() + " (reconnecting)");
+            socket.close(ec);
+            buffer.clear();
+            continue;
+        }
+        stats.latency.record(static_cast<std::uint64_t>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(steady::now() - sent).count()));
+        const auto& res = parser.get();
+        const unsigned code = res.result_int();
+        connection_stats::add(stats.requests, 1);
+        connection_stats::add(stats.status[code < connection_stats::statuses ? code : 0], 1);
+
+        if (code >= 200 && code < 300) {
+            connection_stats::add(stats.trades_accepted, accepted_count(res.body()).value_or(n));
+        } else if (code == 503) {
+            const auto wait = retry_after(res[http::field::retry_after]);
+            const steady::time_point from = steady::now();
+            stop.sleep_until(from + wait);
+            connection_stats::add(stats.backoff_ns,
+                                  static_cast<std::uint64_t>((steady::now() - from).count()));
+            next_send = steady::now();
+        } else if (code >= 400 && code < 500) {
+            std::string body = res.body().substr(0, 500);
+            while (!body.empty() && (body.back() == '\n' || body.back() == '\r')) {
+                body.pop_back();
+            }
+            report_once(client_error_reported, "first " + std::to_string(code) + " response: " +
+                                                   std::string(res.reason()) + ": " + body);
+        }
+        if (!res.keep_alive()) {
+            socket.close(ec);
+            buffer.clear();
+        }
+    }
+    stats.finished.store(true, std::memory_order_release);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sink
+
+/// One sink connection: answers until the peer closes.
+void serve_sink_connection(tcp::socket socket) {
+    beast::flat_buffer buffer;
+    boost::system::error_code ec;
+    socket.set_option(tcp::no_delay(true), ec);
+    for (;;) {
+        http::request_parser<http::string_body> parser;
+        parser.body_limit(std::uint64_t{1} << 30);
+        http::read(socket, buffer, parser, ec);
+        if (ec) {
+            break;
+        }
+        const auto& req = parser.get();
+        http::response<http::string_body> res{http::status::ok, req.version()};
+        res.set(http::field::content_type, "application/json");
+        if (req.method() == http::verb::post && req.target() == "/trades") {
+            // Token names hold no braces, so each '{' opens one trade.
+            const auto n = std::count(req.body().begin(), req.body().end(), '{');
+            res.result(http::status::accepted);
+            res.body() = "{\"accepted\":" + std::to_string(n) + "}";
+        } else if (req.method() == http::verb::get && req.target() == "/health") {
+            res.body() = R"({"status":"ok"})";
+        } else {
+            res.result(http::status::not_found);
+            res.body() = R"({"error":"not found"})";
+        }
+        res.keep_alive(req.keep_alive());
+        res.prepare_payload();
+        http::write(socket, res, ec);
+        if (ec || !res.keep_alive()) {
+            break;
+        }
+    }
+    socket.shutdown(tcp::socket::shutdown_both, ec);
+}
+
+[[noreturn]] void run_sink(const options& o) {
+    const address a = parse_address(o.sink, "--sink");
+    asio::io_context ioc;
+    tcp::acceptor acceptor(ioc);
+    try {
+        tcp::resolver resolver(ioc);
+        const tcp::endpoint ep = *resolver.resolve(a.host, a.port).begin();
+        acceptor.open(ep.protocol());
+        acceptor.set_option(asio::socket_base::reuse_address(true));
+        acceptor.bind(ep);
+        acceptor.listen();
+    } catch (const boost::system::system_error& e) {
+        throw run_error("sink cannot listen on " + a.host_header + ": " + e.code().message());
+    }
+    std::fprintf(stderr, "%.*s: sink listening on %s:%u\n", static_cast<int>(program.size()),
+                 program.data(), acceptor.local_endpoint().address().to_string().c_str(),
+                 static_cast<unsigned>(acceptor.local_endpoint().port()));
+    std::fflush(stderr);
+    for (;;) {
+        tcp::socket socket(ioc);
+        boost::system::error_code ec;
+        acceptor.accept(socket, ec);
+        if (!ec) {
+            std::thread(serve_sink_connection, std::move(socket)).detach();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reporting
+
+double cpu_seconds() {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    const auto s = [](const timeval& t) {
+        return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) * 1e-6;
+    };
+    return s(u.ru_utime) + s(u.ru_stime);
+}
+
+double ms(std::uint64_t ns) {
+    return static_cast<double>(ns) * 1e-6;
+}
+
+double per_second(std::uint64_t n, double seconds) {
+    return seconds > 0 ? static_cast<double>(n) / seconds : 0.0;
+}
+
+struct summary {
+    double elapsed_s = 0;
+    double cpu_s = 0;
+    std::size_t abandoned = 0; ///< connections still waiting for an answer at the end
+    totals t;
+};
+
+void print_progress(double elapsed_s, const totals& now, const totals& before, double window_s) {
+    latency_histogram::counts window{};
+    for (std::size_t i = 0; i < latency_histogram::buckets; ++i) {
+        window[i] = now.latency[i] - before.latency[i];
+    }
+    std::fprintf(stderr,
+                 "[%6.1fs] accepted %10.0f trades/s  requests %8.0f/s  p50 %8.2f ms  p99 %8.2f ms"
+                 "  4xx %llu  5xx %llu  io errors %llu\n",
+                 elapsed_s, per_second(now.trades_accepted - before.trades_accepted, window_s),
+                 per_second(now.requests - before.requests, window_s),
+                 ms(latency_histogram::quantile(window, 0.50, now.max_ns)),
+                 ms(latency_histogram::quantile(window, 0.99, now.max_ns)),
+                 static_cast<unsigned long long>(now.status_range(400, 500)),
+                 static_cast<unsigned long long>(now.status_range(500, 600)),
+                 static_cast<unsigned long long>(now.io_errors));
+}
+
+std::string json_string(std::string_view s) {
+    std::string out = "\"";
+    for (const char c : s) {
+        if (c == '"' || c == '\\') {
+            out += '\\';
+            out += c;
+        } else if (static_cast<unsigned char>(c) < 0x20) {
+            char esc[8];
+            std::snprintf(esc, sizeof esc, "\\u%04x", static_cast<unsigned>(c));
+            out += esc;
+        } else {
+            out += c;
+        }
+    }
+    return out + "\"";
+}
+
+void print_summary(const options& o, const address& a, const summary& s) {
+    const totals& t = s.t;
+    const auto q = [&](double p) {
+        return ms(latency_histogram::quantile(t.latency, p, t.max_ns));
+    };
+    const auto u = [](std::uint64_t v) { return static_cast<unsigned long long>(v); };
+    const char* format = o.format == body_format::ndjson ? "ndjson" : "json";
+    const double trades_per_cpu_s = s.cpu_s > 0 ? static_cast<double>(t.trades_sent) / s.cpu_s : 0;
+    if (o.json) {
+        std::string statuses;
+        for (std::size_t code = 0; code < connection_stats::statuses; ++code) {
+            if (t.status[code] != 0) {
+                statuses += (statuses.empty() ? "\"" : ",\"") +
+                            (code == 0 ? std::string("other") : std::to_string(code)) +
+                            "\":" + std::to_string(t.status[code]);
+            }
+        }
+        std::printf(
+            "{\"url\":%s,\"connections\":%zu,\"batch\":%zu,\"format\":\"%s\",\"tokens\":%zu,"
+            "\"zipf\":%g,\"rate\":%g,\"out_of_order\":%g,\"max_delay_ms\":%llu,\"seed\":%llu,"
+            "\"duration_s\":%.3f,\"requests\":%llu,\"requests_per_s\":%.1f,\"trades_sent\":%llu,"
+            "\"trades_accepted\":%llu,\"accepted_per_s\":%.1f,\"latency_ms\":{\"p50\":%.3f,"
+            "\"p90\":%.3f,\"p99\":%.3f,\"max\":%.3f},\"status\":{%s},\"status_4xx\":%llu,"
+            "\"status_5xx\":%llu,\"retry_after_s\":%.3f,\"io_errors\":%llu,"
+            "\"abandoned_connections\":%zu,\"cpu_s\":%.3f,\"trades_per_cpu_s\":%.0f}\n",
+            json_string(a.host_header).c_str(), o.connections, o.batch, format, o.tokens, o.zipf,
+            o.rate, o.out_of_order, u(o.max_delay_ms), u(o.seed), s.elapsed_s, u(t.requests),
+            per_second(t.requests, s.elapsed_s), u(t.trades_sent), u(t.trades_accepted),
+            per_second(t.trades_accepted, s.elapsed_s), q(0.50), q(0.90), q(0.99), ms(t.max_ns),
+            statuses.c_str(), u(t.status_range(400, 500)), u(t.status_range(500, 600)),
+            static_cast<double>(t.backoff_ns) * 1e-9, u(t.io_errors), s.abandoned, s.cpu_s,
+            trades_per_cpu_s);
+        return;
+    }
+    std::printf("%.*s -> %s: %zu connection%s, batch %zu (%s), %zu tokens, zipf %g, rate %s\n",
+                static_cast<int>(program.size()), program.data(), a.host_header.c_str(),
+                o.connections, o.connections == 1 ? "" : "s", o.batch, format, o.tokens, o.zipf,
+                o.rate > 0 ? (std::to_string(static_cast<long long>(o.rate)) + "/s").c_str()
+                           : "unlimited");
+    std::printf("  duration         %.2f s\n", s.elapsed_s);
+    std::printf("  requests         %llu (%.1f/s)\n", u(t.requests),
+                per_second(t.requests, s.elapsed_s));
+    std::printf("  trades sent      %llu\n", u(t.trades_sent));
+    std::printf("  trades accepted  %llu (%.0f trades/s)\n", u(t.trades_accepted),
+                per_second(t.trades_accepted, s.elapsed_s));
+    std::printf("  latency          p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  max %.3f ms\n", q(0.50),
+                q(0.90), q(0.99), ms(t.max_ns));
+    std::printf("  status          ");
+    bool any = false;
+    for (std::size_t code = 0; code < connection_stats::statuses; ++code) {
+        if (t.status[code] != 0) {
+            std::printf(" %s: %llu", code == 0 ? "other" : std::to_string(code).c_str(),
+                        u(t.status[code]));
+            any = true;
+        }
+    }
+    std::printf("%s\n", any ? "" : " (no response)");
+    if (t.backoff_ns != 0) {
+        std::printf("  503 backoff      %.2f s slept on Retry-After\n",
+                    static_cast<double>(t.backoff_ns) * 1e-9);
+    }
+    if (t.io_errors != 0) {
+        std::printf("  io errors        %llu\n", u(t.io_errors));
+    }
+    if (s.abandoned != 0) {
+        std::printf("  abandoned        %zu connections still waiting for an answer\n",
+                    s.abandoned);
+    }
+    std::printf("  generator cpu    %.2f s (%.0f%% of one core), %.0f trades sent per cpu-second\n",
+                s.cpu_s, s.elapsed_s > 0 ? 100.0 * s.cpu_s / s.elapsed_s : 0.0, trades_per_cpu_s);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run
+
+/// About this many trades per connection are pre-rendered (some 15 MB of bodies).
+constexpr std::size_t pool_target_trades = 131'072;
+
+int run(const options& o) {
+    using namespace std::chrono_literals;
+    run_plan plan;
+    plan.opts = o;
+    plan.addr = parse_address(o.url, "--url");
+
+    asio::io_context ioc;
+    {
+        boost::system::error_code ec;
+        tcp::resolver resolver(ioc);
+        plan.endpoints = resolver.resolve(plan.addr.host, plan.addr.port, ec);
+        if (ec) {
+            throw run_error("cannot resolve " + plan.addr.host + ": " + ec.message());
+        }
+        tcp::socket probe(ioc);
+        asio::connect(probe, plan.endpoints, ec);
+        if (ec) {
+            throw run_error("cannot connect to " + plan.addr.host_header + ": " + ec.message());
+        }
+    }
+
+    // Whole batches, at least two per connection so that consecutive requests differ.
+    const std::size_t batches =
+        std::clamp<std::size_t>(pool_target_trades / o.batch, 2, pool_target_trades);
+    const std::size_t pool_trades = batches * o.batch;
+    synthetic::stream_config cfg;
+    cfg.trades = pool_trades * o.connections;
+    cfg.tokens = o.tokens;
+    cfg.zipf_s = o.zipf;
+    cfg.seed = o.seed;
+    // One stream cut into one slice per connection: every connection sees the same tokens at
+    // the same prices, as if the connections split one feed.
+    const synthetic::stream stream(cfg);
+    std::vector<std::uint32_t> delays(cfg.trades, 0);
+    if (o.out_of_order > 0 && o.max_delay_ms > 0) {
+        std::mt19937_64 rng(o.seed ^ 0x6c61'7465'0000'0000); // "late"
+        for (std::uint32_t& d : delays) {
+            if (synthetic::zipf_sampler::uniform01(rng) < o.out_of_order) {
+                d = static_cast<std::uint32_t>(1 + rng() % o.max_delay_ms);
+            }
+        }
+    }
+    std::vector<std::unique_ptr<request_pool>> pools;
+    std::vector<std::unique_ptr<connection_stats>> stats;
+    for (std::size_t c = 0; c < o.connections; ++c) {
+        pools.push_back(std::make_unique<request_pool>(stream, c * pool_trades, pool_trades,
+                                                       o.batch, o.format, delays));
+        stats.push_back(std::make_unique<connection_stats>());
+    }
+    const auto unix_s = static_cast<std::uint64_t>(wall_clock_ms() / 1000);
+    plan.first_generation = (unix_s % 10'000) * 100'000;
+
+    stop_signal stop;
+    const double cpu_before = cpu_seconds();
+    const steady::time_point start = steady::now();
+    const auto duration =
+        std::chrono::duration_cast<steady::duration>(std::chrono::duration<double>(o.duration_s));
+    const steady::time_point deadline = start + duration;
+    std::vector<std::thread> threads;
+    for (std::size_t c = 0; c < o.connections; ++c) {
+        threads.emplace_back(run_connection, std::cref(plan), c, std::ref(*pools[c]),
+                             std::ref(*stats[c]), std::ref(stop));
+    }
+
+    totals before;
+    steady::time_point last = start;
+    for (steady::time_point tick = start + 1s; tick < deadline; tick += 1s) {
+        std::this_thread::sleep_until(tick);
+        if (o.progress) {
+            const totals now = sum(stats);
+            print_progress(std::chrono::duration<double>(tick - start).count(), now, before,
+                           std::chrono::duration<double>(tick - last).count());
+            before = now;
+            last = tick;
+        }
+    }
+    std::this_thread::sleep_until(deadline);
+    stop.request();
+
+    // A connection blocked on a server that does not answer is given a few seconds, then left
+    // behind: its request is not counted, and the process exits without joining it.
+    const steady::time_point grace = steady::now() + 5s;
+    const auto all_finished = [&] {
+        return std::all_of(stats.begin(), stats.end(), [](const auto& s) {
+            return s->finished.load(std::memory_order_acquire);
+        });
+    };
+    while (!all_finished() && steady::now() < grace) {
+        std::this_thread::sleep_for(1ms);
+    }
+    summary s;
+    s.cpu_s = cpu_seconds() - cpu_before;
+    s.abandoned =
+        static_cast<std::size_t>(std::count_if(stats.begin(), stats.end(), [](const auto& st) {
+            return !st->finished.load(std::memory_order_acquire);
+        }));
+    // The grace given to an abandoned connection is not part of the run.
+    s.elapsed_s =
+        std::chrono::duration<double>((s.abandoned != 0 ? deadline : steady::now()) - start)
+            .count();
+    s.t = sum(stats);
+    print_summary(o, plan.addr, s);
+    const int code = s.t.trades_accepted > 0 ? 0 : 1;
+    if (code != 0) {
+        std::fprintf(stderr, "%.*s: no trade was accepted\n", static_cast<int>(program.size()),
+                     program.data());
+    }
+    if (s.abandoned != 0) {
+        std::fflush(stdout);
+        std::fflush(stderr);
+        std::_Exit(code);
+    }
+    for (std::thread& t : threads) {
+        t.join();
+    }
+    return code;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    try {
+        const std::optional<options> o = parse_options(argc, argv);
+        if (!o) {
+            return 0;
+        }
+        if (!o->sink.empty()) {
+            run_sink(*o);
+        }
+        return run(*o);
+    } catch (const usage_error& e) {
+        std::fprintf(stderr, "%.*s: %s\n", static_cast<int>(program.size()), program.data(),
+                     e.what());
+        return 2;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "%.*s: %s\n", static_cast<int>(program.size()), program.data(),
+                     e.what());
+        return 1;
+    }
+}

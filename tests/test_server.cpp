@@ -1,0 +1,381 @@
+// The aggregator server's configuration and endpoints, called directly (no sockets): every
+// variable's errors, and each endpoint's answers to good and bad requests.
+
+#include <chrono>
+#include <map>
+#include <string>
+#include <thread>
+
+#include <doctest/doctest.h>
+
+#include <boost/json.hpp>
+
+#include "server_config.hpp"
+#include "service.hpp"
+
+using namespace aggregator;
+using namespace std::chrono_literals;
+
+namespace {
+
+using env_map = std::map<std::string, std::string>;
+
+server_config config_from(const env_map& env) {
+    return server_config_from_env([&env](const char* name) -> const char* {
+        const auto it = env.find(name);
+        return it == env.end() ? nullptr : it->second.c_str();
+    });
+}
+
+/// The message of the config_error that `env` raises, "" if none.
+std::string config_failure(const env_map& env) {
+    try {
+        server_config c = config_from(env);
+        switch (c.policy) {
+        case policy_choice::latency:
+            (void)check_against_policy<tradeagg::latency_policy>(c);
+            break;
+        case policy_choice::memory_constrained:
+            (void)check_against_policy<tradeagg::memory_constrained_policy>(c);
+            break;
+        case policy_choice::throughput:
+            (void)check_against_policy<tradeagg::throughput_policy>(c);
+            break;
+        }
+    } catch (const tradeagg::config_error& e) {
+        return e.what();
+    }
+    return "";
+}
+
+request make_request(http::verb verb, std::string target, std::string body = {},
+                     std::string content_type = {}) {
+    request req{verb, target, 11};
+    if (!content_type.empty()) {
+        req.set(http::field::content_type, content_type);
+    }
+    req.body() = std::move(body);
+    req.prepare_payload();
+    return req;
+}
+
+boost::json::object json_of(const response& res) {
+    return boost::json::parse(res.body()).as_object();
+}
+
+} // namespace
+
+TEST_CASE("server config: defaults, and every malformed variable named in its error") {
+    const server_config d = config_from({});
+    CHECK(d.policy == policy_choice::throughput);
+    CHECK(d.http.address == "127.0.0.1");
+    CHECK(d.http.port == 8080);
+    CHECK(d.redis.host == "127.0.0.1");
+    CHECK(d.redis.port == 6379);
+    CHECK(d.max_trades_per_request == 10'000);
+    CHECK(d.redis_enabled);
+
+    const std::map<std::string, std::string> bad = {
+        {"AGGREGATOR_POLICY", "fast"},    {"HTTP_ADDR", "localhost"},
+        {"HTTP_ADDR", "1.2.3.4:70000"},   {"HTTP_THREADS", "0"},
+        {"GC_TARGET_PERCENTAGE", "lots"}, {"MEMORY_LIMIT_MB", "-1"},
+        {"TRADE_BUFFER_SIZE", "1"},       {"WORKER_QUEUE_SIZE", "0"},
+        {"BATCH_PROCESSING_SIZE", "1.5"}, {"MAX_WORKERS", "0"},
+        {"MAX_TOKEN_PROCESSORS", "0"},    {"PROCESSOR_CHANNEL_SIZE", "x"},
+        {"REDIS_RETRY_DELAY", "100"},     {"REDIS_READ_TIMEOUT", "3 s"},
+        {"REDIS_ADDR", "nowhere"},        {"MONITOR_SAMPLE_INTERVAL", "1ms"},
+        {"SHUTDOWN_TIMEOUT", "forever"},  {"HTTP_IDLE_TIMEOUT", "0s"},
+        {"REDIS_KEY_PREFIX", "a{b"},      {"FLUSH_INTERVAL", "2h"},
+    };
+    for (const auto& [name, value] : bad) {
+        CAPTURE(name);
+        CAPTURE(value);
+        const std::string message = config_failure({{name, value}});
+        CHECK(message.find(name) == 0);
+        CHECK(message.find(value) != std::string::npos);
+    }
+}
+
+TEST_CASE("server config: the policy's bounds, reported under the seed's variable names") {
+    CHECK(config_failure({{"AGGREGATOR_POLICY", "latency"}, {"TRADE_BUFFER_SIZE", "100000"}}) ==
+          "TRADE_BUFFER_SIZE = 100000 is out of bounds: latency_policy allows 2..4096");
+    CHECK(config_failure({{"GC_TARGET_PERCENTAGE", "5"}}).find("GC_TARGET_PERCENTAGE = 5") == 0);
+    CHECK(config_failure(
+              {{"AGGREGATOR_POLICY", "memory_constrained"}, {"MAX_TOKEN_PROCESSORS", "200000"}})
+              .find("MAX_TOKEN_PROCESSORS") == 0);
+    CHECK(
+        config_failure({{"BATCH_PROCESSING_SIZE", "50"}, {"GC_TARGET_PERCENTAGE", "200"}}).empty());
+    server_config c = config_from({{"MAX_WORKERS", "100"}});
+    const auto r = check_against_policy<tradeagg::throughput_policy>(c);
+    CHECK(r.shards >= 1);
+    CHECK(r.shards <= std::max(1u, std::thread::hardware_concurrency()));
+}
+
+TEST_CASE("server endpoints: ingest, queries, admin, metrics (Redis off)") {
+    auto svc = make_service(config_from({{"REDIS_ADDR", "off"},
+                                         {"ADMIN_TOKEN", "s3cret"},
+                                         {"WORKER_QUEUE_SIZE", "100"},
+                                         {"FLUSH_INTERVAL", "5ms"}}));
+    svc->start();
+
+    SUBCASE("POST /trades, NDJSON and JSON; GET /tokens") {
+        const response a = svc->handle(make_request(
+            http::verb::post, "/trades",
+            "{\"token\":\"SOL\",\"price\":10,\"quantity\":2,\"side\":\"buy\",\"ts\":1732867200123,"
+            "\"id\":1}\n{\"token\":\"SOL\",\"price\":12,\"quantity\":1,\"side\":\"sell\","
+            "\"ts\":1732867200500,\"id\":2}\n",
+            "application/x-ndjson"));
+        CHECK(a.result() == http::status::accepted);
+        CHECK(json_of(a).at("accepted").as_int64() == 2);
+        const response b = svc->handle(make_request(
+            http::verb::post, "/trades",
+            "[{\"token\":\"ETH\",\"price\":3000.5,\"quantity\":0.1,\"side\":\"sell\",\"ts\":"
+            "1732867200000,\"id\":7}]",
+            "application/json"));
+        CHECK(b.result() == http::status::accepted);
+
+        response t;
+        for (int i = 0; i < 400; ++i) { // the snapshot arrives with the next flush
+            t = svc->handle(make_request(http::verb::get, "/tokens/SOL"));
+            if (t.result() == http::status::ok &&
+                json_of(t).at("candles").as_object().at("1s").as_object().at("trades").as_int64() ==
+                    2) {
+                break;
+            }
+            std::this_thread::sleep_for(5ms);
+        }
+        REQUIRE(t.result() == http::status::ok);
+        const auto body = json_of(t);
+        const auto& s1 = body.at("candles").as_object().at("1s").as_object();
+        CHECK(s1.at("open").as_double() == 10.0);
+        CHECK(s1.at("close").as_double() == 12.0);
+        CHECK(s1.at("volume").as_double() == 3.0);
+        CHECK(body.at("candles").as_object().size() == 7);
+        CHECK(body.at("latest").as_object().at("id").as_int64() == 2);
+        CHECK(body.contains("rolling_24h"));
+        CHECK(svc->handle(make_request(http::verb::get, "/tokens/NOPE")).result() ==
+              http::status::not_found);
+        CHECK(svc->handle(make_request(http::verb::get, "/tokens/a%7Bb")).result() ==
+              http::status::not_found); // a valid spelling, never traded
+        CHECK(svc->handle(make_request(http::verb::get, "/tokens/a{b")).result() ==
+              http::status::bad_request);
+    }
+
+    SUBCASE("a bad trade rejects the whole request, with its index") {
+        const response r = svc->handle(make_request(
+            http::verb::post, "/trades",
+            "[{\"token\":\"BAD1\",\"price\":10,\"quantity\":2,\"side\":\"buy\",\"ts\":1,\"id\":1},"
+            "{\"token\":\"BAD1\",\"price\":1e400,\"quantity\":2,\"side\":\"buy\",\"ts\":1,"
+            "\"id\":2}]",
+            "application/json"));
+        CHECK(r.result() == http::status::bad_request);
+        const auto body = json_of(r);
+        CHECK(body.at("index").as_int64() == 1);
+        CHECK(body.at("accepted").as_int64() == 0);
+        std::this_thread::sleep_for(50ms);
+        CHECK(svc->handle(make_request(http::verb::get, "/tokens/BAD1")).result() ==
+              http::status::not_found);
+        std::string many = "[";
+        for (int i = 0; i < 101; ++i) {
+            many +=
+                std::string(i ? "," : "") +
+                "{\"token\":\"M\",\"price\":1,\"quantity\":1,\"side\":\"buy\",\"ts\":1,\"id\":" +
+                std::to_string(i) + "}";
+        }
+        many += "]";
+        CHECK(svc->handle(make_request(http::verb::post, "/trades", many, "application/json"))
+                  .result() == http::status::payload_too_large);
+        CHECK(svc->handle(make_request(http::verb::post, "/trades", "[]", "text/plain")).result() ==
+              http::status::unsupported_media_type);
+    }
+
+    SUBCASE("admin endpoints need the token") {
+        CHECK(svc->handle(make_request(http::verb::post, "/performance/gc")).result() ==
+              http::status::unauthorized);
+        request req = make_request(http::verb::post, "/performance/gc");
+        req.set(http::field::authorization, "Bearer wrong!");
+        CHECK(svc->handle(req).result() == http::status::unauthorized);
+        req.set(http::field::authorization, "Bearer s3cret");
+        const response gc = svc->handle(req);
+        CHECK(gc.result() == http::status::ok);
+        CHECK(json_of(gc).contains("before"));
+        CHECK(json_of(gc).contains("after"));
+        request opt = make_request(http::verb::post, "/performance/optimize/latency");
+        opt.set(http::field::authorization, "Bearer s3cret");
+        const response o = svc->handle(opt);
+        CHECK(o.result() == http::status::ok);
+        CHECK(json_of(o).at("preset").as_string() == "latency");
+        CHECK(svc->handle(make_request(http::verb::get, "/performance/gc")).result() ==
+              http::status::method_not_allowed);
+    }
+
+    SUBCASE("performance, metrics, health, unknown paths") {
+        const response p = svc->handle(make_request(http::verb::get, "/performance"));
+        CHECK(p.result() == http::status::ok);
+        const auto body = json_of(p);
+        for (const char* key :
+             {"heap_alloc_mb", "heap_inuse_mb", "gc_cpu_fraction", "num_goroutines",
+              "active_tokens", "worker_count", "redis_latency_avg_ms", "redis_success_rate"}) {
+            CAPTURE(key);
+            CHECK(body.contains(key));
+        }
+        CHECK(body.at("num_goroutines").as_int64() > 1);
+        const response m = svc->handle(make_request(http::verb::get, "/metrics"));
+        CHECK(m.result() == http::status::ok);
+        for (const char* name : {"\nheap_inuse_mb ", "\ngc_cpu_fraction ", "\nnum_goroutines ",
+                                 "\nredis_latency_avg_ms ", "\ntradeagg_trades_applied_total "}) {
+            CAPTURE(name);
+            CHECK(m.body().find(name) != std::string::npos);
+        }
+        CHECK(svc->handle(make_request(http::verb::get, "/health")).result() == http::status::ok);
+        CHECK(svc->handle(make_request(http::verb::get, "/nope")).result() ==
+              http::status::not_found);
+        CHECK(svc->handle(make_request(http::verb::delete_, "/trades")).result() ==
+              http::status::method_not_allowed);
+    }
+
+    const shutdown_report r = svc->stop(5s);
+    CHECK(r.redis_complete);
+    CHECK(
+        svc->handle(make_request(http::verb::post, "/trades", "[]", "application/json")).result() ==
+        http::status::service_unavailable);
+}
+
+#ifdef TRADEAGG_SERVER_BINARY
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+
+#include "redis_keyspace.hpp"
+#include "redis_server.hpp"
+#include "trade_stream.hpp"
+
+namespace {
+
+/// The server binary, started with `env` added to this process's environment.
+class server_process {
+public:
+    explicit server_process(const std::vector<std::string>& env) {
+        pid_ = ::fork();
+        REQUIRE(pid_ >= 0);
+        if (pid_ == 0) {
+            for (const std::string& e : env) {
+                ::putenv(const_cast<char*>(e.c_str()));
+            }
+            ::execl(TRADEAGG_SERVER_BINARY, TRADEAGG_SERVER_BINARY, nullptr);
+            std::_Exit(127);
+        }
+    }
+    ~server_process() {
+        if (pid_ > 0) {
+            ::kill(pid_, SIGKILL);
+            (void)wait();
+        }
+    }
+    void signal(int s) const { ::kill(pid_, s); }
+    /// Waits for the exit; its status (or -1 if killed by a signal).
+    int wait() {
+        int status = 0;
+        ::waitpid(pid_, &status, 0);
+        pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    }
+
+private:
+    pid_t pid_ = -1;
+};
+
+/// One keep-alive HTTP connection.
+class client {
+public:
+    explicit client(int port) : socket_(io_) {
+        const auto deadline = std::chrono::steady_clock::now() + 10s;
+        for (;;) {
+            boost::system::error_code ec;
+            socket_.connect(
+                {boost::asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)},
+                ec);
+            if (!ec) {
+                return;
+            }
+            socket_.close();
+            REQUIRE(std::chrono::steady_clock::now() < deadline);
+            std::this_thread::sleep_for(20ms);
+        }
+    }
+    response send(request req) {
+        req.set(http::field::host, "127.0.0.1");
+        req.prepare_payload();
+        http::write(socket_, req);
+        response res;
+        http::read(socket_, buffer_, res);
+        return res;
+    }
+
+private:
+    boost::asio::io_context io_;
+    boost::asio::ip::tcp::socket socket_;
+    boost::beast::flat_buffer buffer_;
+};
+
+} // namespace
+
+TEST_CASE("server process: SIGTERM right after the last 202; Redis equals the reference") {
+    tradeagg::testing::redis_server redis;
+    const int http_port = tradeagg::testing::free_port();
+    server_process server({"REDIS_ADDR=127.0.0.1:" + std::to_string(redis.port()),
+                           "HTTP_ADDR=127.0.0.1:" + std::to_string(http_port),
+                           "REDIS_KEY_PREFIX=life", "SHUTDOWN_TIMEOUT=20s"});
+    tradeagg::testing::stream_options o;
+    o.tokens = 100;
+    o.trades = 20'000;
+    o.ms_per_trade = 10;
+    o.late_fraction = 0.0; // the reference below is a pipeline: lateness is tested elsewhere
+    const tradeagg::testing::trade_stream s = tradeagg::testing::make_stream(o);
+    client c(http_port);
+    for (int i = 0; i < 200; ++i) { // wait until it serves
+        if (c.send(make_request(http::verb::get, "/health")).result() == http::status::ok) {
+            break;
+        }
+    }
+    const std::size_t batch = 500;
+    for (std::size_t from = 0; from < s.arrivals.size(); from += batch) {
+        std::string body;
+        for (std::size_t i = from; i < std::min(s.arrivals.size(), from + batch); ++i) {
+            const tradeagg::trade& t = s.arrivals[i].t;
+            body +=
+                "{\"token\":\"" + s.names[s.arrivals[i].token_index] +
+                "\",\"price\":" + std::string(tradeagg::redis::number_text(t.price).view()) +
+                ",\"quantity\":" + std::string(tradeagg::redis::number_text(t.quantity).view()) +
+                ",\"side\":\"" + std::string(tradeagg::to_string(t.taker)) +
+                "\",\"ts\":" + std::to_string(t.ts_ms) + ",\"id\":" + std::to_string(t.id) + "}\n";
+        }
+        const response r =
+            c.send(make_request(http::verb::post, "/trades", body, "application/x-ndjson"));
+        REQUIRE(r.result() == http::status::accepted);
+    }
+    server.signal(SIGTERM); // right after the last 202
+    CHECK(server.wait() == 0);
+
+    tradeagg::pipeline<tradeagg::throughput_policy, tradeagg::memory_sink> ref{
+        tradeagg::runtime_config{}};
+    ref.start();
+    for (const auto& a : s.arrivals) {
+        (void)ref.push(tradeagg::trade_view{s.names[a.token_index], a.t.price, a.t.quantity,
+                                            a.t.taker, a.t.ts_ms, a.t.id});
+    }
+    ref.stop();
+    std::size_t keys = 0;
+    const tradeagg::testing::mismatch_log log =
+        tradeagg::testing::compare_redis_with("127.0.0.1", redis.port(), ref.sink(), "life",
+                                              tradeagg::throughput_policy::intervals, &keys);
+    INFO(log.text());
+    CHECK(log.count == 0);
+    CHECK(keys > 1'000);
+}
+
+#endif
