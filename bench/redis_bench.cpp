@@ -79,26 +79,16 @@
 #include <tradeagg/sink/redis_sink.hpp>
 #include <tradeagg/trade.hpp>
 
+#include "bench_stream.hpp"
 #include "redis_keyspace.hpp" // tests/: Redis compared with a memory_sink
 #include "redis_server.hpp"   // tests/: the fixture the Redis tests use
-#include "stream.hpp"
 
 namespace {
 
-using bench_clock = std::chrono::steady_clock;
-
-double seconds_between(bench_clock::time_point from, bench_clock::time_point to) {
-    return std::chrono::duration<double>(to - from).count();
-}
-
-constexpr synthetic::stream_config bench_stream_config{.trades = 1'048'576, .tokens = 10'000};
-
-/// The stream every benchmark consumes, generated once, by the first benchmark that uses it,
-/// before its clock starts.
-const synthetic::stream& bench_stream() {
-    static const synthetic::stream s{bench_stream_config};
-    return s;
-}
+using bench::bench_clock;
+using bench::bench_stream;
+using bench::bench_stream_config;
+using bench::seconds_between;
 
 /// Commands in flight on a baseline's connection.
 constexpr std::size_t pipeline_depth = 100;

@@ -53,26 +53,15 @@
 
 #include <tradeagg/tradeagg.hpp>
 
+#include "bench_stream.hpp"
 #include "churn.hpp"
-#include "stream.hpp"
 
 namespace {
 
-using bench_clock = std::chrono::steady_clock;
-
-double seconds_between(bench_clock::time_point from, bench_clock::time_point to) {
-    return std::chrono::duration<double>(to - from).count();
-}
-
-constexpr synthetic::stream_config bench_stream_config{.trades = 1'048'576, .tokens = 10'000};
-
-/// The stream every benchmark but BM_memory_churn consumes, generated once, by the first
-/// benchmark that uses it, before its clock starts. Not in main: the streams (~90 MB with the
-/// hot one) would otherwise sit in the resident set BM_memory_churn measures from.
-const synthetic::stream& bench_stream() {
-    static const synthetic::stream s{bench_stream_config};
-    return s;
-}
+using bench::bench_clock;
+using bench::bench_stream;
+using bench::bench_stream_config;
+using bench::seconds_between;
 
 /// The same generator with 100 tokens: their state stays in cache, which shows what the
 /// pipeline costs when it is not waiting for memory.
