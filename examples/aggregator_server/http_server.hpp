@@ -2,7 +2,10 @@
 // The aggregator server's HTTP/1.1 layer: a Boost.Beast server that hands each request to a
 // synchronous handler and stays up against slow, oversized, malformed and numerous clients.
 //
-// How a connection runs (each on its own strand; the io_context runs on N threads):
+// How a connection runs. Each I/O thread runs an io_context of its own; a new connection goes to
+// the thread with the fewest open connections and stays there, so its requests are handled one
+// after another on one thread (a handler may rely on that, e.g. to keep per-thread state in
+// order) and its handlers need no strand:
 // - The first request's header must arrive within `header_timeout` of the accept. Between
 //   requests a keep-alive connection may stay silent for `idle_timeout`; from the first byte of
 //   a later request, its header must arrive within `header_timeout` and the whole request within
@@ -91,6 +94,7 @@
 #include <boost/beast/http/write.hpp>
 
 #include <tradeagg/config.hpp>
+#include <tradeagg/detail/thread_name.hpp>
 
 namespace aggregator {
 
@@ -227,9 +231,10 @@ class http_connection;
 /// What connections share with the server. Held by shared pointer so that a connection
 /// destroyed while the io_context itself is destroyed still finds it.
 struct http_server_state {
-    http_server_state(http_limits l, handler h, error_log lg)
+    http_server_state(http_limits l, handler h, error_log lg, std::size_t threads)
         : limits(std::move(l)), handle(std::move(h)), log(std::move(lg)),
-          refusal(make_refusal(limits.server_name)) {}
+          refusal(make_refusal(limits.server_name)),
+          open_on(std::make_unique<std::atomic<std::size_t>[]>(threads)) {}
 
     const http_limits limits;
     const handler handle;
@@ -245,6 +250,8 @@ struct http_server_state {
     std::unordered_map<std::uint64_t, std::weak_ptr<http_connection>> connections;
     std::uint64_t next_id = 0;
     std::atomic<std::size_t> open{0};
+    /// Open connections per I/O thread, by thread index.
+    std::unique_ptr<std::atomic<std::size_t>[]> open_on;
     std::atomic<bool> stopping{false};
     /// `stop`'s deadline passed: nothing more is written, every connection is being closed.
     std::atomic<bool> forced{false};
@@ -308,11 +315,13 @@ inline bool says_close(const http::response<http::string_body>& res) {
     return false;
 }
 
-/// One client connection: reads requests, calls the handler, writes responses, on its strand.
+/// One client connection: reads requests, calls the handler, writes responses, on the one I/O
+/// thread `thread` (an index) that runs its socket's io_context.
 class http_connection : public std::enable_shared_from_this<http_connection> {
 public:
-    http_connection(tcp::socket socket, std::shared_ptr<http_server_state> state, std::uint64_t id)
-        : stream_(std::move(socket)), state_(std::move(state)), id_(id),
+    http_connection(tcp::socket socket, std::shared_ptr<http_server_state> state, std::uint64_t id,
+                    std::size_t thread)
+        : stream_(std::move(socket)), state_(std::move(state)), id_(id), thread_(thread),
           buffer_(state_->limits.header_bytes + read_slack) {}
 
     http_connection(const http_connection&) = delete;
@@ -322,6 +331,7 @@ public:
         const std::lock_guard lock(state_->mutex);
         state_->connections.erase(id_);
         state_->open.fetch_sub(1, std::memory_order_relaxed);
+        state_->open_on[thread_].fetch_sub(1, std::memory_order_relaxed);
         if (state_->connections.empty()) {
             state_->drained.notify_all();
         }
@@ -329,7 +339,7 @@ public:
 
     [[nodiscard]] tcp::socket::executor_type get_executor() { return stream_.get_executor(); }
 
-    /// Reads the first request. On the connection's strand.
+    /// Reads the first request. On the connection's thread.
     void start() {
         guarded([&] {
             if (closed_) {
@@ -343,7 +353,8 @@ public:
     }
 
     /// The server is stopping: close now if no request is in progress (or if `force`), else
-    /// let the current request be answered with `Connection: close`. On the strand.
+    /// let the current request be answered with `Connection: close`. On the connection's
+    /// thread.
     void on_server_stop(bool force) noexcept {
         if (closed_) {
             return;
@@ -665,6 +676,7 @@ private:
     beast::tcp_stream stream_;
     std::shared_ptr<http_server_state> state_;
     std::uint64_t id_;
+    std::size_t thread_;
     beast::flat_buffer buffer_;
     std::optional<http::request_parser<http::string_body>> parser_;
     http::response<http::string_body> res_;
@@ -780,16 +792,15 @@ public:
     http_server(std::string address, http_limits limits, handler on_request, unsigned threads = 2,
                 error_log log = {})
         : address_(std::move(address)), endpoint_(detail::parse_listen_address(address_)),
-          thread_count_(threads), ioc_(static_cast<int>(threads)),
-          accept_strand_(boost::asio::make_strand(ioc_)), acceptor_(accept_strand_),
+          thread_count_(threads), contexts_(make_contexts(limits, threads)),
+          accept_strand_(boost::asio::make_strand(*contexts_.front())), acceptor_(accept_strand_),
           backoff_timer_(accept_strand_) {
-        detail::check_http_limits(limits, threads);
         if (!on_request) {
             throw std::invalid_argument("http_server: the handler is empty");
         }
         backoff_ = limits.accept_backoff_min;
-        state_ = std::make_shared<detail::http_server_state>(std::move(limits),
-                                                             std::move(on_request), std::move(log));
+        state_ = std::make_shared<detail::http_server_state>(
+            std::move(limits), std::move(on_request), std::move(log), threads);
     }
 
     http_server(const http_server&) = delete;
@@ -841,16 +852,22 @@ public:
             throw fail("local_endpoint");
         }
 
-        work_.emplace(ioc_.get_executor());
+        work_.reserve(contexts_.size());
+        for (const auto& io : contexts_) {
+            work_.push_back(boost::asio::make_work_guard(*io));
+        }
         boost::asio::post(accept_strand_, [this] { accept(); });
         try {
             threads_.reserve(thread_count_);
             for (unsigned i = 0; i < thread_count_; ++i) {
-                threads_.emplace_back([this] { run(); });
+                threads_.emplace_back([this, i] {
+                    tradeagg::detail::name_this_thread("http-" + std::to_string(i));
+                    run(*contexts_[i]);
+                });
             }
         } catch (...) {
             boost::asio::post(accept_strand_, [this] { close_acceptor(); });
-            work_.reset();
+            work_.clear();
             join();
             throw;
         }
@@ -900,7 +917,7 @@ public:
             collect(live);
         }
         notify(live, true);
-        work_.reset();
+        work_.clear();
         join();
     }
 
@@ -943,11 +960,23 @@ private:
         }
     }
 
+    /// One io_context per I/O thread (checks the limits first, as the constructor's first step).
+    static std::vector<std::unique_ptr<boost::asio::io_context>>
+    make_contexts(const http_limits& limits, unsigned threads) {
+        detail::check_http_limits(limits, threads);
+        std::vector<std::unique_ptr<boost::asio::io_context>> out;
+        out.reserve(threads);
+        for (unsigned i = 0; i < threads; ++i) {
+            out.push_back(std::make_unique<boost::asio::io_context>(1));
+        }
+        return out;
+    }
+
     /// One I/O thread. An exception escaping a handler is logged and the loop run again.
-    void run() noexcept {
+    void run(boost::asio::io_context& io) noexcept {
         for (;;) {
             try {
-                ioc_.run();
+                io.run();
                 return;
             } catch (const std::exception& e) {
                 detail::count_one(state_->count.loop_exceptions);
@@ -969,13 +998,22 @@ private:
     // The accept loop runs on accept_strand_.
 
     void accept() {
-        acceptor_.async_accept(boost::asio::make_strand(ioc_),
-                               [this](boost::beast::error_code ec, tcp::socket socket) {
-                                   on_accept(ec, std::move(socket));
+        // The thread with the fewest open connections. A busy keep-alive connection and an
+        // idle one weigh the same: open connections are what a client controls, load is not.
+        std::size_t chosen = 0;
+        for (std::size_t i = 1; i < contexts_.size(); ++i) {
+            if (state_->open_on[i].load(std::memory_order_relaxed) <
+                state_->open_on[chosen].load(std::memory_order_relaxed)) {
+                chosen = i;
+            }
+        }
+        acceptor_.async_accept(contexts_[chosen]->get_executor(),
+                               [this, chosen](boost::beast::error_code ec, tcp::socket socket) {
+                                   on_accept(ec, std::move(socket), chosen);
                                });
     }
 
-    void on_accept(boost::beast::error_code ec, tcp::socket socket) noexcept {
+    void on_accept(boost::beast::error_code ec, tcp::socket socket, std::size_t thread) noexcept {
         if (ec == boost::asio::error::operation_aborted || !acceptor_.is_open()) {
             return;
         }
@@ -990,7 +1028,7 @@ private:
                 return back_off();
             }
             backoff_ = state_->limits.accept_backoff_min;
-            admit(std::move(socket));
+            admit(std::move(socket), thread);
             accept();
         } catch (const std::exception& e) {
             state_->report(std::string("accept loop: ") + e.what());
@@ -1016,7 +1054,7 @@ private:
         });
     }
 
-    void admit(tcp::socket socket) {
+    void admit(tcp::socket socket, std::size_t thread) {
         // Declared before the lock: a connection destroyed while unwinding from a failed
         // emplace must not lock the mutex its destructor takes while it is still held.
         std::shared_ptr<detail::http_connection> conn;
@@ -1029,9 +1067,11 @@ private:
             }
             if (state_->open.load(std::memory_order_relaxed) < state_->limits.max_connections) {
                 const auto id = state_->next_id++;
-                conn = std::make_shared<detail::http_connection>(std::move(socket), state_, id);
-                state_->connections.emplace(id, conn);
+                conn = std::make_shared<detail::http_connection>(std::move(socket), state_, id,
+                                                                 thread);
+                state_->open_on[thread].fetch_add(1, std::memory_order_relaxed);
                 state_->open.fetch_add(1, std::memory_order_relaxed);
+                state_->connections.emplace(id, conn);
                 detail::count_one(state_->count.accepted);
                 // Posted under the lock, so that it runs before anything `stop` posts to it.
                 boost::asio::post(conn->get_executor(), [conn] { conn->start(); });
@@ -1062,14 +1102,15 @@ private:
     tcp::endpoint endpoint_;
     unsigned thread_count_;
     std::shared_ptr<detail::http_server_state> state_;
-    // Destroyed before state_, so that connections destroyed with the io_context's pending
-    // handlers still find it (they also hold it).
-    boost::asio::io_context ioc_;
+    // Destroyed before state_, so that connections destroyed with the io_contexts' pending
+    // handlers still find it (they also hold it). One per I/O thread; the acceptor is on the
+    // first.
+    std::vector<std::unique_ptr<boost::asio::io_context>> contexts_;
     boost::asio::strand<boost::asio::io_context::executor_type> accept_strand_;
     tcp::acceptor acceptor_;
     boost::asio::steady_timer backoff_timer_;
     std::chrono::milliseconds backoff_{};
-    std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
+    std::vector<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
     std::vector<std::thread> threads_;
     std::mutex lifecycle_mutex_;
     bool started_ = false;

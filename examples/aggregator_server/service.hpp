@@ -78,6 +78,9 @@ class service {
 public:
     virtual ~service() = default;
     /// Answers one request. Thread-safe; may block up to INGEST_DEADLINE (POST /trades).
+    /// Trades are pushed through a producer of the calling thread: requests handled on one
+    /// thread are applied in the order they were handled, which is why the HTTP server keeps
+    /// each connection on one thread.
     virtual response handle(const request& req) = 0;
     /// Starts the pipeline and the monitor.
     virtual void start() = 0;
@@ -432,19 +435,6 @@ private:
                 } else {
                     std::this_thread::yield();
                 }
-            }
-        }
-        // The next request of this connection may be handled on another thread, whose
-        // producer has rings of its own: answer once the shards have taken these trades, so
-        // that one connection's trades are applied in the order they were sent.
-        for (unsigned spins = 0; !producer->drained(); ++spins) {
-            if (std::chrono::steady_clock::now() >= deadline) {
-                break; // accepted all the same; only the order against a next request is at stake
-            }
-            if (spins > 64) {
-                std::this_thread::sleep_for(std::chrono::microseconds(20));
-            } else {
-                std::this_thread::yield();
             }
         }
         boost::json::object body;

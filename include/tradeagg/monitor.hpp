@@ -46,6 +46,7 @@
 #include <vector>
 
 #include <tradeagg/config.hpp>
+#include <tradeagg/detail/thread_name.hpp>
 #include <tradeagg/pipeline.hpp>
 
 namespace tradeagg {
@@ -318,7 +319,10 @@ public:
             const std::lock_guard wake(wake_mutex_);
             stop_requested_ = false;
         }
-        thread_ = std::thread([this] { run(); });
+        thread_ = std::thread([this] {
+            detail::name_this_thread("tradeagg-monitor");
+            run();
+        });
     }
 
     /// Stops the background thread: wakes it at once (it waits on a condition variable, not in

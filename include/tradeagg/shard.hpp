@@ -11,11 +11,13 @@
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include <tradeagg/config.hpp>
 #include <tradeagg/detail/large_allocator.hpp>
+#include <tradeagg/detail/thread_name.hpp>
 #include <tradeagg/ingress.hpp>
 #include <tradeagg/latency_histogram.hpp>
 #include <tradeagg/policy.hpp>
@@ -75,7 +77,10 @@ public:
     shared_ingress_queue& shared_queue() noexcept { return shared_; }
 
     void start() {
-        thread_ = std::thread([this] { run(); });
+        thread_ = std::thread([this] {
+            detail::name_this_thread("tradeagg-shard" + std::to_string(index_));
+            run();
+        });
     }
 
     /// Asks the worker to drain everything, flush, and exit. Precondition: no producer will

@@ -62,6 +62,7 @@
 #include <hiredis/hiredis.h>
 
 #include <tradeagg/config.hpp>
+#include <tradeagg/detail/thread_name.hpp>
 #include <tradeagg/latency_histogram.hpp>
 #include <tradeagg/runtime_config.hpp>
 #include <tradeagg/sink.hpp>
@@ -1194,6 +1195,7 @@ public:
           guard_(std::make_unique<guard_type>(own_io_->get_executor())),
           core_(make_core(std::move(cfg), *own_io_)) {
         thread_ = std::thread([io = own_io_.get()] {
+            tradeagg::detail::name_this_thread("tradeagg-redis");
             // hiredis writes with write(2): a connection Redis has closed raises SIGPIPE, whose
             // default action ends the process. Blocked here, it stays pending on this thread
             // and the write fails with EPIPE, which hiredis reports as a lost connection.
