@@ -33,10 +33,44 @@ hash_fields fields_of(const Value& v) {
 
 namespace detail {
 
-/// Sends HGETALL for every key of `batch`, pipelined, and compares each reply with its hash.
+inline bool is_candle_key(std::string_view key) noexcept {
+    return key.find("}:candle:") != std::string_view::npos;
+}
+
+/// Sends PTTL for every candle key of `batch`, pipelined, and checks that each has an expiry.
+inline void check_expiries(redisContext* c,
+                           const std::vector<std::pair<std::string, hash_fields>>& batch,
+                           mismatch_log& log) {
+    for (const auto& [key, want] : batch) {
+        if (is_candle_key(key)) {
+            const char* argv[] = {"PTTL", key.data()};
+            const std::size_t lengths[] = {4, key.size()};
+            redisAppendCommandArgv(c, 2, argv, lengths);
+        }
+    }
+    for (const auto& [key, want] : batch) {
+        if (!is_candle_key(key)) {
+            continue;
+        }
+        void* raw = nullptr;
+        if (redisGetReply(c, &raw) != REDIS_OK || raw == nullptr) {
+            log.add("cannot read from Redis: " + std::string(c->errstr));
+            return;
+        }
+        auto* r = static_cast<redisReply*>(raw);
+        if (r->type != REDIS_REPLY_INTEGER || r->integer == -1) {
+            log.add(key + ": no expiry");
+        }
+        freeReplyObject(r);
+    }
+}
+
+/// Sends HGETALL for every key of `batch`, pipelined, and compares each reply with its hash;
+/// every candle key must also have an expiry.
 inline void compare_batch(redisContext* c,
                           const std::vector<std::pair<std::string, hash_fields>>& batch,
                           mismatch_log& log) {
+    check_expiries(c, batch, log);
     for (const auto& [key, want] : batch) {
         const char* argv[] = {"HGETALL", key.data()};
         const std::size_t lengths[] = {7, key.size()};

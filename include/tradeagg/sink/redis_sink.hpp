@@ -386,12 +386,16 @@ private:
         bool failed = false;
         std::int64_t pending_since_ns = 0;      ///< consume time of the oldest unwritten version
         std::int64_t next_pending_since_ns = 0; ///< of the first version after the one in flight
+        /// When the candle key's expiry was last sent on the current Redis; the epoch when it
+        /// is due with the next write (first write, after a failure, after a restart).
+        clock::time_point expiry_sent{};
     };
 
     struct journal_item {
         update_key key;
         update_value value;
         clock::time_point expires = clock::time_point::max();
+        clock::time_point expiry_sent{}; ///< as `entry::expiry_sent` when it was written
     };
     /// Bytes one journal item costs: its list node and its index node.
     static constexpr std::size_t journal_item_bytes =
@@ -474,6 +478,12 @@ private:
             it = pending_.emplace(u.key, entry{}).first;
             entry& e = it->second;
             e.key = &it->first;
+            if (u.key.kind == key_kind::candle && !journal_.empty()) {
+                // Written before: its expiry is known to be set, and when.
+                if (const auto j = journal_index_.find(u.key); j != journal_index_.end()) {
+                    e.expiry_sent = j->second->expiry_sent;
+                }
+            }
             e.value = u.value;
             e.version = 1;
             e.pending_since_ns = consumed_ns;
@@ -518,8 +528,31 @@ private:
         a.extend(kind);
     }
 
-    /// Sends an entry's two commands. False if hiredis refused the first (the connection is
-    /// going away); a refused second fails the entry when the first is answered.
+    /// The expiry of a candle key: `candle_retention_intervals` intervals, capped at 2^50 ms.
+    [[nodiscard]] std::chrono::milliseconds candle_ttl(const update_key& k) const noexcept {
+        const std::uint64_t retention = cfg_.candle_retention_intervals;
+        const auto width = static_cast<std::uint64_t>(k.width_ms);
+        const std::uint64_t ttl = width > 0 && retention > (std::uint64_t{1} << 50) / width
+                                      ? (std::uint64_t{1} << 50)
+                                      : std::max<std::uint64_t>(retention * width, 1);
+        return std::chrono::milliseconds(static_cast<std::int64_t>(ttl));
+    }
+
+    /// Whether a candle write carries PEXPIRE: with the key's first write on this Redis (or
+    /// the first since the journal forgot it, or since a failed write), with its closing
+    /// write, and at most once per interval in between. A key thus expires between
+    /// `candle_retention_intervals` - 1 and `candle_retention_intervals` intervals after its
+    /// last write and exactly that many after its closing write, and a key written often costs
+    /// one command per write instead of two.
+    [[nodiscard]] static bool expiry_due(const entry& e, const candle& c,
+                                         clock::time_point now) noexcept {
+        return c.closed || e.expiry_sent == clock::time_point{} ||
+               now - e.expiry_sent >= std::chrono::milliseconds(e.key->width_ms);
+    }
+
+    /// Sends an entry's commands (two, or one for a candle whose expiry is not due). False if
+    /// hiredis refused the first (the connection is going away); a refused second fails the
+    /// entry when the first is answered.
     bool send(entry& e) {
         command_args& a = args_;
         auto hset = [&a](std::string_view field, std::string_view text) {
@@ -548,29 +581,28 @@ private:
         }
         e.replies_due = 1;
         note_sent();
-        a.clear();
-        if (c != nullptr) {
-            a.add("PEXPIRE");
-            append_key(a, *e.key, "candle:");
-            a.extend(interval_name(interval(e.key->width_ms)).view());
-            a.extend(":");
-            a.extend(number_text(e.key->open_time).view());
-            const std::uint64_t retention = cfg_.candle_retention_intervals;
-            const auto width = static_cast<std::uint64_t>(e.key->width_ms);
-            const std::uint64_t ttl = width > 0 && retention > (std::uint64_t{1} << 50) / width
-                                          ? (std::uint64_t{1} << 50)
-                                          : std::max<std::uint64_t>(retention * width, 1);
-            a.add(number_text(ttl).view());
-        } else {
-            a.add("HSET");
-            append_key(a, *e.key, "latest");
-            for_each_field(std::get<token_value>(e.value).latest, hset);
-        }
-        if (issue()) {
-            e.replies_due = 2;
-            note_sent();
-        } else {
-            e.failed = true;
+        const clock::time_point now = clock::now();
+        if (c == nullptr || expiry_due(e, *c, now)) {
+            a.clear();
+            if (c != nullptr) {
+                a.add("PEXPIRE");
+                append_key(a, *e.key, "candle:");
+                a.extend(interval_name(interval(e.key->width_ms)).view());
+                a.extend(":");
+                a.extend(number_text(e.key->open_time).view());
+                a.add(number_text(static_cast<std::uint64_t>(candle_ttl(*e.key).count())).view());
+                e.expiry_sent = now;
+            } else {
+                a.add("HSET");
+                append_key(a, *e.key, "latest");
+                for_each_field(std::get<token_value>(e.value).latest, hset);
+            }
+            if (issue()) {
+                e.replies_due = 2;
+                note_sent();
+            } else {
+                e.failed = true;
+            }
         }
         if (e.attempts > 0) {
             bump(retries_);
@@ -643,6 +675,7 @@ private:
         const auto now = clock::now();
         if (e.failed) {
             e.failed = false;
+            e.expiry_sent = {}; // the expiry may not have been set: send it with the retry
             ++e.attempts;
             if (e.attempts <= cfg_.max_retries || stopping_) {
                 e.at = where::retry;
@@ -706,21 +739,18 @@ private:
         if (cfg_.resync_journal_bytes < journal_item_bytes) {
             return;
         }
-        const clock::time_point expires =
-            e.key->kind == key_kind::candle
-                ? clock::now() + std::chrono::milliseconds(std::min<std::uint64_t>(
-                                     cfg_.candle_retention_intervals *
-                                         static_cast<std::uint64_t>(e.key->width_ms),
-                                     std::uint64_t{1} << 50))
-                : clock::time_point::max();
+        const clock::time_point expires = e.key->kind == key_kind::candle
+                                              ? e.expiry_sent + candle_ttl(*e.key)
+                                              : clock::time_point::max();
         const auto found = journal_index_.find(*e.key);
         if (found != journal_index_.end()) {
             found->second->value = e.value;
             found->second->expires = expires;
+            found->second->expiry_sent = e.expiry_sent;
             journal_.splice(journal_.end(), journal_, found->second);
             return;
         }
-        journal_.push_back(journal_item{*e.key, e.value, expires});
+        journal_.push_back(journal_item{*e.key, e.value, expires, e.expiry_sent});
         journal_index_.emplace(*e.key, std::prev(journal_.end()));
         while (journal_.size() * journal_item_bytes > cfg_.resync_journal_bytes) {
             forget_oldest();
@@ -743,8 +773,13 @@ private:
     /// Redis restarted: write again everything written, and ask for the live state.
     void resync() {
         bump(resyncs_);
+        // Expiries were set on the Redis that was lost, not on this one.
+        for (auto& [key, e] : pending_) {
+            e.expiry_sent = {};
+        }
         std::uint64_t queued = 0;
-        for (const journal_item& j : journal_) {
+        for (journal_item& j : journal_) {
+            j.expiry_sent = {};
             if (pending_.size() >= cfg_.max_pending_updates) {
                 break;
             }
