@@ -49,6 +49,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -70,6 +71,7 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/span.hpp>
 #include <boost/beast/http/read.hpp>
+#include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/span_body.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
@@ -105,7 +107,9 @@ struct options {
     std::uint64_t seed = synthetic::stream_config{}.seed;
     bool progress = false;
     bool json = false;
-    std::string sink; ///< non-empty: serve as a trivial sink on this address instead
+    std::string sink;         ///< non-empty: serve as a trivial sink on this address instead
+    std::string probe;        ///< non-empty: also GET this path on a connection of its own
+    double probe_rate = 20.0; ///< probe requests per second
 };
 
 /// A bad option value: one line, naming the option; the exit status is 2.
@@ -186,7 +190,7 @@ struct option_spec {
     void (*apply)(options&, std::string_view value, const std::string& where);
 };
 
-constexpr std::array<option_spec, 14> option_specs{{
+constexpr std::array<option_spec, 16> option_specs{{
     {"url", false, "server address host:port, or http://host:port (default 127.0.0.1:8080)",
      [](options& o, std::string_view v, const std::string& where) {
          if (v.empty()) {
@@ -257,6 +261,20 @@ constexpr std::array<option_spec, 14> option_specs{{
              throw usage_error(where + ": expected host:port, got an empty value");
          }
          o.sink = v;
+     }},
+    {"probe", false,
+     "also GET this path (e.g. /performance) on a keep-alive connection of its own during the "
+     "run, and report its latency: what a monitor polling the server sees under the load",
+     [](options& o, std::string_view v, const std::string& where) {
+         if (!v.starts_with('/') || v.find_first_of(" \t\r\n") != std::string_view::npos) {
+             throw usage_error(where + ": expected a path starting with '/', got '" +
+                               std::string(v) + "'");
+         }
+         o.probe = v;
+     }},
+    {"probe-rate", false, "probe requests per second, 0.1..1000 (default 20)",
+     [](options& o, std::string_view v, const std::string& where) {
+         o.probe_rate = double_in(v, 0.1, 1000.0, where);
      }},
 }};
 
@@ -748,6 +766,92 @@ std::int64_t wall_clock_ms() {
 
 /// One connection: send batch after batch until the stop, each request re-stamped just before
 /// it is written, each answer read before the next request (no pipelining).
+/// Connects `socket` if it is closed; false (counted, reported once, after a pause) if that
+/// failed. `who` names the connection in the report.
+bool ensure_connected(tcp::socket& socket, const run_plan& plan, connection_stats& stats,
+                      const std::string& who, stop_signal& stop) {
+    using namespace std::chrono_literals;
+    if (socket.is_open()) {
+        return true;
+    }
+    boost::system::error_code ec;
+    asio::connect(socket, plan.endpoints, ec);
+    if (ec) {
+        socket.close(ec);
+        connection_stats::add(stats.io_errors, 1);
+        report_once(io_error_reported, who + ": connect: " + ec.message() + " (retrying)");
+        stop.sleep_until(steady::now() + 100ms);
+        return false;
+    }
+    socket.set_option(tcp::no_delay(true), ec);
+    return true;
+}
+
+/// How far a request got.
+enum class trip { unsent, unanswered, answered };
+
+/// Writes `req` and reads the response into `parser`, recording the latency and the status in
+/// `stats`. On an I/O error: counted, reported once, the socket closed.
+template <class Request>
+trip round_trip(tcp::socket& socket, beast::flat_buffer& buffer, const Request& req,
+                http::response_parser<http::string_body>& parser, connection_stats& stats,
+                const std::string& who) {
+    boost::system::error_code ec;
+    const auto fail = [&](std::string_view step, trip how_far) {
+        connection_stats::add(stats.io_errors, 1);
+        report_once(io_error_reported,
+                    who + ": " + std::string(step) + ": " + ec.message() + " (reconnecting)");
+        socket.close(ec);
+        buffer.clear();
+        return how_far;
+    };
+    const steady::time_point sent = steady::now();
+    http::write(socket, req, ec);
+    if (ec) {
+        return fail("write", trip::unsent);
+    }
+    parser.body_limit(1 << 20);
+    http::read(socket, buffer, parser, ec);
+    if (ec) {
+        return fail("read", trip::unanswered);
+    }
+    stats.latency.record(static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(steady::now() - sent).count()));
+    const unsigned code = parser.get().result_int();
+    connection_stats::add(stats.requests, 1);
+    connection_stats::add(stats.status[code < connection_stats::statuses ? code : 0], 1);
+    if (!parser.get().keep_alive()) {
+        socket.close(ec);
+        buffer.clear();
+    }
+    return trip::answered;
+}
+
+/// GETs `opts.probe` at `opts.probe_rate` on a keep-alive connection of its own until the stop.
+void run_probe(const run_plan& plan, connection_stats& stats, stop_signal& stop) {
+    const options& o = plan.opts;
+    asio::io_context ioc;
+    tcp::socket socket(ioc);
+    beast::flat_buffer buffer;
+    http::request<http::empty_body> req{http::verb::get, o.probe, 11};
+    req.set(http::field::host, plan.addr.host_header);
+    req.set(http::field::user_agent, program);
+    req.keep_alive(true);
+    const auto interval = std::chrono::duration_cast<steady::duration>(
+        std::chrono::duration<double>(1.0 / o.probe_rate));
+    steady::time_point next = steady::now();
+    while (!stop.requested()) {
+        if (!ensure_connected(socket, plan, stats, "probe", stop)) {
+            continue;
+        }
+        http::response_parser<http::string_body> parser;
+        (void)round_trip(socket, buffer, req, parser, stats, "probe");
+        next = std::max(next + interval, steady::now() - interval);
+        stop.sleep_until(next);
+    }
+    stats.finished.store(true, std::memory_order_release);
+}
+
 void run_connection(const run_plan& plan, std::size_t index, request_pool& pool,
                     connection_stats& stats, stop_signal& stop) {
     using namespace std::chrono_literals;
@@ -766,21 +870,12 @@ void run_connection(const run_plan& plan, std::size_t index, request_pool& pool,
     const double connection_rate = o.rate / static_cast<double>(o.connections);
     steady::time_point next_send = steady::now();
 
+    const std::string who = "connection " + std::to_string(index);
     std::size_t b = 0;
     std::uint64_t pass = 0;
     while (!stop.requested()) {
-        if (!socket.is_open()) {
-            boost::system::error_code ec;
-            asio::connect(socket, plan.endpoints, ec);
-            if (ec) {
-                socket.close(ec);
-                connection_stats::add(stats.io_errors, 1);
-                report_once(io_error_reported, "connection " + std::to_string(index) +
-                                                   ": connect: " + ec.message() + " (retrying)");
-                stop.sleep_until(steady::now() + 100ms);
-                continue;
-            }
-            socket.set_option(tcp::no_delay(true), ec);
+        if (!ensure_connected(socket, plan, stats, who, stop)) {
+            continue;
         }
 
         const std::size_t n = pool.trades(b);
@@ -806,36 +901,16 @@ void run_connection(const run_plan& plan, std::size_t index, request_pool& pool,
             ++pass;
         }
 
-        boost::system::error_code ec;
-        const steady::time_point sent = steady::now();
-        http::write(socket, req, ec);
-        if (ec) {
-            connection_stats::add(stats.io_errors, 1);
-            report_once(io_error_reported, "connection " + std::to_string(index) +
-                                               ": write: " + ec.message() + " (reconnecting)");
-            socket.close(ec);
-            buffer.clear();
-            continue;
-        }
-        connection_stats::add(stats.trades_sent, n);
-
         http::response_parser<http::string_body> parser;
-        parser.body_limit(1 << 20);
-        http::read(socket, buffer, parser, ec);
-        if (ec) {
-            connection_stats::add(stats.io_errors, 1);
-            report_once(io_error_reported, "connection " + std::to_string(index) +
-                                               ": read: " + ec.message() + " (reconnecting)");
-            socket.close(ec);
-            buffer.clear();
+        const trip t = round_trip(socket, buffer, req, parser, stats, who);
+        if (t != trip::unsent) {
+            connection_stats::add(stats.trades_sent, n);
+        }
+        if (t != trip::answered) {
             continue;
         }
-        stats.latency.record(static_cast<std::uint64_t>(
-            std::chrono::duration_cast<std::chrono::nanoseconds>(steady::now() - sent).count()));
         const auto& res = parser.get();
         const unsigned code = res.result_int();
-        connection_stats::add(stats.requests, 1);
-        connection_stats::add(stats.status[code < connection_stats::statuses ? code : 0], 1);
 
         if (code >= 200 && code < 300) {
             connection_stats::add(stats.trades_accepted, accepted_count(res.body()).value_or(n));
@@ -853,10 +928,6 @@ void run_connection(const run_plan& plan, std::size_t index, request_pool& pool,
             }
             report_once(client_error_reported, "first " + std::to_string(code) + " response: " +
                                                    std::string(res.reason()) + ": " + body);
-        }
-        if (!res.keep_alive()) {
-            socket.close(ec);
-            buffer.clear();
         }
     }
     stats.finished.store(true, std::memory_order_release);
@@ -954,6 +1025,7 @@ struct summary {
     double cpu_s = 0;
     std::size_t abandoned = 0; ///< connections still waiting for an answer at the end
     totals t;
+    std::optional<totals> probe; ///< with --probe
 };
 
 void print_progress(double elapsed_s, const totals& now, const totals& before, double window_s) {
@@ -990,6 +1062,32 @@ std::string json_string(std::string_view s) {
     return out + "\"";
 }
 
+/// The probe's figures: "GET /performance: 160 requests, non-2xx 0, io errors 0, p50 ..."
+/// as text, or a JSON object.
+std::string probe_summary(const options& o, const totals& p, bool json) {
+    const auto q = [&](double x) {
+        return ms(latency_histogram::quantile(p.latency, x, p.max_ns));
+    };
+    const auto non_2xx = static_cast<unsigned long long>(p.requests - p.status_range(200, 300));
+    char buf[512];
+    if (json) {
+        std::snprintf(buf, sizeof buf,
+                      "{\"path\":%s,\"requests\":%llu,\"non_2xx\":%llu,\"io_errors\":%llu,"
+                      "\"latency_ms\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"max\":%.3f}}",
+                      json_string(o.probe).c_str(), static_cast<unsigned long long>(p.requests),
+                      non_2xx, static_cast<unsigned long long>(p.io_errors), q(0.50), q(0.90),
+                      q(0.99), ms(p.max_ns));
+    } else {
+        std::snprintf(buf, sizeof buf,
+                      "GET %s: %llu requests, non-2xx %llu, io errors %llu; p50 %.3f ms  p90 "
+                      "%.3f ms  p99 %.3f ms  max %.3f ms",
+                      o.probe.c_str(), static_cast<unsigned long long>(p.requests), non_2xx,
+                      static_cast<unsigned long long>(p.io_errors), q(0.50), q(0.90), q(0.99),
+                      ms(p.max_ns));
+    }
+    return buf;
+}
+
 void print_summary(const options& o, const address& a, const summary& s) {
     const totals& t = s.t;
     const auto q = [&](double p) {
@@ -1014,14 +1112,15 @@ void print_summary(const options& o, const address& a, const summary& s) {
             "\"trades_accepted\":%llu,\"accepted_per_s\":%.1f,\"latency_ms\":{\"p50\":%.3f,"
             "\"p90\":%.3f,\"p99\":%.3f,\"max\":%.3f},\"status\":{%s},\"status_4xx\":%llu,"
             "\"status_5xx\":%llu,\"retry_after_s\":%.3f,\"io_errors\":%llu,"
-            "\"abandoned_connections\":%zu,\"cpu_s\":%.3f,\"trades_per_cpu_s\":%.0f}\n",
+            "\"abandoned_connections\":%zu,\"cpu_s\":%.3f,\"trades_per_cpu_s\":%.0f%s%s}\n",
             json_string(a.host_header).c_str(), o.connections, o.batch, format, o.tokens, o.zipf,
             o.rate, o.out_of_order, u(o.max_delay_ms), u(o.seed), s.elapsed_s, u(t.requests),
             per_second(t.requests, s.elapsed_s), u(t.trades_sent), u(t.trades_accepted),
             per_second(t.trades_accepted, s.elapsed_s), q(0.50), q(0.90), q(0.99), ms(t.max_ns),
             statuses.c_str(), u(t.status_range(400, 500)), u(t.status_range(500, 600)),
             static_cast<double>(t.backoff_ns) * 1e-9, u(t.io_errors), s.abandoned, s.cpu_s,
-            trades_per_cpu_s);
+            trades_per_cpu_s, s.probe ? ",\"probe\":" : "",
+            s.probe ? probe_summary(o, *s.probe, true).c_str() : "");
         return;
     }
     std::printf("%.*s -> %s: %zu connection%s, batch %zu (%s), %zu tokens, zipf %g, rate %s\n",
@@ -1060,6 +1159,9 @@ void print_summary(const options& o, const address& a, const summary& s) {
     }
     std::printf("  generator cpu    %.2f s (%.0f%% of one core), %.0f trades sent per cpu-second\n",
                 s.cpu_s, s.elapsed_s > 0 ? 100.0 * s.cpu_s / s.elapsed_s : 0.0, trades_per_cpu_s);
+    if (s.probe) {
+        std::printf("  probe            %s\n", probe_summary(o, *s.probe, false).c_str());
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1131,6 +1233,14 @@ int run(const options& o) {
         threads.emplace_back(run_connection, std::cref(plan), c, std::ref(*pools[c]),
                              std::ref(*stats[c]), std::ref(stop));
     }
+    // The probe's figures are kept apart from the trade connections'; it counts among the
+    // connections waited for at the end.
+    std::vector<std::unique_ptr<connection_stats>> probe_stats;
+    if (!o.probe.empty()) {
+        probe_stats.push_back(std::make_unique<connection_stats>());
+        threads.emplace_back(run_probe, std::cref(plan), std::ref(*probe_stats.front()),
+                             std::ref(stop));
+    }
 
     totals before;
     steady::time_point last = start;
@@ -1150,25 +1260,29 @@ int run(const options& o) {
     // A connection blocked on a server that does not answer is given a few seconds, then left
     // behind: its request is not counted, and the process exits without joining it.
     const steady::time_point grace = steady::now() + 5s;
+    const auto finished = [](const auto& st) {
+        return st->finished.load(std::memory_order_acquire);
+    };
     const auto all_finished = [&] {
-        return std::all_of(stats.begin(), stats.end(), [](const auto& s) {
-            return s->finished.load(std::memory_order_acquire);
-        });
+        return std::all_of(stats.begin(), stats.end(), finished) &&
+               std::all_of(probe_stats.begin(), probe_stats.end(), finished);
     };
     while (!all_finished() && steady::now() < grace) {
         std::this_thread::sleep_for(1ms);
     }
     summary s;
     s.cpu_s = cpu_seconds() - cpu_before;
-    s.abandoned =
-        static_cast<std::size_t>(std::count_if(stats.begin(), stats.end(), [](const auto& st) {
-            return !st->finished.load(std::memory_order_acquire);
-        }));
+    s.abandoned = static_cast<std::size_t>(
+        std::count_if(stats.begin(), stats.end(), std::not_fn(finished)) +
+        std::count_if(probe_stats.begin(), probe_stats.end(), std::not_fn(finished)));
     // The grace given to an abandoned connection is not part of the run.
     s.elapsed_s =
         std::chrono::duration<double>((s.abandoned != 0 ? deadline : steady::now()) - start)
             .count();
     s.t = sum(stats);
+    if (!probe_stats.empty()) {
+        s.probe = sum(probe_stats);
+    }
     print_summary(o, plan.addr, s);
     const int code = s.t.trades_accepted > 0 ? 0 : 1;
     if (code != 0) {
