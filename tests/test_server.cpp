@@ -2,6 +2,9 @@
 // variable's errors, and each endpoint's answers to good and bad requests.
 
 #include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <limits>
 #include <map>
 #include <string>
 #include <thread>
@@ -111,6 +114,32 @@ TEST_CASE("server config: the policy's bounds, reported under the seed's variabl
     CHECK(r.shards <= std::max(1u, std::thread::hardware_concurrency()));
 }
 
+TEST_CASE("server JSON: plain shortest doubles, null for non-finite, escaped strings") {
+    boost::json::object o;
+    o["a"] = 7.5;
+    o["zero"] = 0.0;
+    o["small"] = 1e-7;
+    o["third"] = 1.0 / 3.0;
+    o["neg"] = -12;
+    o["big"] = std::uint64_t{18'446'744'073'709'551'615u};
+    o["nan"] = std::nan("");
+    o["inf"] = -std::numeric_limits<double>::infinity();
+    o["text"] = "say \"hi\"\n\x01";
+    o["list"] = boost::json::array{1.25, true, nullptr, boost::json::object{{"k\\", 2.0}}};
+    std::string out;
+    detail::append_json(out, o);
+    CHECK(out == R"({"a":7.5,"zero":0,"small":1e-07,"third":0.3333333333333333,"neg":-12,)"
+                 R"("big":18446744073709551615,"nan":null,"inf":null,"text":"say \"hi\"\n\u0001",)"
+                 R"("list":[1.25,true,null,{"k\\":2}]})");
+    // It reads back as what was written, the non-finite values as null.
+    const boost::json::value back = boost::json::parse(out);
+    CHECK(back.at("third").to_number<double>() == 1.0 / 3.0);
+    CHECK(back.at("big").as_uint64() == 18'446'744'073'709'551'615u);
+    CHECK(back.at("nan").is_null());
+    CHECK(back.at("text").as_string() == "say \"hi\"\n\x01");
+    CHECK(back.at("list").as_array()[3].at("k\\").to_number<double>() == 2.0);
+}
+
 TEST_CASE("server endpoints: ingest, queries, admin, metrics (Redis off)") {
     auto svc = make_service(config_from({{"REDIS_ADDR", "off"},
                                          {"ADMIN_TOKEN", "s3cret"},
@@ -147,9 +176,9 @@ TEST_CASE("server endpoints: ingest, queries, admin, metrics (Redis off)") {
         REQUIRE(t.result() == http::status::ok);
         const auto body = json_of(t);
         const auto& s1 = body.at("candles").as_object().at("1s").as_object();
-        CHECK(s1.at("open").as_double() == 10.0);
-        CHECK(s1.at("close").as_double() == 12.0);
-        CHECK(s1.at("volume").as_double() == 3.0);
+        CHECK(s1.at("open").to_number<double>() == 10.0);
+        CHECK(s1.at("close").to_number<double>() == 12.0);
+        CHECK(s1.at("volume").to_number<double>() == 3.0);
         CHECK(body.at("candles").as_object().size() == 7);
         CHECK(body.at("latest").as_object().at("id").as_int64() == 2);
         CHECK(body.contains("rolling_24h"));

@@ -14,7 +14,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -92,11 +94,73 @@ public:
 
 namespace detail {
 
+/// Appends `v` as JSON text. Unlike `boost::json::serialize` (1.81), which writes every double
+/// in exponent form ("7.5E0", "0E0"), doubles are written in the shortest form that reads
+/// back exactly ("7.5", "0", "1e-07"), as a person or a dashboard expects; a non-finite one,
+/// which JSON cannot express, as null.
+inline void append_json(std::string& out, const boost::json::value& v) {
+    char buf[32];
+    const auto number = [&](auto x) {
+        const auto r = std::to_chars(buf, buf + sizeof buf, x);
+        out.append(buf, r.ptr);
+    };
+    switch (v.kind()) {
+    case boost::json::kind::null:
+        out += "null";
+        break;
+    case boost::json::kind::bool_:
+        out += v.get_bool() ? "true" : "false";
+        break;
+    case boost::json::kind::int64:
+        number(v.get_int64());
+        break;
+    case boost::json::kind::uint64:
+        number(v.get_uint64());
+        break;
+    case boost::json::kind::double_:
+        if (std::isfinite(v.get_double())) {
+            number(v.get_double());
+        } else {
+            out += "null";
+        }
+        break;
+    case boost::json::kind::string:
+        out += boost::json::serialize(v.get_string());
+        break;
+    case boost::json::kind::array: {
+        out.push_back('[');
+        bool first = true;
+        for (const boost::json::value& e : v.get_array()) {
+            if (!std::exchange(first, false)) {
+                out.push_back(',');
+            }
+            append_json(out, e);
+        }
+        out.push_back(']');
+        break;
+    }
+    case boost::json::kind::object: {
+        out.push_back('{');
+        bool first = true;
+        for (const boost::json::key_value_pair& kv : v.get_object()) {
+            if (!std::exchange(first, false)) {
+                out.push_back(',');
+            }
+            out += boost::json::serialize(boost::json::string_view(kv.key()));
+            out.push_back(':');
+            append_json(out, kv.value());
+        }
+        out.push_back('}');
+        break;
+    }
+    }
+}
+
 inline response json_response(const request& req, http::status status,
                               const boost::json::value& body) {
     response res{status, req.version()};
     res.set(http::field::content_type, "application/json");
-    res.body() = boost::json::serialize(body);
+    append_json(res.body(), body);
     res.body().push_back('\n');
     res.keep_alive(req.keep_alive());
     res.prepare_payload();
