@@ -2,19 +2,24 @@
 # Checks scripts/performance_test.sh against a stand-in server (python3's http.server) that
 # answers the five endpoints with the shape of the aggregator server: the five steps pass; a
 # missing token, a failing endpoint and an unreachable server each end the script with status
-# 1 and a message that names the cause; without python3 the JSON is shown raw.
-#   tests/test_performance_script.sh       (from anywhere; needs bash, curl and python3)
+# 1 and a message that names the cause; without python3 the JSON is shown raw. Given the
+# aggregator server's binary, runs the script against it too (Redis off, an admin token set,
+# some trades accepted): every one of the seed's eight metrics is found, with and without python3.
+#   tests/test_performance_script.sh [SERVER_BINARY]   (from anywhere; needs bash, curl, python3)
 set -euo pipefail
+server_binary=${1:-}
 root=$(cd "$(dirname "$0")/.." && pwd)
 script=$root/scripts/performance_test.sh
-python=$(command -v python3)
+# The interpreter itself, not a wrapper that would outlive a kill (pyenv shims fork).
+python=$(python3 -c "import sys; print(sys.executable)")
 work=$(mktemp -d)
 server_pid=
+real_pid=
 cleanup() {
-    if [ -n "$server_pid" ]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-    fi
+    for pid in $server_pid $real_pid; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -142,6 +147,7 @@ run HTTP_ADDR="127.0.0.1:$port"
 check "fails when an endpoint answers 500" [ "$rc" -eq 1 ]
 check "says which endpoint failed" grep -q 'POST /performance/gc failed: HTTP 500' "$work/err"
 check "stops before step 5" bash -c "! grep -q '=== 5' '$work/out'"
+stop_server
 
 # Without python3: raw JSON and the grep-based table.
 mkdir "$work/bin"
@@ -163,6 +169,50 @@ check "prints no step past the first" bash -c "! grep -q '=== 2' '$work/out'"
 rc=0
 "$script" extra >"$work/out" 2>"$work/err" || rc=$?
 check "rejects an argument with status 2" [ "$rc" -eq 2 ]
+
+# The real server.
+metrics_found() { # metrics_found FILE: every seed metric has a number in both columns
+    local key
+    for key in heap_alloc_mb heap_inuse_mb gc_cpu_fraction num_goroutines active_tokens \
+        worker_count redis_latency_avg_ms redis_success_rate; do
+        grep -Eq "^$key +-?[0-9][0-9.e+-]* +-?[0-9][0-9.e+-]*( |$)" "$1" || {
+            echo "  $key: $(grep "^$key " "$1" || echo missing)"
+            return 1
+        }
+    done
+}
+if [ -n "$server_binary" ]; then
+    REDIS_ADDR=off HTTP_ADDR=127.0.0.1:0 ADMIN_TOKEN=t0ken "$server_binary" 2>"$work/server.log" &
+    real_pid=$!
+    real_port=
+    for _ in $(seq 200); do
+        real_port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' \
+            "$work/server.log")
+        [ -n "$real_port" ] && break
+        sleep 0.05
+    done
+    check "the server starts" [ -n "$real_port" ]
+    printf '{"token":"SOL","price":123.45,"quantity":2.5,"side":"buy","ts":1732867200123,"id":1}\n' |
+        curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/x-ndjson' \
+            --data-binary @- "http://127.0.0.1:$real_port/trades" >"$work/status" || true
+    check "the server accepts a trade" [ "$(cat "$work/status")" = 202 ]
+    run HTTP_ADDR="127.0.0.1:$real_port"
+    check "real server: fails without its token" [ "$rc" -eq 1 ]
+    check "real server: says to set ADMIN_TOKEN" grep -q 'HTTP 401 (.*ADMIN_TOKEN)' "$work/err"
+    run HTTP_ADDR="127.0.0.1:$real_port" ADMIN_TOKEN=t0ken
+    check "real server: passes with its token" [ "$rc" -eq 0 ]
+    check "real server: the five steps" [ "$(grep -c '^=== [1-5]\. ' "$work/out")" -eq 5 ]
+    check "real server: the eight metrics, before and after" metrics_found "$work/out"
+    check "real server: one active token" grep -Eq '^active_tokens +1 +1 ' "$work/out"
+    run PATH="$work/bin" HTTP_ADDR="127.0.0.1:$real_port" ADMIN_TOKEN=t0ken
+    check "real server: passes without python3" [ "$rc" -eq 0 ]
+    check "real server: the eight metrics without python3" metrics_found "$work/out"
+    kill -TERM "$real_pid"
+    real_rc=0
+    wait "$real_pid" || real_rc=$?
+    real_pid=
+    check "real server: exits 0 on SIGTERM" [ "$real_rc" -eq 0 ]
+fi
 
 if [ "$failures" -ne 0 ]; then
     echo "$failures check(s) failed"
