@@ -968,6 +968,11 @@ private:
         out.reserve(threads);
         for (unsigned i = 0; i < threads; ++i) {
             out.push_back(std::make_unique<boost::asio::io_context>(1));
+            // Asio makes an io_context's reactor (an epoll, an eventfd and a timerfd) with its
+            // first socket or timer. Made here, so that a context whose first connection
+            // arrives while descriptors have run out can still take it once they are back.
+            const boost::asio::ip::tcp::socket socket_service(*out.back());
+            const boost::asio::steady_timer timer_service(*out.back());
         }
         return out;
     }
