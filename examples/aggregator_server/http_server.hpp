@@ -315,6 +315,51 @@ inline bool says_close(const http::response<http::string_body>& res) {
     return false;
 }
 
+/// What Beast's parser accepts in a request header but the server must refuse, as a status and
+/// a message; sets `expect_continue` when the client waits for `100 Continue`.
+inline std::optional<std::pair<http::status, std::string_view>>
+check_header(const http::request<http::string_body>& req, bool& expect_continue) {
+    using refusal = std::pair<http::status, std::string_view>;
+    const auto hosts = req.count(http::field::host);
+    if (hosts > 1 || (hosts == 0 && req.version() == 11)) {
+        return refusal{http::status::bad_request, "a request needs exactly one Host"};
+    }
+
+    // Every Transfer-Encoding field, as one list of codings.
+    std::size_t codings = 0;
+    bool last_is_chunked = false;
+    const auto [te_begin, te_end] = req.equal_range(http::field::transfer_encoding);
+    for (auto it = te_begin; it != te_end; ++it) {
+        for (const auto& coding : http::token_list{it->value()}) {
+            ++codings;
+            last_is_chunked = beast::iequals(coding, "chunked");
+        }
+    }
+    if (te_begin != te_end) {
+        if (!last_is_chunked) {
+            return refusal{http::status::bad_request, "the final transfer coding must be chunked"};
+        }
+        if (codings != 1) {
+            return refusal{http::status::not_implemented,
+                           "transfer codings other than chunked are not supported"};
+        }
+    }
+
+    const auto expects = req.count(http::field::expect);
+    if (expects > 1) {
+        return refusal{http::status::expectation_failed, "unsupported expectation"};
+    }
+    if (expects == 1) {
+        const bool is_continue = beast::iequals(req[http::field::expect], "100-continue");
+        if (!is_continue) {
+            return refusal{http::status::expectation_failed, "unsupported expectation"};
+        }
+        // HTTP/1.0 clients cannot expect an interim response; RFC 9110 says to ignore it.
+        expect_continue = req.version() == 11;
+    }
+    return std::nullopt;
+}
+
 /// One client connection: reads requests, calls the handler, writes responses, on the one I/O
 /// thread `thread` (an index) that runs its socket's io_context.
 class http_connection : public std::enable_shared_from_this<http_connection> {
@@ -440,51 +485,6 @@ private:
             return;
         }
         read_body();
-    }
-
-    /// What the parser accepts but the server must refuse, as a status and a message.
-    static std::optional<std::pair<http::status, std::string_view>>
-    check_header(const http::request<http::string_body>& req, bool& expect_continue) {
-        using refusal = std::pair<http::status, std::string_view>;
-        const auto hosts = req.count(http::field::host);
-        if (hosts > 1 || (hosts == 0 && req.version() == 11)) {
-            return refusal{http::status::bad_request, "a request needs exactly one Host"};
-        }
-
-        // Every Transfer-Encoding field, as one list of codings.
-        std::size_t codings = 0;
-        bool last_is_chunked = false;
-        const auto [te_begin, te_end] = req.equal_range(http::field::transfer_encoding);
-        for (auto it = te_begin; it != te_end; ++it) {
-            for (const auto& coding : http::token_list{it->value()}) {
-                ++codings;
-                last_is_chunked = beast::iequals(coding, "chunked");
-            }
-        }
-        if (te_begin != te_end) {
-            if (!last_is_chunked) {
-                return refusal{http::status::bad_request,
-                               "the final transfer coding must be chunked"};
-            }
-            if (codings != 1) {
-                return refusal{http::status::not_implemented,
-                               "transfer codings other than chunked are not supported"};
-            }
-        }
-
-        const auto expects = req.count(http::field::expect);
-        if (expects > 1) {
-            return refusal{http::status::expectation_failed, "unsupported expectation"};
-        }
-        if (expects == 1) {
-            const bool is_continue = beast::iequals(req[http::field::expect], "100-continue");
-            if (!is_continue) {
-                return refusal{http::status::expectation_failed, "unsupported expectation"};
-            }
-            // HTTP/1.0 clients cannot expect an interim response; RFC 9110 says to ignore it.
-            expect_continue = req.version() == 11;
-        }
-        return std::nullopt;
     }
 
     void read_body() {
