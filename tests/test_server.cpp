@@ -1,6 +1,7 @@
 // The aggregator server's configuration and endpoints, called directly (no sockets): every
 // variable's errors, and each endpoint's answers to good and bad requests.
 
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -279,6 +280,7 @@ TEST_CASE("server endpoints: ingest, queries, admin, metrics (Redis off)") {
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 
+#include "raw_http_client.hpp"
 #include "redis_keyspace.hpp"
 #include "redis_server.hpp"
 #include "trade_stream.hpp"
@@ -405,6 +407,152 @@ TEST_CASE("server process: SIGTERM right after the last 202; Redis equals the re
     INFO(log.text());
     CHECK(log.count == 0);
     CHECK(keys > 1'000);
+}
+
+namespace {
+
+std::string trade_line(std::string_view token, std::string_view price, std::string_view side,
+                       int id, std::string_view quantity = "1.5",
+                       std::string_view ts = "1732867200123") {
+    return "{\"token\":\"" + std::string(token) + "\",\"price\":" + std::string(price) +
+           ",\"quantity\":" + std::string(quantity) + ",\"side\":\"" + std::string(side) +
+           "\",\"ts\":" + std::string(ts) + ",\"id\":" + std::to_string(id) + "}\n";
+}
+
+std::string hex(std::size_t n) {
+    char buf[32];
+    const auto r = std::to_chars(buf, buf + sizeof buf, n, 16);
+    return std::string(buf, r.ptr);
+}
+
+/// The pipeline's accepted count, from GET /performance.
+std::uint64_t accepted_by(std::uint16_t port) {
+    tradeagg::testing::raw_client c(port);
+    REQUIRE(c.send(tradeagg::testing::get("/performance")));
+    const auto r = c.read_response(10s);
+    REQUIRE(r.what == tradeagg::testing::outcome::answered);
+    return boost::json::parse(r.res.body())
+        .at("pipeline")
+        .at("accepted")
+        .to_number<std::uint64_t>();
+}
+
+} // namespace
+
+TEST_CASE("server process: hostile clients get a 4xx or a close; only good trades enter") {
+    using tradeagg::testing::raw_client;
+    using tradeagg::testing::status_of;
+    const auto port = static_cast<std::uint16_t>(tradeagg::testing::free_port());
+    server_process server({"REDIS_ADDR=off", "HTTP_ADDR=127.0.0.1:" + std::to_string(port),
+                           "WORKER_QUEUE_SIZE=100", "HTTP_MAX_BODY_BYTES=65536",
+                           "HTTP_HEADER_TIMEOUT=300ms", "HTTP_REQUEST_TIMEOUT=1s",
+                           "HTTP_MAX_CONNECTIONS=16"});
+    REQUIRE(tradeagg::testing::eventually([&] { return raw_client::can_connect(port); }));
+    // One request on a fresh connection: its status (-1 closed, -2 timeout, -3 garbage).
+    const auto ask = [&](const std::string& request) {
+        raw_client c(port);
+        (void)c.send(request); // the server may close before reading all of it
+        return status_of(c.read_response(5s));
+    };
+    const auto ndjson = [](const std::string& body) {
+        return tradeagg::testing::post("/trades", body, "application/x-ndjson");
+    };
+    const auto closed_or = [](int status, int expected) {
+        return status == expected || status == -1;
+    };
+
+    std::uint64_t good = 0;
+    REQUIRE(
+        ask(ndjson(trade_line("SOL", "123.45", "buy", 1) + trade_line("ETH", "3000", "sell", 2) +
+                   trade_line("SOL", "123.5", "sell", 3))) == 202);
+    good += 3;
+
+    // Bad trades: 400 each, and nothing of the request applied (a good trade comes first).
+    const std::string first = trade_line("SOL", "124", "buy", 10);
+    for (const std::string& bad : {
+             trade_line("SOL", "NaN", "buy", 11),
+             trade_line("SOL", "1e400", "buy", 11),
+             trade_line("SOL", "-5", "buy", 11),
+             trade_line("SOL", "124", "hold", 11),
+             trade_line("SOL", "124", "buy", 11, "0"),
+             trade_line("SOL", "124", "buy", 11, "1", "\"soon\""),
+             trade_line("SOL", "124", "buy", 11, "1", "1e30"),
+             trade_line("S{L", "124", "buy", 11),
+             trade_line(std::string(200, 'x'), "124", "buy", 11),
+             std::string("{\"token\":\"SOL\",\"price\":124}\n"),
+             std::string("{\"token\":\"SOL\",\"price\":124,\"quantity\":1,\"side\":\"buy\","
+                         "\"ts\":1,\"id\":18446744073709551616}\n"),
+             std::string("{not json\n"),
+             std::string("[1,2,3]\n"),
+             std::string("\xff\xfe\n"),
+         }) {
+        INFO(bad);
+        CHECK(ask(ndjson(first + bad)) == 400);
+    }
+    CHECK(ask(tradeagg::testing::post("/trades", "[" + first + ",{\"token\":1}]",
+                                      "application/json")) == 400);
+    CHECK(ask(tradeagg::testing::post("/trades", first, "text/plain")) == 415);
+
+    // Oversized: more trades than WORKER_QUEUE_SIZE, a body over HTTP_MAX_BODY_BYTES (announced
+    // and chunked), a header over 8 KiB, a chunked trailer of 64 KiB.
+    std::string many;
+    for (int i = 0; i < 101; ++i) {
+        many += trade_line("BTC", "95000", "buy", 100 + i);
+    }
+    CHECK(ask(ndjson(many)) == 413);
+    CHECK(closed_or(ask("POST /trades HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-ndjson"
+                        "\r\nContent-Length: 70000\r\n\r\n" +
+                        std::string(70'000, ' ')),
+                    413));
+    CHECK(closed_or(ask("POST /trades HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+                        "Content-Type: application/x-ndjson\r\n\r\n11170\r\n" +
+                        std::string(70'000, ' ') + "\r\n0\r\n\r\n"),
+                    413));
+    CHECK(closed_or(
+        ask(tradeagg::testing::get("/health", "X-Big: " + std::string(9'000, 'a') + "\r\n")), 431));
+    CHECK(closed_or(ask("POST /trades HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+                        "Content-Type: application/x-ndjson\r\n\r\n" +
+                        hex(first.size()) + "\r\n" + first +
+                        "\r\n0\r\nX-T: " + std::string(65'536, 't') + "\r\n\r\n"),
+                    431));
+    CHECK(closed_or(ask("\x16\x03\x01\x02\x00garbage\r\n\r\n"), 400));
+    CHECK(
+        closed_or(ask("GET /health HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n"), 400));
+
+    // A slow client: one header byte every 100 ms is cut off at HTTP_HEADER_TIMEOUT.
+    {
+        raw_client slow(port);
+        const auto took = slow.trickle(
+            "POST /trades HTTP/1.1\r\nHost: t\r\nX-Slow: " + std::string(100, 's') + "\r\n\r\n",
+            100ms);
+        REQUIRE(took.has_value());
+        CHECK(*took < 2s);
+    }
+
+    // A flood: beyond HTTP_MAX_CONNECTIONS, connections get 503 and a close at once.
+    {
+        std::vector<std::unique_ptr<raw_client>> flood;
+        for (int i = 0; i < 24; ++i) {
+            flood.push_back(std::make_unique<raw_client>(port));
+        }
+        int refused = 0;
+        for (auto& c : flood) {
+            if (status_of(c->read_response(200ms)) == 503) {
+                ++refused;
+            }
+        }
+        CHECK(refused >= 8);
+    }
+
+    // Still up; only the good trades went in.
+    CHECK(tradeagg::testing::eventually(
+        [&] { return ask(tradeagg::testing::get("/health")) == 200; }));
+    CHECK(accepted_by(port) == good);
+    REQUIRE(ask(ndjson(trade_line("SOL", "125", "buy", 1000))) == 202);
+    good += 1;
+    CHECK(accepted_by(port) == good);
+    server.signal(SIGTERM);
+    CHECK(server.wait() == 0);
 }
 
 #endif
