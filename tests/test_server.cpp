@@ -273,8 +273,12 @@ TEST_CASE("server endpoints: ingest, queries, admin, metrics (Redis off)") {
 
 #ifdef TRADEAGG_SERVER_BINARY
 
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <fstream>
+#include <sstream>
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -287,15 +291,22 @@ TEST_CASE("server endpoints: ingest, queries, admin, metrics (Redis off)") {
 
 namespace {
 
-/// The server binary, started with `env` added to this process's environment.
+/// The server binary, started with `env` added to this process's environment, its standard
+/// error going to `log` when given.
 class server_process {
 public:
-    explicit server_process(const std::vector<std::string>& env) {
+    explicit server_process(const std::vector<std::string>& env, const std::string& log = {}) {
         pid_ = ::fork();
         REQUIRE(pid_ >= 0);
         if (pid_ == 0) {
             for (const std::string& e : env) {
                 ::putenv(const_cast<char*>(e.c_str()));
+            }
+            if (!log.empty()) {
+                const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+                if (fd < 0 || ::dup2(fd, STDERR_FILENO) < 0) {
+                    std::_Exit(126);
+                }
             }
             ::execl(TRADEAGG_SERVER_BINARY, TRADEAGG_SERVER_BINARY, nullptr);
             std::_Exit(127);
@@ -553,6 +564,34 @@ TEST_CASE("server process: hostile clients get a 4xx or a close; only good trade
     CHECK(accepted_by(port) == good);
     server.signal(SIGTERM);
     CHECK(server.wait() == 0);
+}
+
+TEST_CASE("server process: Redis unreachable at SIGTERM; exit 1 in time, the loss logged") {
+    const auto port = static_cast<std::uint16_t>(tradeagg::testing::free_port());
+    const int redis_port = tradeagg::testing::free_port(); // nothing listens there
+    const std::string log = "server_redis_down_" + std::to_string(::getpid()) + ".log";
+    server_process server({"REDIS_ADDR=127.0.0.1:" + std::to_string(redis_port),
+                           "HTTP_ADDR=127.0.0.1:" + std::to_string(port), "SHUTDOWN_TIMEOUT=1s"},
+                          log);
+    REQUIRE(tradeagg::testing::eventually(
+        [&] { return tradeagg::testing::raw_client::can_connect(port); }));
+    {
+        tradeagg::testing::raw_client c(port);
+        REQUIRE(c.send(tradeagg::testing::post(
+            "/trades", trade_line("SOL", "10", "buy", 1) + trade_line("ETH", "20", "sell", 2),
+            "application/x-ndjson")));
+        REQUIRE(tradeagg::testing::status_of(c.read_response(5s)) == 202);
+    }
+    const auto began = std::chrono::steady_clock::now();
+    server.signal(SIGTERM);
+    CHECK(server.wait() == 1);
+    CHECK(std::chrono::steady_clock::now() - began < 4s); // 1 s, and the process's exit
+    std::ifstream in(log);
+    std::stringstream text;
+    text << in.rdbuf();
+    INFO(text.str());
+    CHECK(text.str().find("keys were not written to Redis") != std::string::npos);
+    std::remove(log.c_str());
 }
 
 #endif
