@@ -115,7 +115,8 @@ grep -E 'config: (AGGREGATOR_POLICY|MAX_WORKERS|GC_TARGET|MEMORY_LIMIT|REDIS_ADD
 # Load, with a live progress line from the server's own figures.
 seconds=${RUN_SECONDS:-20}
 say "load: ${seconds} s of trades over keep-alive HTTP (NDJSON batches)"
-"$loadgen_bin" --url "$http_addr" --duration "$seconds" --json >"$work/loadgen.json" \
+"$loadgen_bin" --url "$http_addr" --duration "$seconds" --probe /performance --json \
+    >"$work/loadgen.json" \
     2>"$work/loadgen.err" &
 loadgen_pid=$!
 cat >"$work/progress.py" <<'PY'
@@ -200,6 +201,11 @@ print(f"    trades accepted        {g('trades_accepted'):,} in {g('duration_s'):
 lat = g('latency_ms') or {}
 if lat:
     print(f"    response latency       p50 {lat.get('p50', 0):.2f} ms, p99 {lat.get('p99', 0):.2f} ms")
+probe = g('probe')
+if probe:
+    pl = probe['latency_ms']
+    print(f"    GET /performance       p50 {pl['p50']:.2f} ms, p99 {pl['p99']:.2f} ms under that load"
+          f" ({probe['requests']} requests, {probe['non_2xx']} not 2xx)")
 print(f"    Redis keys             {sys.argv[3]}")
 print(f"    server exit status     {sys.argv[2]} ({'clean, everything written' if sys.argv[2] == '0' else 'see the log above'})")
 PY
