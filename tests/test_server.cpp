@@ -78,6 +78,7 @@ TEST_CASE("server config: defaults, and every malformed variable named in its er
     CHECK(d.redis.port == 6379);
     CHECK(d.max_trades_per_request == 10'000);
     CHECK(d.redis_enabled);
+    CHECK(d.http.threads == std::max(std::thread::hardware_concurrency(), 1u) + 1);
 
     const std::map<std::string, std::string> bad = {
         {"AGGREGATOR_POLICY", "fast"},    {"HTTP_ADDR", "localhost"},
