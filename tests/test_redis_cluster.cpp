@@ -1,12 +1,16 @@
-// Redis Cluster: key slots as the cluster specification defines them, checked against the
-// specification's examples and against a live cluster's CLUSTER KEYSLOT; the slot map read from
-// CLUSTER SLOTS, and MOVED and ASK redirections, against a live cluster.
+// Scale-out primitives. Redis Cluster: key slots as the cluster specification defines them,
+// checked against the specification's examples and a live cluster's CLUSTER KEYSLOT; the slot
+// map read from CLUSTER SLOTS, and MOVED and ASK redirections, against a live cluster. Streams
+// ingest: partitions, stream ids, and trades as stream entries, against a live Redis.
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <random>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include <doctest/doctest.h>
 
@@ -192,4 +196,121 @@ TEST_CASE("cluster slot map: a slot being migrated answers ASK, a migrated one M
     const redis::slot_map after = read_slots(cluster.node(2));
     CHECK(after.node_for(slot)->port == target->port);
     CHECK(after.complete());
+}
+
+TEST_CASE("stream partitions: stable, spread, and a partition's keys share one slot") {
+    CHECK(redis::stream_key("tradeagg", 3) == "tradeagg:trades:{p3}");
+    CHECK(redis::lease_key("tradeagg", 3) == "tradeagg:lease:{p3}");
+    std::array<int, 4> per{};
+    for (int i = 0; i < 4'000; ++i) {
+        const std::string token = "TKN" + std::to_string(i);
+        const std::size_t p = redis::partition_of(token, 4);
+        REQUIRE(p < 4);
+        CHECK(p == redis::crc16_xmodem(token) % 4); // what any client computes
+        ++per[p];
+    }
+    for (const int n : per) {
+        CHECK(n > 800); // 1,000 each, give or take
+    }
+    for (std::size_t k = 0; k < 16; ++k) {
+        CHECK(redis::key_slot(redis::stream_key("x", k)) ==
+              redis::key_slot(redis::lease_key("y", k)));
+    }
+    CHECK(redis::partition_of("SOL", 0) == 0);
+}
+
+TEST_CASE("stream ids: parsed and ordered as Redis orders them") {
+    const auto a = redis::stream_id::parse("1732867200123-0");
+    const auto b = redis::stream_id::parse("1732867200123-7");
+    const auto c = redis::stream_id::parse("1732867200124");
+    REQUIRE(a);
+    REQUIRE(b);
+    REQUIRE(c);
+    CHECK(*a < *b);
+    CHECK(*b < *c);
+    CHECK(c->seq == 0);
+    CHECK(b->text() == "1732867200123-7");
+    for (const std::string_view bad :
+         {"", "-", "1-", "-1", "a-1", "1-b", "1-2-3", "18446744073709551616-0"}) {
+        INFO(bad);
+        CHECK_FALSE(redis::stream_id::parse(bad));
+    }
+}
+
+TEST_CASE("stream entries: a trade written with XADD reads back the same; bad entries say why") {
+    testing::redis_server server;
+    const trade_view sent{"SOL", 123.45, 2.5, side::sell, 1'732'867'200'123, 42};
+    std::vector<std::string> args{"XADD", redis::stream_key("t", 0), "*"};
+    redis::for_each_field(sent, [&](std::string_view f, std::string_view v) {
+        args.emplace_back(f);
+        args.emplace_back(v);
+    });
+    const auto id = redis::stream_id::parse(server.command(args));
+    REQUIRE(id);
+
+    redisContext* c = redisConnect("127.0.0.1", server.port());
+    REQUIRE(c != nullptr);
+    auto* r = static_cast<redisReply*>(
+        redisCommand(c, "XRANGE %s - +", redis::stream_key("t", 0).c_str()));
+    REQUIRE(r != nullptr);
+    REQUIRE(r->type == REDIS_REPLY_ARRAY);
+    REQUIRE(r->elements == 1);
+    const redisReply* entry = r->element[0];
+    CHECK(redis::stream_id::parse(
+              std::string_view(entry->element[0]->str, entry->element[0]->len)) == id);
+    const redisReply* fields = entry->element[1];
+    const auto field = [fields](std::string_view name) -> std::optional<std::string_view> {
+        for (std::size_t i = 0; i + 1 < fields->elements; i += 2) {
+            if (std::string_view(fields->element[i]->str, fields->element[i]->len) == name) {
+                return std::string_view(fields->element[i + 1]->str, fields->element[i + 1]->len);
+            }
+        }
+        return std::nullopt;
+    };
+    std::string_view why;
+    const std::optional<trade_view> got = redis::trade_from_entry(field, why);
+    REQUIRE(got);
+    CHECK(got->token == sent.token);
+    CHECK(got->price == sent.price);
+    CHECK(got->quantity == sent.quantity);
+    CHECK(got->taker == sent.taker);
+    CHECK(got->ts_ms == sent.ts_ms);
+    CHECK(got->id == sent.id);
+    freeReplyObject(r);
+    redisFree(c);
+
+    // Entries that are not trades: the first bad field is named.
+    const auto from = [](std::vector<std::pair<std::string, std::string>> kv) {
+        return [kv = std::move(kv)](std::string_view name) -> std::optional<std::string_view> {
+            for (const auto& [k, v] : kv) {
+                if (k == name) {
+                    return std::string_view(v);
+                }
+            }
+            return std::nullopt;
+        };
+    };
+    const std::vector<std::pair<std::string, std::string>> good{{"token", "SOL"},  {"price", "1.5"},
+                                                                {"quantity", "2"}, {"side", "buy"},
+                                                                {"ts", "1000"},    {"id", "1"}};
+    CHECK(redis::trade_from_entry(from(good), why));
+    const std::vector<std::pair<std::string, std::string_view>> breaks{
+        {"price", "nan"}, {"price", "1.5x"}, {"price", ""},    {"quantity", "-1"}, {"side", "hold"},
+        {"ts", "soon"},   {"id", "-1"},      {"token", "a{b"}, {"price", "0"},     {"ts", "1e3"}};
+    for (const auto& [name, value] : breaks) {
+        auto kv = good;
+        for (auto& [k, v] : kv) {
+            if (k == name) {
+                v = value;
+            }
+        }
+        INFO(name << "=" << value);
+        why = {};
+        CHECK_FALSE(redis::trade_from_entry(from(kv), why));
+        CHECK_FALSE(why.empty());
+    }
+    auto missing = good;
+    missing.pop_back();
+    CHECK_FALSE(redis::trade_from_entry(from(missing), why));
+    CHECK(why == "id");
 }
