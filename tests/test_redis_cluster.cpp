@@ -314,3 +314,170 @@ TEST_CASE("stream entries: a trade written with XADD reads back the same; bad en
     CHECK_FALSE(redis::trade_from_entry(from(missing), why));
     CHECK(why == "id");
 }
+
+#ifdef TRADEAGG_LOADGEN_BINARY
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <map>
+#include <thread>
+
+namespace {
+
+/// Runs the load generator with `args` and returns what it printed on standard output.
+std::string run_loadgen(const std::vector<std::string>& args, int& status) {
+    int out[2];
+    REQUIRE(::pipe(out) == 0);
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        ::dup2(out[1], STDOUT_FILENO);
+        ::close(out[0]);
+        ::close(out[1]);
+        std::vector<const char*> argv{TRADEAGG_LOADGEN_BINARY};
+        for (const std::string& a : args) {
+            argv.push_back(a.c_str());
+        }
+        argv.push_back(nullptr);
+        ::execv(TRADEAGG_LOADGEN_BINARY, const_cast<char* const*>(argv.data()));
+        std::_Exit(127);
+    }
+    ::close(out[1]);
+    std::string text;
+    char buf[4096];
+    for (ssize_t n; (n = ::read(out[0], buf, sizeof buf)) > 0;) {
+        text.append(buf, static_cast<std::size_t>(n));
+    }
+    ::close(out[0]);
+    int st = 0;
+    ::waitpid(pid, &st, 0);
+    status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return text;
+}
+
+/// The unsigned number after "key": in a JSON text; 0 if absent.
+std::uint64_t json_count(std::string_view json, std::string_view key) {
+    const std::string quoted = "\"" + std::string(key) + "\":";
+    const auto at = json.find(quoted);
+    std::uint64_t v = 0;
+    if (at != std::string_view::npos) {
+        const char* p = json.data() + at + quoted.size();
+        std::from_chars(p, json.data() + json.size(), v);
+    }
+    return v;
+}
+
+/// Moves `slot`, which holds only `key`, from the node serving it to `to`, as `redis-cli
+/// --cluster reshard` does: IMPORTING, MIGRATING, MIGRATE of the key, then the new owner
+/// everywhere. While MIGRATING, a write for a key the source no longer has is redirected
+/// (ASK), so once moved the key stays moved.
+void migrate_slot(testing::redis_cluster& cluster, std::uint16_t slot, const std::string& key,
+                  const redis::cluster_node& from, const redis::cluster_node& to) {
+    testing::redis_server& source = node_on(cluster, from.port);
+    testing::redis_server& target = node_on(cluster, to.port);
+    const std::string s = std::to_string(slot);
+    REQUIRE(target.command({"CLUSTER", "SETSLOT", s, "IMPORTING", from.id}) == "OK");
+    REQUIRE(source.command({"CLUSTER", "SETSLOT", s, "MIGRATING", to.id}) == "OK");
+    REQUIRE(source.command({"MIGRATE", "127.0.0.1", std::to_string(to.port), key, "0", "5000"}) ==
+            "OK");
+    REQUIRE(source.command({"CLUSTER", "COUNTKEYSINSLOT", s}) == "0");
+    for (std::size_t n = 0; n < cluster.size(); ++n) {
+        CHECK(cluster.node(n).command({"CLUSTER", "SETSLOT", s, "NODE", to.id}) == "OK");
+    }
+}
+
+} // namespace
+
+TEST_CASE("loadgen --streams: each trade in its token's partition, in order, as a slot moves") {
+    testing::redis_cluster cluster;
+    const redis::slot_map map = read_slots(cluster.node(0));
+    const std::string moving = redis::stream_key("lg", 0);
+    const std::uint16_t slot = redis::key_slot(moving);
+    const redis::cluster_node from = *map.node_for(slot);
+    redis::cluster_node to;
+    for (const redis::cluster_node& n : map.nodes()) {
+        if (!(n == from)) {
+            to = n;
+        }
+    }
+    std::string length_when_moved;
+    std::thread mover([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(800));
+        migrate_slot(cluster, slot, moving, from, to);
+        length_when_moved = node_on(cluster, to.port).command({"XLEN", moving});
+    });
+    int status = -1;
+    const std::string json = run_loadgen({"--streams", "4", "--redis",
+                                          "127.0.0.1:" + std::to_string(cluster.node(1).port()),
+                                          "--prefix", "lg", "--duration", "2", "--connections", "2",
+                                          "--batch", "200", "--tokens", "300", "--json"},
+                                         status);
+    mover.join();
+    INFO(json);
+    REQUIRE(status == 0);
+    const std::uint64_t accepted = json_count(json, "trades_accepted");
+    CHECK(accepted == json_count(json, "trades_sent"));
+    CHECK(json_count(json, "io_errors") == 0);
+
+    const redis::slot_map after = read_slots(cluster.node(2));
+    CHECK(after.node_for(slot)->port == to.port);
+    // The generator kept appending to the moved stream, through ASK and MOVED, after the move.
+    REQUIRE(!length_when_moved.empty());
+    CHECK(std::stoull(node_on(cluster, to.port).command({"XLEN", moving})) >
+          std::stoull(length_when_moved));
+    std::uint64_t total = 0;
+    for (std::size_t k = 0; k < 4; ++k) {
+        const std::string key = redis::stream_key("lg", k);
+        const redis::cluster_node* owner = after.node_for(redis::key_slot(key));
+        REQUIRE(owner != nullptr);
+        redisContext* c = redisConnect("127.0.0.1", owner->port);
+        REQUIRE(c != nullptr);
+        // Per (token, connection): ids only grow (a connection's ids grow with time).
+        std::map<std::pair<std::string, std::uint64_t>, std::uint64_t> last;
+        std::string start = "-";
+        for (;;) {
+            auto* r = static_cast<redisReply*>(
+                redisCommand(c, "XRANGE %s %s + COUNT 5000", key.c_str(), start.c_str()));
+            REQUIRE(r != nullptr);
+            REQUIRE(r->type == REDIS_REPLY_ARRAY);
+            if (r->elements == 0) {
+                freeReplyObject(r);
+                break;
+            }
+            for (std::size_t e = 0; e < r->elements; ++e) {
+                const redisReply* entry = r->element[e];
+                const redisReply* fields = entry->element[1];
+                const auto field =
+                    [fields](std::string_view name) -> std::optional<std::string_view> {
+                    for (std::size_t i = 0; i + 1 < fields->elements; i += 2) {
+                        if (std::string_view(fields->element[i]->str, fields->element[i]->len) ==
+                            name) {
+                            return std::string_view(fields->element[i + 1]->str,
+                                                    fields->element[i + 1]->len);
+                        }
+                    }
+                    return std::nullopt;
+                };
+                std::string_view why;
+                const auto t = redis::trade_from_entry(field, why);
+                REQUIRE(t);
+                CHECK(redis::partition_of(t->token, 4) == k);
+                const std::uint64_t connection = (t->id / 10'000'000) % 2;
+                auto& seen = last[{std::string(t->token), connection}];
+                CHECK(t->id > seen);
+                seen = t->id;
+                ++total;
+            }
+            const redisReply* tail = r->element[r->elements - 1]->element[0];
+            const auto id = redis::stream_id::parse(std::string_view(tail->str, tail->len));
+            REQUIRE(id);
+            start = "(" + id->text();
+            freeReplyObject(r);
+        }
+        redisFree(c);
+    }
+    CHECK(total == accepted);
+}
+
+#endif
