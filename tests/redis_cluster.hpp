@@ -23,9 +23,9 @@ public:
         for (std::size_t i = 0; i < masters; ++i) {
             // The bus port is given: by default it is the port + 10,000, which a free port
             // above 55,535 cannot have.
-            nodes_.push_back(std::make_unique<redis_server>(std::vector<std::string>{
-                "--cluster-enabled", "yes", "--cluster-node-timeout", "2000", "--cluster-port",
-                std::to_string(free_port())}));
+            nodes_.push_back(std::make_unique<redis_server>(
+                std::vector<std::string>{"--cluster-enabled", "yes", "--cluster-node-timeout",
+                                         "2000", "--cluster-port", std::to_string(free_port())}));
             create += " 127.0.0.1:" + std::to_string(nodes_.back()->port());
         }
         create += " --cluster-replicas 0 --cluster-yes >/dev/null 2>&1";
