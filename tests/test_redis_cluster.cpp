@@ -4,11 +4,13 @@
 // ingest: partitions, stream ids, and trades as stream entries, against a live Redis.
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <random>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -16,6 +18,7 @@
 
 #include <tradeagg/sink/redis_cluster.hpp>
 #include <tradeagg/sink/redis_keys.hpp>
+#include <tradeagg/sink/redis_lease.hpp>
 
 #include "redis_cluster.hpp"
 
@@ -313,6 +316,60 @@ TEST_CASE("stream entries: a trade written with XADD reads back the same; bad en
     missing.pop_back();
     CHECK_FALSE(redis::trade_from_entry(from(missing), why));
     CHECK(why == "id");
+}
+
+namespace {
+
+/// Runs one lease script on `node` for partition `k` of prefix "t"; its integer reply.
+long long lease_call(testing::redis_server& node, std::string_view script, std::size_t k,
+                     std::vector<std::string> args) {
+    std::vector<std::string> cmd{"EVAL", std::string(script)};
+    if (script == redis::lease_scripts::acquire) {
+        cmd.insert(cmd.end(), {"2", redis::lease_key("t", k), redis::epoch_key("t", k)});
+    } else {
+        cmd.insert(cmd.end(), {"1", redis::lease_key("t", k)});
+    }
+    cmd.insert(cmd.end(), args.begin(), args.end());
+    const std::string reply = node.command(cmd);
+    INFO(reply);
+    return std::stoll(reply);
+}
+
+/// The lease life of one partition, as two instances see it.
+void check_lease_life(testing::redis_server& node, std::size_t k) {
+    namespace ls = redis::lease_scripts;
+    CHECK(redis::key_slot(redis::lease_key("t", k)) == redis::key_slot(redis::epoch_key("t", k)));
+    // A takes the free lease: epoch 1. B cannot, while A holds it. A renews.
+    CHECK(lease_call(node, ls::acquire, k, {"instance a", "300"}) == 1);
+    CHECK(lease_call(node, ls::acquire, k, {"b", "300"}) == 0);
+    CHECK(lease_call(node, ls::renew, k, {"instance a", "1", "300"}) == 1);
+    CHECK(lease_call(node, ls::acquire, k, {"instance a", "300"}) == 1); // held: renewed
+    CHECK(lease_call(node, ls::renew, k, {"b", "1", "300"}) == 0);
+    CHECK(lease_call(node, ls::release, k, {"b", "1"}) == 0);
+    // A stops renewing: the lease lapses, B takes it with a larger epoch, A has lost it.
+    std::this_thread::sleep_for(std::chrono::milliseconds(450));
+    CHECK(lease_call(node, ls::acquire, k, {"b", "300"}) == 2);
+    CHECK(lease_call(node, ls::renew, k, {"instance a", "1", "300"}) == 0);
+    CHECK(lease_call(node, ls::acquire, k, {"instance a", "300"}) == 0);
+    CHECK(lease_call(node, ls::release, k, {"instance a", "1"}) == 0);
+    // B hands it back; A takes it again, with epoch 3: epochs only grow.
+    CHECK(lease_call(node, ls::release, k, {"b", "2"}) == 1);
+    CHECK(lease_call(node, ls::acquire, k, {"instance a", "300"}) == 3);
+    CHECK(lease_call(node, ls::renew, k, {"instance a", "3", "300"}) == 1);
+}
+
+} // namespace
+
+TEST_CASE("partition leases: taken, renewed, lapsed, taken over with a larger epoch") {
+    testing::redis_server single;
+    check_lease_life(single, 0);
+    check_lease_life(single, 1); // partitions are independent
+    // On a cluster, at the node serving the partition's slot.
+    testing::redis_cluster cluster;
+    const redis::slot_map map = read_slots(cluster.node(0));
+    const redis::cluster_node* owner = map.node_for(redis::key_slot(redis::lease_key("t", 2)));
+    REQUIRE(owner != nullptr);
+    check_lease_life(node_on(cluster, owner->port), 2);
 }
 
 #ifdef TRADEAGG_LOADGEN_BINARY

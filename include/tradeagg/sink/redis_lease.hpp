@@ -1,0 +1,70 @@
+#pragma once
+// Partition leases of the scale-out design: which server instance reads a partition stream, and
+// the epoch its writes carry so that a write from an instance that lost the lease can be
+// refused. Three Lua scripts, atomic on the node serving the partition's slot (the lease and
+// epoch keys share the hash tag {p<k>}), for any client to run with EVAL or EVALSHA:
+//
+//   acquire  KEYS lease, epoch   ARGV instance, ttl_ms   -> the epoch held (> 0), or 0 if another
+//            instance holds the lease. A free (or lapsed) lease is taken with a new epoch
+//            (INCR: epochs only grow); a lease the instance already holds is renewed.
+//   renew    KEYS lease          ARGV instance, epoch, ttl_ms -> 1, or 0 if the lease is no
+//            longer this instance's at that epoch (it lapsed and another took it).
+//   release  KEYS lease          ARGV instance, epoch    -> 1 if released, 0 if not held.
+//
+// The lease's value is "<instance> <epoch>"; it expires after ttl_ms unless renewed. An
+// instance must stop writing for a partition once a renewal fails or its lease may have lapsed.
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include <tradeagg/sink/redis_keys.hpp>
+
+namespace tradeagg::redis {
+
+/// `<prefix>:epoch:{p<partition>}`: the partition's last epoch (an integer). Allocates.
+[[nodiscard]] inline std::string epoch_key(std::string_view prefix, std::size_t partition) {
+    std::string key(prefix);
+    key.append(":epoch:{p");
+    key.append(number_text(static_cast<std::uint64_t>(partition)).view());
+    key.push_back('}');
+    return key;
+}
+
+namespace lease_scripts {
+
+inline constexpr std::string_view acquire = R"lua(
+local held = redis.call('GET', KEYS[1])
+if held then
+  local holder, epoch = string.match(held, '^(.*) (%d+)$')
+  if holder == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return tonumber(epoch)
+  end
+  return 0
+end
+local epoch = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. epoch, 'PX', ARGV[2])
+return epoch
+)lua";
+
+inline constexpr std::string_view renew = R"lua(
+if redis.call('GET', KEYS[1]) == ARGV[1] .. ' ' .. ARGV[2] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return 1
+end
+return 0
+)lua";
+
+inline constexpr std::string_view release = R"lua(
+if redis.call('GET', KEYS[1]) == ARGV[1] .. ' ' .. ARGV[2] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+)lua";
+
+} // namespace lease_scripts
+
+} // namespace tradeagg::redis
