@@ -372,6 +372,73 @@ TEST_CASE("partition leases: taken, renewed, lapsed, taken over with a larger ep
     check_lease_life(node_on(cluster, owner->port), 2);
 }
 
+namespace {
+
+/// token_write for token "SOL" of prefix "t" on `node`: latest price, rolling last and a 1m
+/// candle's open all set to `value`; its integer reply.
+long long write_token(testing::redis_server& node, std::string_view epoch,
+                      std::string_view stream_id, std::string_view value) {
+    return std::stoll(node.command({"EVAL",
+                                    std::string(redis::lease_scripts::token_write),
+                                    "3",
+                                    redis::latest_key("t", "SOL"),
+                                    redis::rolling_key("t", "SOL"),
+                                    redis::candle_key("t", "SOL", intervals::m1, 60'000),
+                                    std::string(epoch),
+                                    std::string(stream_id),
+                                    "1",
+                                    "price",
+                                    std::string(value),
+                                    "1",
+                                    "last",
+                                    std::string(value),
+                                    "60000",
+                                    "2",
+                                    "open",
+                                    std::string(value),
+                                    "close",
+                                    std::string(value)}));
+}
+
+void check_token_writes(testing::redis_server& node) {
+    const std::string latest = redis::latest_key("t", "SOL");
+    const std::string candle = redis::candle_key("t", "SOL", intervals::m1, 60'000);
+    CHECK(write_token(node, "1", "100-0", "10") == 1);
+    CHECK(node.command({"HGET", latest, "price"}) == "10");
+    CHECK(node.command({"HGET", latest, "epoch"}) == "1");
+    CHECK(node.command({"HGET", latest, "stream_id"}) == "100-0");
+    CHECK(node.command({"HGET", redis::rolling_key("t", "SOL"), "last"}) == "10");
+    CHECK(node.command({"HGET", candle, "close"}) == "10");
+    const long long ttl = std::stoll(node.command({"PTTL", candle}));
+    CHECK(ttl > 0);
+    CHECK(ttl <= 60'000);
+    // Already applied at this epoch: refused, nothing changes.
+    CHECK(write_token(node, "1", "100-0", "11") == -1);
+    CHECK(write_token(node, "1", "99-7", "11") == -1);
+    CHECK(node.command({"HGET", latest, "price"}) == "10");
+    CHECK(write_token(node, "1", "100-1", "12") == 1);
+    CHECK(node.command({"HGET", latest, "stream_id"}) == "100-1");
+    // A new holder (epoch 2) writes; the former one (epoch 1) is fenced off from then on.
+    CHECK(write_token(node, "2", "101-0", "20") == 1);
+    CHECK(write_token(node, "1", "500-0", "13") == 0);
+    CHECK(node.command({"HGET", latest, "price"}) == "20");
+    CHECK(node.command({"HGET", redis::rolling_key("t", "SOL"), "last"}) == "20");
+    CHECK(node.command({"HGET", latest, "epoch"}) == "2");
+    // Writes not from a stream (no id) are fenced by epoch only.
+    CHECK(write_token(node, "2", "", "21") == 1);
+    CHECK(node.command({"HGET", latest, "stream_id"}) == "101-0");
+}
+
+} // namespace
+
+TEST_CASE("fenced token writes: atomic, refused from a former holder or as a replay") {
+    testing::redis_server single;
+    check_token_writes(single);
+    testing::redis_cluster cluster;
+    const redis::slot_map map = read_slots(cluster.node(0));
+    check_token_writes(node_on(cluster, map.node_for(redis::token_slot("SOL"))->port));
+}
+
 #ifdef TRADEAGG_LOADGEN_BINARY
 
 #include <sys/wait.h>

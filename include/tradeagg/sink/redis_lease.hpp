@@ -10,6 +10,7 @@
 //   renew    KEYS lease          ARGV instance, epoch, ttl_ms -> 1, or 0 if the lease is no
 //            longer this instance's at that epoch (it lapsed and another took it).
 //   release  KEYS lease          ARGV instance, epoch    -> 1 if released, 0 if not held.
+//   token_write (below): one token's keys written at once, refused from a smaller epoch.
 //
 // The lease's value is "<instance> <epoch>"; it expires after ttl_ms unless renewed. An
 // instance must stop writing for a partition once a renewal fails or its lease may have lapsed.
@@ -63,6 +64,62 @@ if redis.call('GET', KEYS[1]) == ARGV[1] .. ' ' .. ARGV[2] then
   return 1
 end
 return 0
+)lua";
+
+/// Writes one token's flush, fenced: all of a token's keys are in one slot, so one script
+/// writes them atomically (as MULTI/EXEC would) and can refuse a write from a former lease
+/// holder, or a replay of state older than what is stored.
+///
+///   KEYS  latest, rolling, candle...
+///   ARGV  epoch, stream_id ("" when not from a stream),
+///         n, n field-value pairs for latest; n, pairs for rolling;
+///         then per candle key: ttl_ms (0: none), n, pairs
+///   ->    1 written; 0 refused: the token holds a larger epoch; -1 refused: the token holds
+///         this epoch's stream id or a later one (already applied)
+///
+/// The latest hash also gets `epoch` and, from a stream, `stream_id`: what a new holder reads
+/// to skip entries already applied to the token.
+inline constexpr std::string_view token_write = R"lua(
+local stored_epoch = redis.call('HGET', KEYS[1], 'epoch')
+local epoch = tonumber(ARGV[1])
+if stored_epoch and tonumber(stored_epoch) > epoch then
+  return 0
+end
+if ARGV[2] ~= '' and stored_epoch and tonumber(stored_epoch) == epoch then
+  local stored_id = redis.call('HGET', KEYS[1], 'stream_id')
+  if stored_id then
+    local sm, ss = string.match(stored_id, '^(%d+)-(%d+)$')
+    local am, as = string.match(ARGV[2], '^(%d+)-(%d+)$')
+    sm, ss, am, as = tonumber(sm), tonumber(ss), tonumber(am), tonumber(as)
+    if sm > am or (sm == am and ss >= as) then
+      return -1
+    end
+  end
+end
+local i = 3
+local function hset(key)
+  local n = tonumber(ARGV[i])
+  i = i + 1
+  if n > 0 then
+    redis.call('HSET', key, unpack(ARGV, i, i + 2 * n - 1))
+  end
+  i = i + 2 * n
+end
+hset(KEYS[1])
+redis.call('HSET', KEYS[1], 'epoch', ARGV[1])
+if ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[1], 'stream_id', ARGV[2])
+end
+hset(KEYS[2])
+for k = 3, #KEYS do
+  local ttl = tonumber(ARGV[i])
+  i = i + 1
+  hset(KEYS[k])
+  if ttl > 0 then
+    redis.call('PEXPIRE', KEYS[k], ttl)
+  end
+end
+return 1
 )lua";
 
 } // namespace lease_scripts
