@@ -97,12 +97,12 @@ step_bench() {
     echo "tradeagg_redis_bench ran every benchmark"
 }
 
-# libFuzzer targets (Clang; ASan+UBSan), each run for TRADEAGG_FUZZ_SECONDS (default 30) over a
+# libFuzzer targets (Clang; ASan+UBSan), each run for TRADEAGG_FUZZ_SECONDS (default 20) over a
 # copy of its seed corpus in build/fuzz: libFuzzer adds the inputs it finds to the directory it
 # is given, so the seeds in fuzz/corpus stay as committed while build/fuzz keeps what earlier
 # runs found. A crash fails the step and leaves its input in build/fuzz/artifacts.
 step_fuzz() {
-    local seconds=${TRADEAGG_FUZZ_SECONDS:-30}
+    local seconds=${TRADEAGG_FUZZ_SECONDS:-20}
     # CXX is read only when a build dir is first configured: one made with another compiler is
     # wiped, since libFuzzer needs Clang.
     if [ -f build/fuzz/CMakeCache.txt ] &&
@@ -149,7 +149,7 @@ declare -A step_titles=(
     [meson]="Meson build + meson test, and a Meson consumer using it as a subproject"
     [meson_asan]="Meson ASan+UBSan -Dwerror=true build + meson test"
     [bench]="Bench smoke runs (tradeagg_bench, and tradeagg_redis_bench against its own redis-server)"
-    [fuzz]="libFuzzer targets (Clang, ASan+UBSan), each run for TRADEAGG_FUZZ_SECONDS (default 30)"
+    [fuzz]="libFuzzer targets (Clang, ASan+UBSan), each run for TRADEAGG_FUZZ_SECONDS (default 20)"
 )
 
 if [ $# -gt 0 ]; then

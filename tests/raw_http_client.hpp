@@ -27,7 +27,8 @@ namespace tradeagg::testing {
 
 /// Polls `done` until it holds or `timeout` passes.
 template <class Predicate>
-inline bool eventually(Predicate done, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+inline bool eventually(Predicate done,
+                       std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
     const auto until = std::chrono::steady_clock::now() + timeout;
     while (!done()) {
         if (std::chrono::steady_clock::now() >= until) {
@@ -221,7 +222,7 @@ inline std::string get(std::string_view target, std::string_view extra = "") {
 }
 
 inline std::string post(std::string_view target, std::string_view body,
-                 std::string_view content_type = "text/plain") {
+                        std::string_view content_type = "text/plain") {
     return "POST " + std::string(target) +
            " HTTP/1.1\r\nHost: test\r\nContent-Type: " + std::string(content_type) +
            "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + std::string(body);

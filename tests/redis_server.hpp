@@ -47,8 +47,10 @@ inline int free_port() {
 
 class redis_server {
 public:
-    /// Starts redis-server and waits (up to 10 s) until it answers PING.
-    redis_server() : port_(free_port()) {
+    /// Starts redis-server (with `extra` arguments after the test's own, e.g.
+    /// {"--cluster-enabled", "yes"}) and waits (up to 10 s) until it answers PING.
+    explicit redis_server(std::vector<std::string> extra = {})
+        : port_(free_port()), extra_(std::move(extra)) {
         char pattern[] = "/tmp/tradeagg-redis-XXXXXX";
         if (::mkdtemp(pattern) == nullptr) {
             throw std::runtime_error("redis_server: mkdtemp failed");
@@ -90,7 +92,11 @@ public:
             std::vector<const char*> argv{"redis-server", "--port",    port.c_str(), "--bind",
                                           "127.0.0.1",    "--save",    "",           "--appendonly",
                                           "no",           "--dir",     dir_.c_str(), "--daemonize",
-                                          "no",           "--logfile", log.c_str(),  nullptr};
+                                          "no",           "--logfile", log.c_str()};
+            for (const std::string& a : extra_) {
+                argv.push_back(a.c_str());
+            }
+            argv.push_back(nullptr);
             ::execvp("redis-server", const_cast<char* const*>(argv.data()));
             std::_Exit(127);
         }
@@ -177,6 +183,7 @@ private:
     }
 
     int port_;
+    std::vector<std::string> extra_;
     pid_t pid_ = -1;
     std::string dir_;
 };

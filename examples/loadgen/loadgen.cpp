@@ -5,6 +5,9 @@
 //                    [--rate 0] [--tokens 10000] [--zipf 1.0] [--format ndjson|json]
 //                    [--out-of-order 0.01] [--max-delay-ms 2000] [--seed N] [--progress] [--json]
 //   tradeagg_loadgen --sink 127.0.0.1:9090      (a trivial server that accepts every trade)
+//   tradeagg_loadgen --streams 4 [--redis 127.0.0.1:6379] [--prefix tradeagg]
+//                    (XADD to the partition streams of the scale-out design instead of HTTP,
+//                    on one Redis or a Redis Cluster: stream_writer.hpp)
 //
 // Every option is also read from LOADGEN_<NAME> (dashes as underscores, e.g.
 // LOADGEN_MAX_DELAY_MS); the command line wins. Without --url or LOADGEN_URL, HTTP_ADDR (the
@@ -70,13 +73,14 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/span.hpp>
-#include <boost/beast/http/read.hpp>
 #include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/read.hpp>
 #include <boost/beast/http/span_body.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 
 #include "../../bench/stream.hpp"
+#include "stream_writer.hpp"
 
 namespace {
 
@@ -110,6 +114,9 @@ struct options {
     std::string sink;         ///< non-empty: serve as a trivial sink on this address instead
     std::string probe;        ///< non-empty: also GET this path on a connection of its own
     double probe_rate = 20.0; ///< probe requests per second
+    std::size_t streams = 0;  ///< > 0: XADD to this many partition streams instead of HTTP
+    std::string redis = "127.0.0.1:6379"; ///< with streams: a Redis or Redis Cluster node
+    std::string prefix = "tradeagg";      ///< with streams: the key prefix
 };
 
 /// A bad option value: one line, naming the option; the exit status is 2.
@@ -190,7 +197,7 @@ struct option_spec {
     void (*apply)(options&, std::string_view value, const std::string& where);
 };
 
-constexpr std::array<option_spec, 16> option_specs{{
+constexpr std::array<option_spec, 19> option_specs{{
     {"url", false, "server address host:port, or http://host:port (default 127.0.0.1:8080)",
      [](options& o, std::string_view v, const std::string& where) {
          if (v.empty()) {
@@ -276,6 +283,30 @@ constexpr std::array<option_spec, 16> option_specs{{
      [](options& o, std::string_view v, const std::string& where) {
          o.probe_rate = double_in(v, 0.1, 1000.0, where);
      }},
+    {"streams", false,
+     "append the trades to this many partition streams in Redis (XADD to "
+     "<prefix>:trades:{p<k>}, k = CRC16(token) mod N) instead of POSTing them, 0..1024; "
+     "0 = HTTP (default 0)",
+     [](options& o, std::string_view v, const std::string& where) {
+         o.streams = uint_in(v, 0, 1024, where);
+     }},
+    {"redis", false,
+     "with --streams: a Redis, or any node of a Redis Cluster, host:port (default REDIS_ADDR, "
+     "then 127.0.0.1:6379)",
+     [](options& o, std::string_view v, const std::string& where) {
+         if (v.empty()) {
+             throw usage_error(where + ": expected host:port, got an empty value");
+         }
+         o.redis = v;
+     }},
+    {"prefix", false, "with --streams: the key prefix (default REDIS_KEY_PREFIX, then tradeagg)",
+     [](options& o, std::string_view v, const std::string& where) {
+         if (v.empty() || v.find_first_of("{} ") != std::string_view::npos) {
+             throw usage_error(where + ": expected a prefix without braces or spaces, got '" +
+                               std::string(v) + "'");
+         }
+         o.prefix = v;
+     }},
 }};
 
 std::string env_name(std::string_view name) {
@@ -306,6 +337,12 @@ std::optional<options> parse_options(int argc, char** argv) {
     options o;
     if (const char* addr = std::getenv("HTTP_ADDR"); addr != nullptr && *addr != '\0') {
         o.url = addr;
+    }
+    if (const char* addr = std::getenv("REDIS_ADDR"); addr != nullptr && *addr != '\0') {
+        o.redis = addr;
+    }
+    if (const char* prefix = std::getenv("REDIS_KEY_PREFIX"); prefix != nullptr && *prefix) {
+        o.prefix = prefix;
     }
     for (const option_spec& spec : option_specs) {
         const std::string env = env_name(spec.name);
@@ -714,7 +751,13 @@ struct run_plan {
     address addr;
     tcp::resolver::results_type endpoints;
     std::uint64_t first_generation = 0;
+    address redis; ///< with streams
 };
+
+/// The id of trade `position` of a pool in `generation` (see "Ids" above).
+std::uint64_t trade_id(std::uint64_t generation, std::size_t position) noexcept {
+    return 100'000'000'000'000'000ull + (generation % 10'000'000'000ull) * 10'000'000ull + position;
+}
 
 /// Prints the first I/O error of the run and the first 4xx body, once each.
 std::atomic<bool> io_error_reported{false};
@@ -928,6 +971,82 @@ void run_connection(const run_plan& plan, std::size_t index, request_pool& pool,
             }
             report_once(client_error_reported, "first " + std::to_string(code) + " response: " +
                                                    std::string(res.reason()) + ": " + body);
+        }
+    }
+    stats.finished.store(true, std::memory_order_release);
+}
+
+/// One streams connection: appends batches of the slice [first, first + count) of `s` with
+/// XADD until the stop, stamped as the HTTP connections stamp theirs.
+void run_stream_connection(const run_plan& plan, std::size_t index, const synthetic::stream& s,
+                           std::size_t first, std::size_t count,
+                           const std::vector<std::uint32_t>& delays, connection_stats& stats,
+                           stop_signal& stop) {
+    using namespace std::chrono_literals;
+    const options& o = plan.opts;
+    const std::string who = "stream connection " + std::to_string(index);
+    std::unique_ptr<loadgen::stream_writer> writer;
+    std::vector<tradeagg::trade_view> batch;
+    batch.reserve(o.batch);
+    const double connection_rate = o.rate / static_cast<double>(o.connections);
+    steady::time_point next_send = steady::now();
+    std::size_t from = 0;
+    std::uint64_t pass = 0;
+    while (!stop.requested()) {
+        if (!writer) {
+            try {
+                writer = std::make_unique<loadgen::stream_writer>(
+                    plan.redis.host, std::stoi(plan.redis.port), o.prefix, o.streams);
+            } catch (const std::exception& e) {
+                connection_stats::add(stats.io_errors, 1);
+                report_once(io_error_reported, who + ": " + e.what() + " (retrying)");
+                stop.sleep_until(steady::now() + 100ms);
+                continue;
+            }
+        }
+        const std::size_t n = std::min(o.batch, count - from);
+        if (connection_rate > 0) {
+            const auto interval = std::chrono::nanoseconds(
+                static_cast<std::int64_t>(1e9 * static_cast<double>(n) / connection_rate));
+            const steady::time_point now = steady::now();
+            if (next_send > now) {
+                if (stop.sleep_until(next_send)) {
+                    break;
+                }
+            } else if (now - next_send > 1s) {
+                next_send = now;
+            }
+            next_send += interval;
+        }
+        const std::uint64_t generation = plan.first_generation + pass * o.connections + index;
+        const std::int64_t now_ms = wall_clock_ms();
+        batch.clear();
+        for (std::size_t k = from; k < from + n; ++k) {
+            const tradeagg::trade& t = s.trades()[first + k];
+            batch.push_back(tradeagg::trade_view{s.names()[t.token], t.price, t.quantity, t.taker,
+                                                 now_ms - delays[first + k],
+                                                 trade_id(generation, k)});
+        }
+        from += n;
+        if (from == count) {
+            from = 0;
+            ++pass;
+        }
+        std::string error;
+        const steady::time_point sent = steady::now();
+        const std::size_t acknowledged = writer->append(batch, error);
+        stats.latency.record(static_cast<std::uint64_t>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(steady::now() - sent).count()));
+        connection_stats::add(stats.requests, 1);
+        connection_stats::add(stats.trades_sent, n);
+        connection_stats::add(stats.trades_accepted, acknowledged);
+        connection_stats::add(stats.status[acknowledged == n ? 200 : 500], 1);
+        if (!error.empty()) {
+            report_once(io_error_reported, who + ": " + error);
+            if (acknowledged < n) {
+                connection_stats::add(stats.io_errors, 1);
+                writer.reset(); // connect again, and read the slot map again
+            }
         }
     }
     stats.finished.store(true, std::memory_order_release);
@@ -1175,9 +1294,21 @@ int run(const options& o) {
     run_plan plan;
     plan.opts = o;
     plan.addr = parse_address(o.url, "--url");
+    const bool streams = o.streams > 0;
+    std::string cluster_note;
+    if (streams) {
+        plan.redis = parse_address(o.redis, "--redis");
+        try {
+            const loadgen::stream_writer check(plan.redis.host, std::stoi(plan.redis.port),
+                                               o.prefix, o.streams);
+            cluster_note = check.cluster() ? "a Redis Cluster" : "one Redis";
+        } catch (const std::exception& e) {
+            throw run_error(e.what());
+        }
+    }
 
     asio::io_context ioc;
-    {
+    if (!streams || !o.probe.empty()) {
         boost::system::error_code ec;
         tcp::resolver resolver(ioc);
         plan.endpoints = resolver.resolve(plan.addr.host, plan.addr.port, ec);
@@ -1215,8 +1346,10 @@ int run(const options& o) {
     std::vector<std::unique_ptr<request_pool>> pools;
     std::vector<std::unique_ptr<connection_stats>> stats;
     for (std::size_t c = 0; c < o.connections; ++c) {
-        pools.push_back(std::make_unique<request_pool>(stream, c * pool_trades, pool_trades,
-                                                       o.batch, o.format, delays));
+        if (!streams) {
+            pools.push_back(std::make_unique<request_pool>(stream, c * pool_trades, pool_trades,
+                                                           o.batch, o.format, delays));
+        }
         stats.push_back(std::make_unique<connection_stats>());
     }
     const auto unix_s = static_cast<std::uint64_t>(wall_clock_ms() / 1000);
@@ -1230,8 +1363,14 @@ int run(const options& o) {
     const steady::time_point deadline = start + duration;
     std::vector<std::thread> threads;
     for (std::size_t c = 0; c < o.connections; ++c) {
-        threads.emplace_back(run_connection, std::cref(plan), c, std::ref(*pools[c]),
-                             std::ref(*stats[c]), std::ref(stop));
+        if (streams) {
+            threads.emplace_back(run_stream_connection, std::cref(plan), c, std::cref(stream),
+                                 c * pool_trades, pool_trades, std::cref(delays),
+                                 std::ref(*stats[c]), std::ref(stop));
+        } else {
+            threads.emplace_back(run_connection, std::cref(plan), c, std::ref(*pools[c]),
+                                 std::ref(*stats[c]), std::ref(stop));
+        }
     }
     // The probe's figures are kept apart from the trade connections'; it counts among the
     // connections waited for at the end.
@@ -1282,6 +1421,11 @@ int run(const options& o) {
     s.t = sum(stats);
     if (!probe_stats.empty()) {
         s.probe = sum(probe_stats);
+    }
+    if (streams) {
+        // Reported as the target in the summary, in place of the HTTP address.
+        plan.addr.host_header = "redis " + plan.redis.host_header + " (" + cluster_note + ", " +
+                                std::to_string(o.streams) + " streams)";
     }
     print_summary(o, plan.addr, s);
     const int code = s.t.trades_accepted > 0 ? 0 : 1;

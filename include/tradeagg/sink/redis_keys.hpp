@@ -13,8 +13,10 @@
 
 #include <array>
 #include <charconv>
+#include <compare>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -165,5 +167,167 @@ inline void append_token_part(std::string& out, std::string_view prefix, std::st
     key.append("latest");
     return key;
 }
+
+// ---- Redis Cluster hash slots ---------------------------------------------------------------
+
+/// The number of hash slots of a Redis Cluster.
+inline constexpr std::size_t cluster_slot_count = 16'384;
+
+/// CRC16-CCITT in its XMODEM form (polynomial 0x1021, initial value 0, no reflection), the
+/// checksum Redis Cluster hashes keys with. crc16("123456789") == 0x31C3.
+[[nodiscard]] constexpr std::uint16_t crc16_xmodem(std::string_view bytes) noexcept {
+    std::uint32_t crc = 0;
+    for (const char c : bytes) {
+        crc ^= static_cast<std::uint32_t>(static_cast<unsigned char>(c)) << 8;
+        for (int bit = 0; bit < 8; ++bit) {
+            crc = (crc & 0x8000u) != 0 ? (crc << 1) ^ 0x1021u : crc << 1;
+        }
+    }
+    return static_cast<std::uint16_t>(crc & 0xFFFFu);
+}
+
+/// The hash slot of `key`, as the cluster specification defines it: if the key holds a '{'
+/// followed, later, by a '}' with at least one byte between them, only the bytes between the
+/// first '{' and the first '}' after it are hashed (the hash tag); otherwise the whole key.
+[[nodiscard]] constexpr std::uint16_t key_slot(std::string_view key) noexcept {
+    const auto open = key.find('{');
+    if (open != std::string_view::npos) {
+        const auto close = key.find('}', open + 1);
+        if (close != std::string_view::npos && close > open + 1) {
+            key = key.substr(open + 1, close - open - 1);
+        }
+    }
+    return static_cast<std::uint16_t>(crc16_xmodem(key) % cluster_slot_count);
+}
+
+/// The slot of every key of `token`: the token is each key's hash tag (prefixes and tokens hold
+/// no braces), so a token's candles, rolling window and latest trade share one slot and can be
+/// written in one MULTI.
+[[nodiscard]] constexpr std::uint16_t token_slot(std::string_view token) noexcept {
+    return static_cast<std::uint16_t>(crc16_xmodem(token) % cluster_slot_count);
+}
+
+// ---- Streams ingest: partitions, leases and trade entries ------------------------------------
+//
+// Producers append trades to N partition streams, a token's trades always to the same one, in
+// order; server instances read the partitions they hold a lease on. A partition's stream and
+// lease share the hash tag {p<k>}, so they live on one cluster slot:
+//   <prefix>:trades:{p<k>}    stream of trade entries, fields `trade_entry_fields`
+//   <prefix>:lease:{p<k>}     string: the holder and epoch of partition k's lease
+
+/// The partition of `token` among `partitions` (> 0): CRC16/XMODEM of the token modulo the
+/// count, which any client can compute.
+[[nodiscard]] constexpr std::size_t partition_of(std::string_view token,
+                                                 std::size_t partitions) noexcept {
+    return partitions == 0 ? 0 : crc16_xmodem(token) % partitions;
+}
+
+/// `<prefix>:trades:{p<partition>}`. Allocates.
+[[nodiscard]] inline std::string stream_key(std::string_view prefix, std::size_t partition) {
+    std::string key(prefix);
+    key.append(":trades:{p");
+    key.append(number_text(static_cast<std::uint64_t>(partition)).view());
+    key.push_back('}');
+    return key;
+}
+
+/// `<prefix>:lease:{p<partition>}`. Allocates.
+[[nodiscard]] inline std::string lease_key(std::string_view prefix, std::size_t partition) {
+    std::string key(prefix);
+    key.append(":lease:{p");
+    key.append(number_text(static_cast<std::uint64_t>(partition)).view());
+    key.push_back('}');
+    return key;
+}
+
+/// Fields of a trade entry in a partition stream, in the order they are written.
+inline constexpr std::array<std::string_view, 6> trade_entry_fields{"token", "price", "quantity",
+                                                                    "side",  "ts",    "id"};
+
+/// Calls `f(field, text)` for every field of a trade entry, in `trade_entry_fields` order.
+template <class F>
+void for_each_field(const trade_view& t, F&& f) {
+    f(trade_entry_fields[0], t.token);
+    f(trade_entry_fields[1], number_text(t.price).view());
+    f(trade_entry_fields[2], number_text(t.quantity).view());
+    f(trade_entry_fields[3], to_string(t.taker));
+    f(trade_entry_fields[4], number_text(t.ts_ms).view());
+    f(trade_entry_fields[5], number_text(t.id).view());
+}
+
+/// The trade a stream entry holds, given `field(name)` that returns the text of a field (or
+/// nothing when the entry lacks it). A missing, malformed or invalid field gives nothing and
+/// `why` names it; the token views `field`'s storage. Never allocates.
+template <class Field>
+[[nodiscard]] std::optional<trade_view> trade_from_entry(Field&& field, std::string_view& why) {
+    const auto number = [&](std::string_view name, auto& out) {
+        const std::optional<std::string_view> text = field(name);
+        if (!text || text->empty()) {
+            why = name;
+            return false;
+        }
+        const auto r = std::from_chars(text->data(), text->data() + text->size(), out);
+        if (r.ec != std::errc{} || r.ptr != text->data() + text->size()) {
+            why = name;
+            return false;
+        }
+        return true;
+    };
+    trade_view t;
+    const std::optional<std::string_view> token = field(trade_entry_fields[0]);
+    if (!token) {
+        why = trade_entry_fields[0];
+        return std::nullopt;
+    }
+    t.token = *token;
+    if (!number(trade_entry_fields[1], t.price) || !number(trade_entry_fields[2], t.quantity) ||
+        !number(trade_entry_fields[4], t.ts_ms) || !number(trade_entry_fields[5], t.id)) {
+        return std::nullopt;
+    }
+    const std::optional<std::string_view> side_text = field(trade_entry_fields[3]);
+    const std::optional<side> taker = side_text ? parse_side(*side_text) : std::nullopt;
+    if (!taker) {
+        why = trade_entry_fields[3];
+        return std::nullopt;
+    }
+    t.taker = *taker;
+    if (const reject_reason r = validate(t); r != reject_reason::none) {
+        why = to_string(r);
+        return std::nullopt;
+    }
+    return t;
+}
+
+/// A stream entry id, `<ms>-<seq>`, ordered as Redis orders them.
+struct stream_id {
+    std::uint64_t ms = 0;
+    std::uint64_t seq = 0;
+
+    /// Reads `<ms>-<seq>` (or `<ms>`, sequence 0); nothing for anything else.
+    [[nodiscard]] static std::optional<stream_id> parse(std::string_view text) noexcept {
+        stream_id id;
+        const auto dash = text.find('-');
+        const std::string_view ms = text.substr(0, dash);
+        auto r = std::from_chars(ms.data(), ms.data() + ms.size(), id.ms);
+        if (ms.empty() || r.ec != std::errc{} || r.ptr != ms.data() + ms.size()) {
+            return std::nullopt;
+        }
+        if (dash != std::string_view::npos) {
+            const std::string_view seq = text.substr(dash + 1);
+            r = std::from_chars(seq.data(), seq.data() + seq.size(), id.seq);
+            if (seq.empty() || r.ec != std::errc{} || r.ptr != seq.data() + seq.size()) {
+                return std::nullopt;
+            }
+        }
+        return id;
+    }
+
+    /// `<ms>-<seq>`. Allocates.
+    [[nodiscard]] std::string text() const {
+        return std::string(number_text(ms).view()) + "-" + std::string(number_text(seq).view());
+    }
+
+    friend constexpr auto operator<=>(const stream_id&, const stream_id&) noexcept = default;
+};
 
 } // namespace tradeagg::redis

@@ -1,0 +1,61 @@
+#pragma once
+// A Redis Cluster of masters on free loopback ports, for tests: redis-server processes started
+// with --cluster-enabled, joined with `redis-cli --cluster create`, stopped with the fixture.
+
+#include <chrono>
+#include <cstdlib>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "redis_server.hpp"
+
+namespace tradeagg::testing {
+
+class redis_cluster {
+public:
+    /// Starts `masters` nodes (at least 3, as redis-cli requires), assigns the 16,384 slots
+    /// evenly and waits (up to 30 s) until every node reports cluster_state:ok.
+    explicit redis_cluster(std::size_t masters = 3) {
+        std::string create = "redis-cli --cluster create";
+        for (std::size_t i = 0; i < masters; ++i) {
+            // The bus port is given: by default it is the port + 10,000, which a free port
+            // above 55,535 cannot have.
+            nodes_.push_back(std::make_unique<redis_server>(
+                std::vector<std::string>{"--cluster-enabled", "yes", "--cluster-node-timeout",
+                                         "2000", "--cluster-port", std::to_string(free_port())}));
+            create += " 127.0.0.1:" + std::to_string(nodes_.back()->port());
+        }
+        create += " --cluster-replicas 0 --cluster-yes >/dev/null 2>&1";
+        if (std::system(create.c_str()) != 0) {
+            throw std::runtime_error("redis_cluster: `" + create + "` failed");
+        }
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+        while (!ready()) {
+            if (std::chrono::steady_clock::now() > deadline) {
+                throw std::runtime_error("redis_cluster: cluster_state:ok never came");
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+    }
+
+    [[nodiscard]] std::size_t size() const noexcept { return nodes_.size(); }
+    [[nodiscard]] redis_server& node(std::size_t i) { return *nodes_.at(i); }
+
+    /// True when every node says cluster_state:ok.
+    [[nodiscard]] bool ready() const {
+        for (const auto& n : nodes_) {
+            if (n->command({"CLUSTER", "INFO"}).find("cluster_state:ok") == std::string::npos) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+private:
+    std::vector<std::unique_ptr<redis_server>> nodes_;
+};
+
+} // namespace tradeagg::testing
