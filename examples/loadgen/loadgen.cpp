@@ -809,6 +809,28 @@ std::int64_t wall_clock_ms() {
 
 /// One connection: send batch after batch until the stop, each request re-stamped just before
 /// it is written, each answer read before the next request (no pipelining).
+/// Holds a connection to `rate` trades per second (0: no limit) before it sends `n` more: sleeps
+/// until `next_send`, which it then moves on by n / rate; far behind, it does not burst to catch
+/// up. True if the run was stopped meanwhile.
+bool pace(steady::time_point& next_send, std::size_t n, double rate, stop_signal& stop) {
+    using namespace std::chrono_literals;
+    if (rate <= 0) {
+        return false;
+    }
+    const auto interval =
+        std::chrono::nanoseconds(static_cast<std::int64_t>(1e9 * static_cast<double>(n) / rate));
+    const steady::time_point now = steady::now();
+    if (next_send > now) {
+        if (stop.sleep_until(next_send)) {
+            return true;
+        }
+    } else if (now - next_send > 1s) {
+        next_send = now;
+    }
+    next_send += interval;
+    return false;
+}
+
 /// Connects `socket` if it is closed; false (counted, reported once, after a pause) if that
 /// failed. `who` names the connection in the report.
 bool ensure_connected(tcp::socket& socket, const run_plan& plan, connection_stats& stats,
@@ -922,18 +944,8 @@ void run_connection(const run_plan& plan, std::size_t index, request_pool& pool,
         }
 
         const std::size_t n = pool.trades(b);
-        if (connection_rate > 0) {
-            const auto interval = std::chrono::nanoseconds(
-                static_cast<std::int64_t>(1e9 * static_cast<double>(n) / connection_rate));
-            const steady::time_point now = steady::now();
-            if (next_send > now) {
-                if (stop.sleep_until(next_send)) {
-                    break;
-                }
-            } else if (now - next_send > 1s) {
-                next_send = now; // far behind: do not burst to catch up
-            }
-            next_send += interval;
+        if (pace(next_send, n, connection_rate, stop)) {
+            break;
         }
 
         const std::uint64_t generation = plan.first_generation + pass * o.connections + index;
@@ -1005,18 +1017,8 @@ void run_stream_connection(const run_plan& plan, std::size_t index, const synthe
             }
         }
         const std::size_t n = std::min(o.batch, count - from);
-        if (connection_rate > 0) {
-            const auto interval = std::chrono::nanoseconds(
-                static_cast<std::int64_t>(1e9 * static_cast<double>(n) / connection_rate));
-            const steady::time_point now = steady::now();
-            if (next_send > now) {
-                if (stop.sleep_until(next_send)) {
-                    break;
-                }
-            } else if (now - next_send > 1s) {
-                next_send = now;
-            }
-            next_send += interval;
+        if (pace(next_send, n, connection_rate, stop)) {
+            break;
         }
         const std::uint64_t generation = plan.first_generation + pass * o.connections + index;
         const std::int64_t now_ms = wall_clock_ms();

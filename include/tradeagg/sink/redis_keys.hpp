@@ -222,22 +222,26 @@ inline constexpr std::size_t cluster_slot_count = 16'384;
     return partitions == 0 ? 0 : crc16_xmodem(token) % partitions;
 }
 
-/// `<prefix>:trades:{p<partition>}`. Allocates.
-[[nodiscard]] inline std::string stream_key(std::string_view prefix, std::size_t partition) {
+/// `<prefix>:<kind>:{p<partition>}`: a key of the partition, in the partition's slot. Allocates.
+[[nodiscard]] inline std::string partition_key(std::string_view prefix, std::string_view kind,
+                                               std::size_t partition) {
     std::string key(prefix);
-    key.append(":trades:{p");
+    key.push_back(':');
+    key.append(kind);
+    key.append(":{p");
     key.append(number_text(static_cast<std::uint64_t>(partition)).view());
     key.push_back('}');
     return key;
 }
 
+/// `<prefix>:trades:{p<partition>}`. Allocates.
+[[nodiscard]] inline std::string stream_key(std::string_view prefix, std::size_t partition) {
+    return partition_key(prefix, "trades", partition);
+}
+
 /// `<prefix>:lease:{p<partition>}`. Allocates.
 [[nodiscard]] inline std::string lease_key(std::string_view prefix, std::size_t partition) {
-    std::string key(prefix);
-    key.append(":lease:{p");
-    key.append(number_text(static_cast<std::uint64_t>(partition)).view());
-    key.push_back('}');
-    return key;
+    return partition_key(prefix, "lease", partition);
 }
 
 /// Fields of a trade entry in a partition stream, in the order they are written.

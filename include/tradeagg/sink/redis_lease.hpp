@@ -26,11 +26,7 @@ namespace tradeagg::redis {
 
 /// `<prefix>:epoch:{p<partition>}`: the partition's last epoch (an integer). Allocates.
 [[nodiscard]] inline std::string epoch_key(std::string_view prefix, std::size_t partition) {
-    std::string key(prefix);
-    key.append(":epoch:{p");
-    key.append(number_text(static_cast<std::uint64_t>(partition)).view());
-    key.push_back('}');
-    return key;
+    return partition_key(prefix, "epoch", partition);
 }
 
 namespace lease_scripts {
