@@ -13,6 +13,7 @@
 // Admin endpoints need `Authorization: Bearer <ADMIN_TOKEN>` when ADMIN_TOKEN is set.
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <charconv>
 #include <chrono>
@@ -594,16 +595,41 @@ private:
         return f;
     }
 
+    /// One of the seed's eight figures: its name (the same in /performance and /metrics), its
+    /// Prometheus help text, and its value (an integer where it counts things).
+    struct seed_figure {
+        std::string_view name;
+        std::string_view help;
+        boost::json::value (*value)(const figures&);
+    };
+    static constexpr std::array<seed_figure, 8> seed_figure_table{{
+        {"heap_alloc_mb", "Bytes the library reserved, in MiB",
+         [](const figures& f) -> boost::json::value { return f.pipeline.heap_alloc_mb(); }},
+        {"heap_inuse_mb", "Bytes in live objects, in MiB",
+         [](const figures& f) -> boost::json::value { return f.pipeline.heap_inuse_mb(); }},
+        {"gc_cpu_fraction", "Reclamation CPU over process CPU",
+         [](const figures& f) -> boost::json::value { return f.pipeline.gc_cpu_fraction; }},
+        {"num_goroutines", "Threads in the process",
+         [](const figures& f) -> boost::json::value { return f.pipeline.threads; }},
+        {"active_tokens", "Tokens with state",
+         [](const figures& f) -> boost::json::value { return f.pipeline.active_tokens; }},
+        {"worker_count", "Shard worker threads",
+         [](const figures& f) -> boost::json::value { return f.pipeline.shards.size(); }},
+        {"redis_latency_avg_ms", "Mean Redis reply time of recent commands",
+         [](const figures& f) -> boost::json::value {
+             return f.redis ? f.redis->latency_avg_ms : 0.0;
+         }},
+        {"redis_success_rate", "Share of recent Redis commands that succeeded",
+         [](const figures& f) -> boost::json::value {
+             return f.redis ? f.redis->success_rate : 1.0;
+         }},
+    }};
+
     static boost::json::object seed_figures(const figures& f) {
         boost::json::object o;
-        o["heap_alloc_mb"] = f.pipeline.heap_alloc_mb();
-        o["heap_inuse_mb"] = f.pipeline.heap_inuse_mb();
-        o["gc_cpu_fraction"] = f.pipeline.gc_cpu_fraction;
-        o["num_goroutines"] = f.pipeline.threads;
-        o["active_tokens"] = f.pipeline.active_tokens;
-        o["worker_count"] = f.pipeline.shards.size();
-        o["redis_latency_avg_ms"] = f.redis ? f.redis->latency_avg_ms : 0.0;
-        o["redis_success_rate"] = f.redis ? f.redis->success_rate : 1.0;
+        for (const seed_figure& s : seed_figure_table) {
+            o[s.name] = s.value(f);
+        }
         return o;
     }
 
@@ -691,16 +717,9 @@ private:
             out.append(buf, static_cast<std::size_t>(n)).append("\n");
         };
         const tradeagg::pipeline_stats& p = f.pipeline;
-        gauge("heap_alloc_mb", "Bytes the library reserved, in MiB", p.heap_alloc_mb());
-        gauge("heap_inuse_mb", "Bytes in live objects, in MiB", p.heap_inuse_mb());
-        gauge("gc_cpu_fraction", "Reclamation CPU over process CPU", p.gc_cpu_fraction);
-        gauge("num_goroutines", "Threads in the process", static_cast<double>(p.threads));
-        gauge("active_tokens", "Tokens with state", static_cast<double>(p.active_tokens));
-        gauge("worker_count", "Shard worker threads", static_cast<double>(p.shards.size()));
-        gauge("redis_latency_avg_ms", "Mean Redis reply time of recent commands",
-              f.redis ? f.redis->latency_avg_ms : 0.0);
-        gauge("redis_success_rate", "Share of recent Redis commands that succeeded",
-              f.redis ? f.redis->success_rate : 1.0);
+        for (const seed_figure& s : seed_figure_table) {
+            gauge(s.name, s.help, s.value(f).template to_number<double>());
+        }
         gauge("tradeagg_trades_accepted_total", "Trades accepted", static_cast<double>(p.accepted),
               "counter");
         gauge("tradeagg_trades_applied_total", "Trades applied", static_cast<double>(p.applied),

@@ -53,18 +53,18 @@ public:
     /// Appends `trades` in order (one XADD each, pipelined per node) and returns how many Redis
     /// acknowledged; on a failure `error` names it. Redirections are followed up to 5 rounds.
     std::size_t append(std::span<const tradeagg::trade_view> trades, std::string& error) {
-        std::vector<std::size_t> todo(trades.size());
+        std::vector<std::size_t> unsent(trades.size());
         for (std::size_t i = 0; i < trades.size(); ++i) {
-            todo[i] = i;
+            unsent[i] = i;
         }
         std::vector<std::optional<tradeagg::redis::cluster_node>> ask_to(trades.size());
         std::size_t acknowledged = 0;
-        for (int round = 0; round < 5 && !todo.empty(); ++round) {
+        for (int round = 0; round < 5 && !unsent.empty(); ++round) {
             std::vector<std::size_t> again;
             bool moved = false;
             // Send every pending trade to its node, then read each node's replies in order.
             std::vector<std::pair<node*, std::size_t>> sent; // (node, trade), in send order
-            for (const std::size_t i : todo) {
+            for (const std::size_t i : unsent) {
                 const std::size_t k = tradeagg::redis::partition_of(trades[i].token, partitions_);
                 node* n = ask_to[i] ? &node_at(*ask_to[i]) : key_nodes_[k];
                 if (!n->connect(error)) {
@@ -112,10 +112,10 @@ public:
             if (moved && !refresh(error)) {
                 return acknowledged;
             }
-            todo = std::move(again);
+            unsent = std::move(again);
         }
-        if (!todo.empty()) {
-            error = std::to_string(todo.size()) + " XADDs still redirected after 5 rounds";
+        if (!unsent.empty()) {
+            error = std::to_string(unsent.size()) + " XADDs still redirected after 5 rounds";
         }
         return acknowledged;
     }
