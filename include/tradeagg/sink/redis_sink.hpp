@@ -528,6 +528,14 @@ private:
         a.extend(kind);
     }
 
+    /// `<prefix>:{<token>}:candle:<interval>:<open_time>`, as `candle_key` spells it.
+    void append_candle_key(command_args& a, const update_key& k) const {
+        append_key(a, k, "candle:");
+        a.extend(interval_name(interval(k.width_ms)).view());
+        a.extend(":");
+        a.extend(number_text(k.open_time).view());
+    }
+
     /// The expiry of a candle key: `candle_retention_intervals` intervals, capped at 2^50 ms.
     [[nodiscard]] std::chrono::milliseconds candle_ttl(const update_key& k) const noexcept {
         const std::uint64_t retention = cfg_.candle_retention_intervals;
@@ -567,10 +575,7 @@ private:
         a.clear();
         a.add("HSET");
         if (c != nullptr) {
-            append_key(a, *e.key, "candle:");
-            a.extend(interval_name(interval(e.key->width_ms)).view());
-            a.extend(":");
-            a.extend(number_text(e.key->open_time).view());
+            append_candle_key(a, *e.key);
             for_each_field(*c, hset);
         } else {
             append_key(a, *e.key, "rolling:24h");
@@ -586,10 +591,7 @@ private:
             a.clear();
             if (c != nullptr) {
                 a.add("PEXPIRE");
-                append_key(a, *e.key, "candle:");
-                a.extend(interval_name(interval(e.key->width_ms)).view());
-                a.extend(":");
-                a.extend(number_text(e.key->open_time).view());
+                append_candle_key(a, *e.key);
                 a.add(number_text(static_cast<std::uint64_t>(candle_ttl(*e.key).count())).view());
                 e.expiry_sent = now;
             } else {
