@@ -90,4 +90,16 @@ TEST_CASE("REDIS_* variables: defaults, values, and errors that name the variabl
     CHECK(error_of({{"REDIS_ADDR", "127.0.0.1:99999"}}).starts_with("REDIS_ADDR | "));
     CHECK(error_of({{"REDIS_ADDR", ":6379"}}).starts_with("REDIS_ADDR | "));
     CHECK(error_of({{"REDIS_DB", "x"}}).starts_with("REDIS_DB | "));
+
+    // Seed nodes of a cluster: the first is host and port, the others follow.
+    const redis::redis_config seeds =
+        from({{"REDIS_ADDR", "127.0.0.1:7000,127.0.0.1:7001,10.1.2.3:7002"}});
+    CHECK(seeds.host == "127.0.0.1");
+    CHECK(seeds.port == 7000);
+    REQUIRE(seeds.more_seeds.size() == 2);
+    CHECK(seeds.more_seeds[0] == std::pair<std::string, int>{"127.0.0.1", 7001});
+    CHECK(seeds.more_seeds[1] == std::pair<std::string, int>{"10.1.2.3", 7002});
+    CHECK(from({{"REDIS_ADDR", "127.0.0.1:7000"}}).more_seeds.empty());
+    CHECK(error_of({{"REDIS_ADDR", "127.0.0.1:7000,"}}).starts_with("REDIS_ADDR | "));
+    CHECK(error_of({{"REDIS_ADDR", "127.0.0.1:7000,x:0"}}).starts_with("REDIS_ADDR | "));
 }

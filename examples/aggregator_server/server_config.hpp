@@ -32,6 +32,8 @@
 #include <thread>
 #include <vector>
 
+#include <unistd.h>
+
 #include <tradeagg/runtime_config.hpp>
 #include <tradeagg/sink/redis_config.hpp>
 
@@ -86,6 +88,12 @@ struct server_config {
     std::chrono::milliseconds monitor_tune{60'000};    ///< MONITOR_TUNE_INTERVAL
     std::chrono::milliseconds shutdown_timeout{8'000}; ///< SHUTDOWN_TIMEOUT
     bool redis_enabled = true;                         ///< REDIS_ADDR=off runs without Redis
+    /// INGEST_STREAMS: 0 takes trades over HTTP; N > 0 reads them from N partition streams in
+    /// Redis instead, shared with the other instances (see redis_stream_consumer.hpp).
+    std::size_t ingest_streams = 0;
+    std::string instance_id;                           ///< INSTANCE_ID (default: host-pid)
+    std::chrono::milliseconds stream_lease_ttl{5'000}; ///< STREAM_LEASE_TTL
+    std::size_t stream_read_count = 4'096;             ///< STREAM_READ_COUNT
 };
 
 /// Every variable the server reads, for the start-up log and the documentation.
@@ -124,7 +132,11 @@ inline constexpr std::string_view known_variables[] = {"AGGREGATOR_POLICY",
                                                        "REDIS_WRITE_TIMEOUT",
                                                        "REDIS_IDLE_TIMEOUT",
                                                        "REDIS_MAX_CONN_AGE",
-                                                       "REDIS_KEY_PREFIX"};
+                                                       "REDIS_KEY_PREFIX",
+                                                       "INGEST_STREAMS",
+                                                       "INSTANCE_ID",
+                                                       "STREAM_LEASE_TTL",
+                                                       "STREAM_READ_COUNT"};
 
 namespace detail {
 
@@ -295,6 +307,26 @@ server_config_from_env(const std::function<const char*(const char*)>& getenv) {
         }
         c.redis.key_prefix = std::string(*v);
     }
+    c.ingest_streams = whole<std::size_t>(getenv, "INGEST_STREAMS", c.ingest_streams, 0, 16'384);
+    if (c.ingest_streams > 0 && !c.redis_enabled) {
+        fail("INGEST_STREAMS", std::to_string(c.ingest_streams),
+             "the streams are in Redis: REDIS_ADDR cannot be off");
+    }
+    if (const auto v = get(getenv, "INSTANCE_ID")) {
+        if (v->size() > 128 || v->find_first_of(" #\r\n\t") != std::string_view::npos) {
+            fail("INSTANCE_ID", *v, "expected 1 to 128 characters without spaces or '#'");
+        }
+        c.instance_id = std::string(*v);
+    } else {
+        char host[256] = {};
+        ::gethostname(host, sizeof host - 1);
+        c.instance_id = std::string(host[0] != '\0' ? host : "tradeagg") + "-" +
+                        std::to_string(::getpid());
+    }
+    c.stream_lease_ttl = duration(getenv, "STREAM_LEASE_TTL", c.stream_lease_ttl,
+                                  milliseconds(300), milliseconds(600'000));
+    c.stream_read_count =
+        whole<std::size_t>(getenv, "STREAM_READ_COUNT", c.stream_read_count, 1, 1'000'000);
     return c;
 }
 

@@ -37,6 +37,7 @@
 #include <tradeagg/monitor.hpp>
 #include <tradeagg/pipeline.hpp>
 #include <tradeagg/sink/redis_sink.hpp>
+#include <tradeagg/sink/redis_stream_consumer.hpp>
 
 #include "server_config.hpp"
 #include "token_snapshots.hpp"
@@ -262,6 +263,7 @@ class aggregator_service final : public service {
     using sink_type = server_sink<interval_count>;
     using pipeline_type = tradeagg::pipeline<Policy, sink_type&>;
     using monitored = tradeagg::monitored_pipeline<pipeline_type>;
+    using stream_consumer_type = tradeagg::redis::stream_consumer<Policy>;
 
 public:
     /// Checks `cfg` against the policy (throws `tradeagg::config_error` naming the variable)
@@ -269,8 +271,12 @@ public:
     explicit aggregator_service(server_config cfg)
         : cfg_(std::move(cfg)), resolved_(check_against_policy<Policy>(cfg_)),
           snapshots_(Policy::max_tokens),
-          redis_(cfg_.redis_enabled ? std::make_unique<tradeagg::redis::redis_sink>(cfg_.redis)
-                                    : nullptr),
+          redis_(cfg_.redis_enabled && cfg_.ingest_streams == 0
+                     ? std::make_unique<tradeagg::redis::redis_sink>(cfg_.redis)
+                     : nullptr),
+          streams_(cfg_.ingest_streams > 0 ? std::make_unique<stream_consumer_type>(
+                                                 stream_settings(cfg_), resolved_)
+                                           : nullptr),
           sink_{snapshots_, redis_.get()}, pipeline_(cfg_.pipeline, sink_),
           monitored_(pipeline_,
                      [this]() -> std::optional<double> {
@@ -284,6 +290,9 @@ public:
     void start() override {
         pipeline_.start();
         monitor_.start();
+        if (streams_) {
+            streams_->start();
+        }
     }
 
     shutdown_report stop(std::chrono::milliseconds deadline) override {
@@ -292,6 +301,10 @@ public:
         monitor_.stop();
         pipeline_.stop(); // every accepted trade applied and flushed to the sink
         shutdown_report r;
+        if (streams_) {
+            // What is left unwritten stays pending in the streams, for the next holder.
+            r.redis_complete = streams_->stop(deadline);
+        }
         if (redis_) {
             const auto left = std::max(std::chrono::duration_cast<std::chrono::milliseconds>(
                                            until - std::chrono::steady_clock::now()),
@@ -344,6 +357,16 @@ public:
             add("REDIS_KEY_PREFIX", r.key_prefix);
         } else {
             add("REDIS_ADDR", "off (aggregates kept in memory only)");
+        }
+        if (cfg_.ingest_streams > 0) {
+            add("INGEST_STREAMS", std::to_string(cfg_.ingest_streams) + " (trades are read from " +
+                                      cfg_.redis.key_prefix + ":trades:{p0}.. ; POST /trades "
+                                      "is refused)");
+            add("INSTANCE_ID", cfg_.instance_id);
+            add("STREAM_LEASE_TTL", std::to_string(cfg_.stream_lease_ttl.count()) + "ms");
+            add("STREAM_READ_COUNT", std::to_string(cfg_.stream_read_count));
+        } else {
+            add("INGEST_STREAMS", "0 (trades come over POST /trades)");
         }
         return out;
     }
@@ -426,6 +449,14 @@ private:
     };
 
     response ingest(const request& req) {
+        if (streams_) {
+            return detail::error_response(
+                req, http::status::conflict,
+                "this server reads trades from Redis streams (INGEST_STREAMS=" +
+                    std::to_string(cfg_.ingest_streams) + "): append them to " +
+                    cfg_.redis.key_prefix + ":trades:{p<k>}, k = CRC16(token) mod " +
+                    std::to_string(cfg_.ingest_streams));
+        }
         if (!accepting_.load()) {
             return unavailable(req, 0, "the server is shutting down");
         }
@@ -574,6 +605,12 @@ private:
             redis["pending"] = s.pending;
             redis["last_error"] = s.last_error;
         }
+        if (streams_) {
+            const auto s = streams_->stats();
+            redis["reachable"] = s.partitions_held > 0 || s.last_error.empty();
+            redis["last_error"] = s.last_error;
+            body["streams"] = streams_json(s);
+        }
         body["redis"] = std::move(redis);
         return detail::json_response(req, http::status::ok, body);
     }
@@ -696,6 +733,9 @@ private:
             ro["last_error"] = r.last_error;
             body["redis"] = std::move(ro);
         }
+        if (streams_) {
+            body["streams"] = streams_json(streams_->stats());
+        }
         boost::json::object ingest;
         ingest["requests_in_progress"] = ingest_requests_.load();
         ingest["tokens_kept_for_queries"] = snapshots_.size();
@@ -767,6 +807,34 @@ private:
             gauge("tradeagg_redis_write_lag_p99_seconds", "Flush to Redis acknowledgement, p99",
                   r.write_lag.p99_ns / 1e9);
         }
+        if (streams_) {
+            const auto s = streams_->stats();
+            const auto count = [&gauge](std::string_view name, std::string_view help,
+                                        std::uint64_t v) {
+                gauge(name, help, static_cast<double>(v), "counter");
+            };
+            count("tradeagg_stream_entries_read_total", "Stream entries delivered by XREADGROUP",
+                  s.entries_read);
+            count("tradeagg_stream_entries_replayed_total",
+                  "Stream entries read again to rebuild a partition taken over", s.entries_replayed);
+            count("tradeagg_stream_entries_invalid_total", "Stream entries that hold no valid trade",
+                  s.entries_invalid);
+            count("tradeagg_stream_trades_applied_total", "Stream trades applied and written",
+                  s.trades_applied);
+            count("tradeagg_stream_entries_acked_total", "Stream entries acknowledged",
+                  s.entries_acked);
+            count("tradeagg_stream_token_writes_total", "Token writes acknowledged by Redis",
+                  s.token_writes);
+            count("tradeagg_stream_write_retries_total", "Token writes sent again",
+                  s.write_retries);
+            count("tradeagg_stream_leases_acquired_total", "Partition leases taken",
+                  s.acquired);
+            count("tradeagg_stream_leases_lost_total", "Partition leases lost", s.lost);
+            gauge("tradeagg_stream_partitions_held", "Partitions this instance reads",
+                  static_cast<double>(s.partitions_held));
+            gauge("tradeagg_stream_live_instances", "Instances sharing the partitions",
+                  static_cast<double>(s.live_instances));
+        }
         response res{http::status::ok, req.version()};
         res.set(http::field::content_type, "text/plain; version=0.0.4");
         res.body() = std::move(out);
@@ -829,10 +897,50 @@ private:
         return detail::json_response(req, http::status::ok, body);
     }
 
+    static tradeagg::redis::stream_consumer_config stream_settings(const server_config& c) {
+        tradeagg::redis::stream_consumer_config s;
+        s.key_prefix = c.redis.key_prefix;
+        s.partitions = c.ingest_streams;
+        s.instance = c.instance_id;
+        s.lease_ttl = c.stream_lease_ttl;
+        s.read_count = c.stream_read_count;
+        s.candle_retention_intervals = c.redis.candle_retention_intervals;
+        s.redis.seeds.push_back({c.redis.host, c.redis.port, {}});
+        for (const auto& [host, port] : c.redis.more_seeds) {
+            s.redis.seeds.push_back({host, port, {}});
+        }
+        s.redis.password = c.redis.password;
+        s.redis.db = c.redis.db;
+        s.redis.timeout = c.redis.read_timeout;
+        return s;
+    }
+
+    static boost::json::object streams_json(const tradeagg::redis::stream_consumer_stats& s) {
+        boost::json::object o;
+        o["partitions_held"] = s.partitions_held;
+        o["held"] = s.held;
+        o["live_instances"] = s.live_instances;
+        o["rounds"] = s.rounds;
+        o["entries_read"] = s.entries_read;
+        o["entries_replayed"] = s.entries_replayed;
+        o["entries_skipped"] = s.entries_skipped;
+        o["entries_invalid"] = s.entries_invalid;
+        o["trades_applied"] = s.trades_applied;
+        o["entries_acked"] = s.entries_acked;
+        o["token_writes"] = s.token_writes;
+        o["write_retries"] = s.write_retries;
+        o["leases_acquired"] = s.acquired;
+        o["leases_released"] = s.released;
+        o["leases_lost"] = s.lost;
+        o["last_error"] = s.last_error;
+        return o;
+    }
+
     server_config cfg_;
     tradeagg::resolved_config<Policy> resolved_;
     token_snapshots<interval_count> snapshots_;
     std::unique_ptr<tradeagg::redis::redis_sink> redis_;
+    std::unique_ptr<stream_consumer_type> streams_;
     sink_type sink_;
     pipeline_type pipeline_;
     monitored monitored_;

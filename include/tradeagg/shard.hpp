@@ -168,6 +168,15 @@ public:
         return reclaim();
     }
 
+    /// Applies what is queued and hands every change to the sink (reclaiming if due), on the
+    /// calling thread: a shard driven by its owner instead of a worker (a partition stream's
+    /// consumer). Only while the worker is not running and nobody else pushes.
+    void apply_here() {
+        while (drain_round() > 0) {
+        }
+        flush();
+    }
+
     /// Trades drained per batch. Any thread.
     [[nodiscard]] std::size_t batch_width() const noexcept {
         return batch_width_.load(std::memory_order_relaxed);

@@ -14,6 +14,8 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <utility>
+#include <vector>
 
 #include <tradeagg/config.hpp>
 #include <tradeagg/runtime_config.hpp>
@@ -24,6 +26,8 @@ namespace tradeagg::redis {
 struct redis_config {
     std::string host = "127.0.0.1"; ///< an IP address (hiredis resolves names with blocking DNS)
     int port = 6379;
+    /// Further seed nodes of a cluster (REDIS_ADDR lists them after the first, comma-separated).
+    std::vector<std::pair<std::string, int>> more_seeds;
     std::string password; ///< AUTH when not empty
     int db = 0;           ///< SELECT when not 0
     int max_retries = 3;  ///< attempts after the first, per command
@@ -144,20 +148,40 @@ redis_config_from_env(const std::function<const char*(const char*)>& getenv) {
         return std::string_view(v);
     };
     if (const auto v = get("REDIS_ADDR")) {
-        const std::size_t colon = v->rfind(':');
-        if (colon == std::string_view::npos || colon == 0) {
-            throw config_error("REDIS_ADDR", "REDIS_ADDR = " + detail::quoted(*v) +
-                                                 ": expected host:port, e.g. 127.0.0.1:6379");
+        // host:port, or a comma-separated list of seed nodes of a cluster.
+        std::string_view rest = *v;
+        bool first = true;
+        while (true) {
+            const std::size_t comma = rest.find(',');
+            const std::string_view one = rest.substr(0, comma);
+            const std::size_t colon = one.rfind(':');
+            if (colon == std::string_view::npos || colon == 0) {
+                throw config_error("REDIS_ADDR",
+                                   "REDIS_ADDR = " + detail::quoted(*v) +
+                                       ": expected host:port, e.g. 127.0.0.1:6379, or a comma-"
+                                       "separated list of them (seed nodes of a cluster)");
+            }
+            const std::string_view port = one.substr(colon + 1);
+            int value = 0;
+            const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+            if (ec != std::errc{} || end != port.data() + port.size() || value < 1 ||
+                value > 65'535) {
+                throw config_error("REDIS_ADDR", "REDIS_ADDR = " + detail::quoted(*v) +
+                                                     ": expected host:port with a port in "
+                                                     "1..65535");
+            }
+            if (first) {
+                c.host = std::string(one.substr(0, colon));
+                c.port = value;
+                first = false;
+            } else {
+                c.more_seeds.emplace_back(std::string(one.substr(0, colon)), value);
+            }
+            if (comma == std::string_view::npos) {
+                break;
+            }
+            rest = rest.substr(comma + 1);
         }
-        const std::string_view port = v->substr(colon + 1);
-        int value = 0;
-        const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
-        if (ec != std::errc{} || end != port.data() + port.size() || value < 1 || value > 65'535) {
-            throw config_error("REDIS_ADDR", "REDIS_ADDR = " + detail::quoted(*v) +
-                                                 ": expected host:port with a port in 1..65535");
-        }
-        c.host = std::string(v->substr(0, colon));
-        c.port = value;
     }
     if (const auto v = get("REDIS_PASSWORD")) {
         c.password = std::string(*v);

@@ -11,6 +11,7 @@
 // Numbers are decimal text: doubles in the shortest form that reads back as the same double,
 // integers exactly; `closed` is 0 or 1 and `side` is "buy" or "sell".
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <compare>
@@ -150,6 +151,16 @@ inline void append_token_part(std::string& out, std::string_view prefix, std::st
     key.push_back(':');
     key.append(number_text(open_time).view());
     return key;
+}
+
+/// How long a candle key lives after a write, in ms: `retention` intervals of `width_ms`, at
+/// least 1 ms and at most 2^50 ms.
+[[nodiscard]] constexpr std::uint64_t candle_ttl_ms(std::uint64_t retention,
+                                                   std::int64_t width_ms) noexcept {
+    const auto width = static_cast<std::uint64_t>(width_ms);
+    return width > 0 && retention > (std::uint64_t{1} << 50) / width
+               ? (std::uint64_t{1} << 50)
+               : std::max<std::uint64_t>(retention * width, 1);
 }
 
 /// `<prefix>:{<token>}:rolling:24h`. Allocates.

@@ -538,12 +538,8 @@ private:
 
     /// The expiry of a candle key: `candle_retention_intervals` intervals, capped at 2^50 ms.
     [[nodiscard]] std::chrono::milliseconds candle_ttl(const update_key& k) const noexcept {
-        const std::uint64_t retention = cfg_.candle_retention_intervals;
-        const auto width = static_cast<std::uint64_t>(k.width_ms);
-        const std::uint64_t ttl = width > 0 && retention > (std::uint64_t{1} << 50) / width
-                                      ? (std::uint64_t{1} << 50)
-                                      : std::max<std::uint64_t>(retention * width, 1);
-        return std::chrono::milliseconds(static_cast<std::int64_t>(ttl));
+        return std::chrono::milliseconds(
+            static_cast<std::int64_t>(candle_ttl_ms(cfg_.candle_retention_intervals, k.width_ms)));
     }
 
     /// Whether a candle write carries PEXPIRE: with the key's first write on this Redis (or
