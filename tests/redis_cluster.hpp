@@ -18,14 +18,22 @@ class redis_cluster {
 public:
     /// Starts `masters` nodes (at least 3, as redis-cli requires), assigns the 16,384 slots
     /// evenly and waits (up to 30 s) until every node reports cluster_state:ok.
-    explicit redis_cluster(std::size_t masters = 3) {
+    /// With `durable`, each node keeps an append-only file (fsync every write), so a node
+    /// stopped and started again comes back with its data, and the other masters keep serving
+    /// their slots while one is down.
+    explicit redis_cluster(std::size_t masters = 3, bool durable = false) {
         std::string create = "redis-cli --cluster create";
         for (std::size_t i = 0; i < masters; ++i) {
             // The bus port is given: by default it is the port + 10,000, which a free port
             // above 55,535 cannot have.
-            nodes_.push_back(std::make_unique<redis_server>(
-                std::vector<std::string>{"--cluster-enabled", "yes", "--cluster-node-timeout",
-                                         "2000", "--cluster-port", std::to_string(free_port())}));
+            std::vector<std::string> args{"--cluster-enabled",      "yes",
+                                          "--cluster-node-timeout", "2000",
+                                          "--cluster-port",         std::to_string(free_port())};
+            if (durable) {
+                args.insert(args.end(), {"--appendonly", "yes", "--appendfsync", "always",
+                                         "--cluster-require-full-coverage", "no"});
+            }
+            nodes_.push_back(std::make_unique<redis_server>(std::move(args)));
             create += " 127.0.0.1:" + std::to_string(nodes_.back()->port());
         }
         create += " --cluster-replicas 0 --cluster-yes >/dev/null 2>&1";

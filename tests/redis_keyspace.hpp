@@ -5,6 +5,8 @@
 // benchmark; streams through the keys, so it suits millions of them.
 
 #include <cstddef>
+#include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -13,6 +15,7 @@
 #include <hiredis/hiredis.h>
 
 #include <tradeagg/sink/memory_sink.hpp>
+#include <tradeagg/sink/redis_cluster.hpp>
 #include <tradeagg/sink/redis_keys.hpp>
 
 #include "compare.hpp"
@@ -66,10 +69,11 @@ inline void check_expiries(redisContext* c,
 }
 
 /// Sends HGETALL for every key of `batch`, pipelined, and compares each reply with its hash;
-/// every candle key must also have an expiry.
+/// every candle key must also have an expiry. With `stream_fields`, a latest hash also holds
+/// `epoch` and `stream_id` (written by stream ingest), which are not compared.
 inline void compare_batch(redisContext* c,
                           const std::vector<std::pair<std::string, hash_fields>>& batch,
-                          mismatch_log& log) {
+                          mismatch_log& log, bool stream_fields = false) {
     check_expiries(c, batch, log);
     for (const auto& [key, want] : batch) {
         const char* argv[] = {"HGETALL", key.data()};
@@ -85,7 +89,8 @@ inline void compare_batch(redisContext* c,
         auto* r = static_cast<redisReply*>(raw);
         if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
             log.add("missing " + key);
-        } else if (r->elements != 2 * want.size()) {
+        } else if (r->elements !=
+                   2 * (want.size() + (stream_fields && key.ends_with(":latest") ? 2 : 0))) {
             log.add(key + ": " + std::to_string(r->elements / 2) + " fields, want " +
                     std::to_string(want.size()));
         } else {
@@ -114,7 +119,7 @@ inline void compare_batch(redisContext* c,
 inline std::size_t count_keys(redisContext* c, const std::string& prefix, mismatch_log& log) {
     std::size_t n = 0;
     std::string cursor = "0";
-    const std::string match = prefix + ":*";
+    const std::string match = prefix + ":{*"; // aggregates: the token's hash tag follows
     do {
         auto* r = static_cast<redisReply*>(
             redisCommand(c, "SCAN %s MATCH %s COUNT 10000", cursor.c_str(), match.c_str()));
@@ -130,6 +135,25 @@ inline std::size_t count_keys(redisContext* c, const std::string& prefix, mismat
         freeReplyObject(r);
     } while (cursor != "0");
     return n;
+}
+
+/// Calls `add(key, fields)` for every key `memory` implies.
+template <class Intervals, class Add>
+void for_each_expected(const memory_sink& memory, const std::string& prefix,
+                       const Intervals& intervals, Add&& add) {
+    for (const std::string& token : memory.tokens()) {
+        for (const interval width : intervals) {
+            for (const candle& k : memory.candles(token, width)) {
+                add(redis::candle_key(prefix, token, width, k.open_time), fields_of(k));
+            }
+        }
+        if (const auto r = memory.rolling(token)) {
+            add(redis::rolling_key(prefix, token), fields_of(*r));
+        }
+        if (const auto l = memory.latest(token)) {
+            add(redis::latest_key(prefix, token), fields_of(*l));
+        }
+    }
 }
 
 } // namespace detail
@@ -152,27 +176,14 @@ mismatch_log compare_redis_with(const std::string& host, int port, const memory_
     }
     std::vector<std::pair<std::string, hash_fields>> batch;
     std::size_t expected = 0;
-    const auto add = [&](std::string key, hash_fields fields) {
+    detail::for_each_expected(memory, prefix, intervals, [&](std::string key, hash_fields fields) {
         batch.emplace_back(std::move(key), std::move(fields));
         ++expected;
         if (batch.size() == 1'000) {
             detail::compare_batch(c, batch, log);
             batch.clear();
         }
-    };
-    for (const std::string& token : memory.tokens()) {
-        for (const interval width : intervals) {
-            for (const candle& k : memory.candles(token, width)) {
-                add(redis::candle_key(prefix, token, width, k.open_time), fields_of(k));
-            }
-        }
-        if (const auto r = memory.rolling(token)) {
-            add(redis::rolling_key(prefix, token), fields_of(*r));
-        }
-        if (const auto l = memory.latest(token)) {
-            add(redis::latest_key(prefix, token), fields_of(*l));
-        }
-    }
+    });
     detail::compare_batch(c, batch, log);
     const std::size_t found = detail::count_keys(c, prefix, log);
     if (found != expected) {
@@ -180,6 +191,81 @@ mismatch_log compare_redis_with(const std::string& host, int port, const memory_
                 std::to_string(expected));
     }
     redisFree(c);
+    if (keys != nullptr) {
+        *keys = expected;
+    }
+    return log;
+}
+
+/// As `compare_redis_with`, for a Redis Cluster reached through any of its masters at
+/// 127.0.0.1:`port`, and for stream ingest's latest hashes (which also hold `epoch` and
+/// `stream_id`): each key is read from the master serving its slot, and keys are counted on
+/// every master.
+template <class Intervals>
+mismatch_log compare_cluster_with(int port, const memory_sink& memory, const std::string& prefix,
+                                  const Intervals& intervals, std::size_t* keys = nullptr) {
+    mismatch_log log;
+    std::map<int, redisContext*> masters;
+    const auto connect = [&](int p) -> redisContext* {
+        auto& c = masters[p];
+        if (c == nullptr) {
+            c = redisConnect("127.0.0.1", p);
+        }
+        return c != nullptr && c->err == 0 ? c : nullptr;
+    };
+    std::optional<redis::slot_map> map;
+    if (redisContext* c = connect(port)) {
+        auto* r = static_cast<redisReply*>(redisCommand(c, "CLUSTER SLOTS"));
+        std::string why;
+        map = redis::slot_map::from_cluster_slots(r, "127.0.0.1", why);
+        if (r != nullptr) {
+            freeReplyObject(r);
+        }
+        if (!map || !map->complete()) {
+            log.add("no complete slot map: " + why);
+        }
+    } else {
+        log.add("cannot connect to Redis");
+    }
+    std::size_t expected = 0;
+    if (map && map->complete()) {
+        std::map<int, std::vector<std::pair<std::string, hash_fields>>> batches;
+        const auto flush = [&](int p) {
+            if (redisContext* c = connect(p)) {
+                detail::compare_batch(c, batches[p], log, true);
+            } else {
+                log.add("cannot connect to 127.0.0.1:" + std::to_string(p));
+            }
+            batches[p].clear();
+        };
+        detail::for_each_expected(memory, prefix, intervals,
+                                  [&](std::string key, hash_fields fields) {
+                                      const int p = map->node_for(redis::key_slot(key))->port;
+                                      batches[p].emplace_back(std::move(key), std::move(fields));
+                                      ++expected;
+                                      if (batches[p].size() == 1'000) {
+                                          flush(p);
+                                      }
+                                  });
+        for (const redis::cluster_node& n : map->nodes()) {
+            flush(n.port);
+        }
+        std::size_t found = 0;
+        for (const redis::cluster_node& n : map->nodes()) {
+            if (redisContext* c = connect(n.port)) {
+                found += detail::count_keys(c, prefix, log);
+            }
+        }
+        if (found != expected) {
+            log.add(std::to_string(found) + " keys under " + prefix + ":{, want " +
+                    std::to_string(expected));
+        }
+    }
+    for (auto& [p, c] : masters) {
+        if (c != nullptr) {
+            redisFree(c);
+        }
+    }
     if (keys != nullptr) {
         *keys = expected;
     }

@@ -70,7 +70,8 @@ public:
 
     [[nodiscard]] int port() const noexcept { return port_; }
 
-    /// Starts it again on the same port (after `kill` or `stop`), empty.
+    /// Starts it again on the same port (after `kill` or `stop`): empty, unless its arguments
+    /// made it keep an append-only file.
     void start() {
         const std::string port = std::to_string(port_);
         const std::string log = dir_ + "/redis.log";

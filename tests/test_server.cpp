@@ -288,49 +288,12 @@ TEST_CASE("server endpoints: ingest, queries, admin, metrics (Redis off)") {
 #include "raw_http_client.hpp"
 #include "redis_keyspace.hpp"
 #include "redis_server.hpp"
+#include "server_process.hpp"
+
+using tradeagg::testing::server_process;
 #include "trade_stream.hpp"
 
 namespace {
-
-/// The server binary, started with `env` added to this process's environment, its standard
-/// error going to `log` when given.
-class server_process {
-public:
-    explicit server_process(const std::vector<std::string>& env, const std::string& log = {}) {
-        pid_ = ::fork();
-        REQUIRE(pid_ >= 0);
-        if (pid_ == 0) {
-            for (const std::string& e : env) {
-                ::putenv(const_cast<char*>(e.c_str()));
-            }
-            if (!log.empty()) {
-                const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-                if (fd < 0 || ::dup2(fd, STDERR_FILENO) < 0) {
-                    std::_Exit(126);
-                }
-            }
-            ::execl(TRADEAGG_SERVER_BINARY, TRADEAGG_SERVER_BINARY, nullptr);
-            std::_Exit(127);
-        }
-    }
-    ~server_process() {
-        if (pid_ > 0) {
-            ::kill(pid_, SIGKILL);
-            (void)wait();
-        }
-    }
-    void signal(int s) const { ::kill(pid_, s); }
-    /// Waits for the exit; its status (or -1 if killed by a signal).
-    int wait() {
-        int status = 0;
-        ::waitpid(pid_, &status, 0);
-        pid_ = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    }
-
-private:
-    pid_t pid_ = -1;
-};
 
 /// One keep-alive HTTP connection.
 class client {

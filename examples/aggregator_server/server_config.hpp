@@ -320,11 +320,11 @@ server_config_from_env(const std::function<const char*(const char*)>& getenv) {
     } else {
         char host[256] = {};
         ::gethostname(host, sizeof host - 1);
-        c.instance_id = std::string(host[0] != '\0' ? host : "tradeagg") + "-" +
-                        std::to_string(::getpid());
+        c.instance_id =
+            std::string(host[0] != '\0' ? host : "tradeagg") + "-" + std::to_string(::getpid());
     }
-    c.stream_lease_ttl = duration(getenv, "STREAM_LEASE_TTL", c.stream_lease_ttl,
-                                  milliseconds(300), milliseconds(600'000));
+    c.stream_lease_ttl = duration(getenv, "STREAM_LEASE_TTL", c.stream_lease_ttl, milliseconds(300),
+                                  milliseconds(600'000));
     c.stream_read_count =
         whole<std::size_t>(getenv, "STREAM_READ_COUNT", c.stream_read_count, 1, 1'000'000);
     return c;

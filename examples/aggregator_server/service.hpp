@@ -274,9 +274,9 @@ public:
           redis_(cfg_.redis_enabled && cfg_.ingest_streams == 0
                      ? std::make_unique<tradeagg::redis::redis_sink>(cfg_.redis)
                      : nullptr),
-          streams_(cfg_.ingest_streams > 0 ? std::make_unique<stream_consumer_type>(
-                                                 stream_settings(cfg_), resolved_)
-                                           : nullptr),
+          streams_(cfg_.ingest_streams > 0
+                       ? std::make_unique<stream_consumer_type>(stream_settings(cfg_), resolved_)
+                       : nullptr),
           sink_{snapshots_, redis_.get()}, pipeline_(cfg_.pipeline, sink_),
           monitored_(pipeline_,
                      [this]() -> std::optional<double> {
@@ -288,11 +288,14 @@ public:
           monitor_(monitored_, monitor_options()), started_(std::chrono::steady_clock::now()) {}
 
     void start() override {
-        pipeline_.start();
-        monitor_.start();
         if (streams_) {
+            // Trades come from the streams, each partition through a shard of its own: the
+            // HTTP pipeline's workers would only wait for trades that never come.
             streams_->start();
+        } else {
+            pipeline_.start();
         }
+        monitor_.start();
     }
 
     shutdown_report stop(std::chrono::milliseconds deadline) override {
@@ -360,7 +363,8 @@ public:
         }
         if (cfg_.ingest_streams > 0) {
             add("INGEST_STREAMS", std::to_string(cfg_.ingest_streams) + " (trades are read from " +
-                                      cfg_.redis.key_prefix + ":trades:{p0}.. ; POST /trades "
+                                      cfg_.redis.key_prefix +
+                                      ":trades:{p0}.. ; POST /trades "
                                       "is refused)");
             add("INSTANCE_ID", cfg_.instance_id);
             add("STREAM_LEASE_TTL", std::to_string(cfg_.stream_lease_ttl.count()) + "ms");
@@ -816,9 +820,10 @@ private:
             count("tradeagg_stream_entries_read_total", "Stream entries delivered by XREADGROUP",
                   s.entries_read);
             count("tradeagg_stream_entries_replayed_total",
-                  "Stream entries read again to rebuild a partition taken over", s.entries_replayed);
-            count("tradeagg_stream_entries_invalid_total", "Stream entries that hold no valid trade",
-                  s.entries_invalid);
+                  "Stream entries read again to rebuild a partition taken over",
+                  s.entries_replayed);
+            count("tradeagg_stream_entries_invalid_total",
+                  "Stream entries that hold no valid trade", s.entries_invalid);
             count("tradeagg_stream_trades_applied_total", "Stream trades applied and written",
                   s.trades_applied);
             count("tradeagg_stream_entries_acked_total", "Stream entries acknowledged",
@@ -827,8 +832,7 @@ private:
                   s.token_writes);
             count("tradeagg_stream_write_retries_total", "Token writes sent again",
                   s.write_retries);
-            count("tradeagg_stream_leases_acquired_total", "Partition leases taken",
-                  s.acquired);
+            count("tradeagg_stream_leases_acquired_total", "Partition leases taken", s.acquired);
             count("tradeagg_stream_leases_lost_total", "Partition leases lost", s.lost);
             gauge("tradeagg_stream_partitions_held", "Partitions this instance reads",
                   static_cast<double>(s.partitions_held));

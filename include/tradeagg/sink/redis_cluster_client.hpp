@@ -104,8 +104,8 @@ public:
             for (const std::size_t i : todo) {
                 const cluster_node* n = node_for(commands[i].slot);
                 if (n == nullptr) {
-                    results[i].error = "CLUSTERDOWN no node serves slot " +
-                                       std::to_string(commands[i].slot);
+                    results[i].error =
+                        "CLUSTERDOWN no node serves slot " + std::to_string(commands[i].slot);
                     stale_ = true;
                     continue;
                 }
@@ -242,8 +242,8 @@ private:
                 argv.push_back(w.data());
                 len.push_back(w.size());
             }
-            reply_ptr r(static_cast<redisReply*>(redisCommandArgv(
-                c.get(), static_cast<int>(argv.size()), argv.data(), len.data())));
+            reply_ptr r(static_cast<redisReply*>(
+                redisCommandArgv(c.get(), static_cast<int>(argv.size()), argv.data(), len.data())));
             if (!r || r->type == REDIS_REPLY_ERROR) {
                 last_error_ = name + ": " + std::string(*words.begin()) + ": " +
                               (r ? std::string(r->str, r->len) : std::string(c->errstr));

@@ -156,7 +156,7 @@ inline void append_token_part(std::string& out, std::string_view prefix, std::st
 /// How long a candle key lives after a write, in ms: `retention` intervals of `width_ms`, at
 /// least 1 ms and at most 2^50 ms.
 [[nodiscard]] constexpr std::uint64_t candle_ttl_ms(std::uint64_t retention,
-                                                   std::int64_t width_ms) noexcept {
+                                                    std::int64_t width_ms) noexcept {
     const auto width = static_cast<std::uint64_t>(width_ms);
     return width > 0 && retention > (std::uint64_t{1} << 50) / width
                ? (std::uint64_t{1} << 50)

@@ -74,8 +74,8 @@ namespace tradeagg::redis {
 
 struct stream_consumer_config {
     std::string key_prefix = "tradeagg";
-    std::size_t partitions = 4;  ///< INGEST_STREAMS: streams the producers write
-    std::string instance;        ///< INSTANCE_ID: unique among live instances; the consumer name
+    std::size_t partitions = 4; ///< INGEST_STREAMS: streams the producers write
+    std::string instance;       ///< INSTANCE_ID: unique among live instances; the consumer name
     std::string group = "tradeagg";
     std::chrono::milliseconds lease_ttl{5'000};
     std::size_t read_count = 4'096; ///< entries read per partition per round
@@ -93,9 +93,9 @@ struct stream_consumer_stats {
     std::uint64_t token_writes = 0;   ///< acknowledged token writes
     std::uint64_t write_retries = 0;
     std::uint64_t entries_acked = 0;
-    std::uint64_t acquired = 0;   ///< leases taken (each one a rebuild)
-    std::uint64_t released = 0;   ///< leases given up for balance or at stop
-    std::uint64_t lost = 0;       ///< leases lost: fenced, lapsed, or not renewed in time
+    std::uint64_t acquired = 0; ///< leases taken (each one a rebuild)
+    std::uint64_t released = 0; ///< leases given up for balance or at stop
+    std::uint64_t lost = 0;     ///< leases lost: fenced, lapsed, or not renewed in time
     std::size_t partitions_held = 0;
     std::size_t live_instances = 0;
     std::string held; ///< the partitions held, e.g. "0,2"
@@ -288,17 +288,26 @@ private:
         return c;
     }
 
-    const std::string& sha_of(std::string_view body) {
+    /// The script's SHA1, as SCRIPT LOAD answers it; until that succeeds, a name no script has
+    /// ("unloaded:" and the script's address), which NOSCRIPT sends as EVAL.
+    std::string sha_of(std::string_view body) {
         auto it = shas_.find(body.data());
-        if (it == shas_.end()) {
-            command_result r = client_.run_one(
-                cluster_command{{"SCRIPT", "LOAD", std::string(body)}, 0});
-            std::string sha = r.ok() && r.reply->type == REDIS_REPLY_STRING
-                                  ? std::string(r.reply->str, r.reply->len)
-                                  : std::string("0000000000000000000000000000000000000000");
-            it = shas_.emplace(body.data(), std::move(sha)).first;
+        if (it != shas_.end()) {
+            return it->second;
         }
-        return it->second;
+        command_result r =
+            client_.run_one(cluster_command{{"SCRIPT", "LOAD", std::string(body)}, 0});
+        if (r.ok() && r.reply->type == REDIS_REPLY_STRING) {
+            return shas_.emplace(body.data(), std::string(r.reply->str, r.reply->len))
+                .first->second;
+        }
+        bodies_.emplace(unloaded_name(body), body);
+        return unloaded_name(body);
+    }
+
+    static std::string unloaded_name(std::string_view body) {
+        return "unloaded:" + std::to_string(reinterpret_cast<std::uintptr_t>(
+                                 static_cast<const void*>(body.data())));
     }
 
     /// Runs a batch of commands, sending NOSCRIPT ones again as EVAL.
@@ -322,6 +331,9 @@ private:
                     c.args[1] = body;
                 }
             }
+            if (const auto named = bodies_.find(c.args[1]); named != bodies_.end()) {
+                c.args[1] = std::string(named->second);
+            }
             retry.push_back(std::move(c));
         }
         std::vector<command_result> second;
@@ -338,7 +350,8 @@ private:
         clock::time_point next_balance{};
         while (!stopping_.load()) {
             const auto now = clock::now();
-            if (now >= next_balance) {
+            if (now >= next_balance || rebalance_) {
+                rebalance_ = false;
                 balance();
                 next_balance = clock::now() + cfg_.lease_ttl / 3;
             }
@@ -394,8 +407,9 @@ private:
     }
 
     std::size_t held_count() const {
-        return static_cast<std::size_t>(std::count_if(
-            partitions_.begin(), partitions_.end(), [](const partition& p) { return p.epoch != 0; }));
+        return static_cast<std::size_t>(
+            std::count_if(partitions_.begin(), partitions_.end(),
+                          [](const partition& p) { return p.epoch != 0; }));
     }
 
     void publish_held() {
@@ -413,10 +427,9 @@ private:
 
     bool acquire(partition& p) {
         const auto sent = clock::now();
-        command_result r = run_one(script(lease_scripts::acquire, p.slot,
-                                          {p.lease, p.epoch_key, holder_,
-                                           std::to_string(cfg_.lease_ttl.count())},
-                                          2));
+        command_result r = run_one(
+            script(lease_scripts::acquire, p.slot,
+                   {p.lease, p.epoch_key, holder_, std::to_string(cfg_.lease_ttl.count())}, 2));
         if (!r.ok() || r.reply->type != REDIS_REPLY_INTEGER) {
             if (!r.ok()) {
                 note_error("lease " + p.lease + ": " + r.error);
@@ -446,8 +459,8 @@ private:
     }
 
     void release(partition& p) {
-        (void)run_one(script(lease_scripts::release, p.slot,
-                             {p.lease, holder_, std::to_string(p.epoch)}, 1));
+        (void)run_one(
+            script(lease_scripts::release, p.slot, {p.lease, holder_, std::to_string(p.epoch)}, 1));
         p.epoch = 0;
         p.state.reset();
         update([](stream_consumer_stats& s) { ++s.released; });
@@ -577,8 +590,7 @@ private:
             if (p.epoch != 0) {
                 reads.push_back(script(lease_scripts::read, p.slot,
                                        {p.lease, p.stream, holder_, std::to_string(p.epoch),
-                                        cfg_.group, cfg_.instance,
-                                        std::to_string(cfg_.read_count)},
+                                        cfg_.group, cfg_.instance, std::to_string(cfg_.read_count)},
                                        2));
                 who.push_back(&p);
             }
@@ -597,8 +609,16 @@ private:
                 if (r.error.starts_with("NOGROUP")) {
                     // The stream was deleted: its group with it. Start over on it.
                     drop(p, p.stream + ": " + r.error);
+                } else if (r.reply == nullptr) {
+                    // No reply: entries may have been delivered to this consumer and lost on
+                    // the way. Rebuild the partition, which applies every delivered entry once.
+                    note_error(p.stream + ": " + r.error + " (rebuilding the partition)");
+                    p.epoch = 0;
+                    p.state.reset();
+                    p.to_ack.clear();
+                    rebalance_ = true;
                 } else {
-                    note_error(p.stream + ": " + r.error);
+                    note_error(p.stream + ": " + r.error); // not run: read again next round
                 }
                 continue;
             }
@@ -772,13 +792,22 @@ private:
             return;
         }
         std::vector<command_result> r;
-        run(cmds, r);
-        for (const command_result& x : r) {
-            if (!x.ok()) {
-                // Left pending: harmless, the next holder claims and acknowledges it.
-                note_error("XACK: " + x.error);
+        for (int attempt = 0; attempt < 10 && !cmds.empty(); ++attempt) {
+            if (attempt > 0) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(50) * attempt);
             }
+            run(cmds, r);
+            std::vector<cluster_command> again;
+            for (std::size_t i = 0; i < cmds.size(); ++i) {
+                if (!r[i].ok()) {
+                    note_error("XACK: " + r[i].error);
+                    again.push_back(std::move(cmds[i]));
+                }
+            }
+            cmds = std::move(again);
         }
+        // What is still unacknowledged stays pending: harmless, as the next holder of the
+        // partition claims and acknowledges it.
         update([&](stream_consumer_stats& s) { s.entries_acked += count; });
     }
 
@@ -789,9 +818,8 @@ private:
     bool rebuild(partition& p) {
         p.state = std::make_unique<engine>(pipeline_);
         // The group (created with the stream if need be), and how far it has delivered.
-        command_result created =
-            run_one(cluster_command{{"XGROUP", "CREATE", p.stream, cfg_.group, "0", "MKSTREAM"},
-                                    p.slot});
+        command_result created = run_one(
+            cluster_command{{"XGROUP", "CREATE", p.stream, cfg_.group, "0", "MKSTREAM"}, p.slot});
         if (!created.ok() && !created.error.starts_with("BUSYGROUP")) {
             note_error(p.stream + ": XGROUP CREATE: " + created.error);
             return false;
@@ -938,10 +966,10 @@ private:
     bool claim_pending(partition& p) {
         std::string cursor = "0-0";
         do {
-            command_result r = run_one(cluster_command{{"XAUTOCLAIM", p.stream, cfg_.group,
-                                                        cfg_.instance, "0", cursor, "COUNT",
-                                                        "1000", "JUSTID"},
-                                                       p.slot});
+            command_result r =
+                run_one(cluster_command{{"XAUTOCLAIM", p.stream, cfg_.group, cfg_.instance, "0",
+                                         cursor, "COUNT", "1000", "JUSTID"},
+                                        p.slot});
             if (!r.ok() || r.reply->type != REDIS_REPLY_ARRAY || r.reply->elements < 2 ||
                 r.reply->element[0]->type != REDIS_REPLY_STRING) {
                 note_error(p.stream + ": XAUTOCLAIM: " + r.error);
@@ -965,9 +993,11 @@ private:
     cluster_client client_;
     std::string holder_; ///< the lease holder's name: instance and a per-process nonce
     std::vector<partition> partitions_;
-    std::unordered_map<const char*, std::string> shas_;
+    std::unordered_map<const char*, std::string> shas_;        ///< script text's address -> SHA1
+    std::unordered_map<std::string, std::string_view> bodies_; ///< unloaded name -> script
     std::thread thread_;
     std::atomic<bool> stopping_{false};
+    bool rebalance_ = false; ///< a partition was put down: take leases again at once
     bool clean_stop_ = true;
     mutable std::mutex mutex_;
     std::condition_variable wake_;
