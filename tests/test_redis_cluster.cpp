@@ -17,6 +17,7 @@
 #include <doctest/doctest.h>
 
 #include <tradeagg/sink/redis_cluster.hpp>
+#include <tradeagg/sink/redis_cluster_client.hpp>
 #include <tradeagg/sink/redis_keys.hpp>
 #include <tradeagg/sink/redis_lease.hpp>
 
@@ -222,22 +223,6 @@ TEST_CASE("stream partitions: stable, spread, and a partition's keys share one s
     CHECK(redis::partition_of("SOL", 0) == 0);
 }
 
-namespace {
-
-/// The field lookup `trade_from_entry` takes, over a stream entry's field-value array.
-auto entry_fields(const redisReply* fields) {
-    return [fields](std::string_view name) -> std::optional<std::string_view> {
-        for (std::size_t i = 0; i + 1 < fields->elements; i += 2) {
-            if (std::string_view(fields->element[i]->str, fields->element[i]->len) == name) {
-                return std::string_view(fields->element[i + 1]->str, fields->element[i + 1]->len);
-            }
-        }
-        return std::nullopt;
-    };
-}
-
-} // namespace
-
 TEST_CASE("stream ids: parsed and ordered as Redis orders them") {
     const auto a = redis::stream_id::parse("1732867200123-0");
     const auto b = redis::stream_id::parse("1732867200123-7");
@@ -279,7 +264,7 @@ TEST_CASE("stream entries: a trade written with XADD reads back the same; bad en
               std::string_view(entry->element[0]->str, entry->element[0]->len)) == id);
     const redisReply* fields = entry->element[1];
     std::string_view why;
-    const std::optional<trade_view> got = redis::trade_from_entry(entry_fields(fields), why);
+    const std::optional<trade_view> got = redis::trade_from_entry(redis::entry_fields(fields), why);
     REQUIRE(got);
     CHECK(got->token == sent.token);
     CHECK(got->price == sent.price);
@@ -580,7 +565,7 @@ TEST_CASE("loadgen --streams: each trade in its token's partition, in order, as 
             for (std::size_t e = 0; e < r->elements; ++e) {
                 const redisReply* entry = r->element[e];
                 std::string_view why;
-                const auto t = redis::trade_from_entry(entry_fields(entry->element[1]), why);
+                const auto t = redis::trade_from_entry(redis::entry_fields(entry->element[1]), why);
                 REQUIRE(t);
                 CHECK(redis::partition_of(t->token, 4) == k);
                 const std::uint64_t connection = (t->id / 10'000'000) % 2;

@@ -370,10 +370,7 @@ TEST_CASE("server process: SIGTERM right after the last 202; Redis equals the re
     tradeagg::pipeline<tradeagg::throughput_policy, tradeagg::memory_sink> ref{
         tradeagg::runtime_config{}};
     ref.start();
-    for (const auto& a : s.arrivals) {
-        (void)ref.push(tradeagg::trade_view{s.names[a.token_index], a.t.price, a.t.quantity,
-                                            a.t.taker, a.t.ts_ms, a.t.id});
-    }
+    tradeagg::testing::push_all(ref, s);
     ref.stop();
     std::size_t keys = 0;
     const tradeagg::testing::mismatch_log log =

@@ -257,10 +257,7 @@ TEST_CASE("stream ingest: two instances, SIGKILL, restart, reshard; exact") {
     tradeagg::pipeline<tradeagg::throughput_policy, tradeagg::memory_sink> ref{
         tradeagg::runtime_config{}};
     ref.start();
-    for (const auto& x : s.arrivals) {
-        (void)ref.push(tradeagg::trade_view{s.names[x.token_index], x.t.price, x.t.quantity,
-                                            x.t.taker, x.t.ts_ms, x.t.id});
-    }
+    tradeagg::testing::push_all(ref, s);
     ref.stop();
     std::size_t keys = 0;
     const testing::mismatch_log log = testing::compare_cluster_with(

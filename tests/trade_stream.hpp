@@ -111,4 +111,13 @@ inline trade_stream make_stream(const stream_options& o) {
     return s;
 }
 
+/// Pushes every trade of `s` into `p` in arrival order (a reference for what a sink must hold).
+template <class Pipeline>
+void push_all(Pipeline& p, const trade_stream& s) {
+    for (const stream_trade& a : s.arrivals) {
+        (void)p.push(trade_view{s.names[a.token_index], a.t.price, a.t.quantity, a.t.taker,
+                                a.t.ts_ms, a.t.id});
+    }
+}
+
 } // namespace tradeagg::testing

@@ -43,6 +43,25 @@ struct reply_deleter {
 /// A reply owned by the caller.
 using reply_ptr = std::unique_ptr<redisReply, reply_deleter>;
 
+/// The field lookup `trade_from_entry` takes, over a stream entry's [field, value, ...] reply:
+/// the text of a field, or nothing when the entry lacks it (or is not such an array).
+inline auto entry_fields(const redisReply* fields) {
+    return [fields](std::string_view name) -> std::optional<std::string_view> {
+        if (fields == nullptr || fields->type != REDIS_REPLY_ARRAY) {
+            return std::nullopt;
+        }
+        for (std::size_t i = 0; i + 1 < fields->elements; i += 2) {
+            const redisReply* k = fields->element[i];
+            const redisReply* v = fields->element[i + 1];
+            if (k->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING &&
+                std::string_view(k->str, k->len) == name) {
+                return std::string_view(v->str, v->len);
+            }
+        }
+        return std::nullopt;
+    };
+}
+
 /// One command of a batch: its words, and the slot of its keys (any slot for a command
 /// without keys).
 struct cluster_command {
@@ -85,23 +104,23 @@ public:
         counters_.commands += commands.size();
         results.clear();
         results.resize(commands.size());
-        std::vector<std::size_t> todo(commands.size());
-        for (std::size_t i = 0; i < todo.size(); ++i) {
-            todo[i] = i;
+        std::vector<std::size_t> unrouted(commands.size());
+        for (std::size_t i = 0; i < unrouted.size(); ++i) {
+            unrouted[i] = i;
         }
         std::vector<std::pair<std::size_t, cluster_node>> asks;
-        for (int round = 0; (!todo.empty() || !asks.empty()) && round <= opt_.max_redirects;
+        for (int round = 0; (!unrouted.empty() || !asks.empty()) && round <= opt_.max_redirects;
              ++round) {
-            if (!todo.empty() && !routing_known() && !refresh()) {
-                for (const std::size_t i : todo) {
+            if (!unrouted.empty() && !routing_known() && !refresh()) {
+                for (const std::size_t i : unrouted) {
                     results[i].error = "no Redis node reachable: " + last_error_;
                 }
-                todo.clear();
+                unrouted.clear();
             }
             // One pipeline per node: (command index, ASKING first).
             std::map<std::pair<std::string, int>, std::vector<std::pair<std::size_t, bool>>>
                 by_node;
-            for (const std::size_t i : todo) {
+            for (const std::size_t i : unrouted) {
                 const cluster_node* n = node_for(commands[i].slot);
                 if (n == nullptr) {
                     results[i].error =
@@ -114,18 +133,18 @@ public:
             for (const auto& [i, to] : asks) {
                 by_node[{to.host, to.port}].emplace_back(i, true);
             }
-            todo.clear();
+            unrouted.clear();
             asks.clear();
             bool moved = false;
             for (auto& [where, list] : by_node) {
-                exchange(where, commands, list, results, todo, asks, moved);
+                exchange(where, commands, list, results, unrouted, asks, moved);
             }
             if (moved) {
                 stale_ = true;
                 (void)refresh();
             }
         }
-        for (const std::size_t i : todo) {
+        for (const std::size_t i : unrouted) {
             results[i].reply.reset();
             results[i].error = "too many redirects";
         }
@@ -270,7 +289,7 @@ private:
     /// Sends one node's share of a batch and reads its replies.
     void exchange(const address& where, std::span<const cluster_command> commands,
                   const std::vector<std::pair<std::size_t, bool>>& list,
-                  std::vector<command_result>& results, std::vector<std::size_t>& todo,
+                  std::vector<command_result>& results, std::vector<std::size_t>& unrouted,
                   std::vector<std::pair<std::size_t, cluster_node>>& asks, bool& moved) {
         redisContext* c = connection(where);
         const auto fail_all = [&](std::size_t from, const std::string& why) {
@@ -320,7 +339,7 @@ private:
                     if (to->how == redirect::kind::moved) {
                         ++counters_.moved;
                         moved = true;
-                        todo.push_back(i);
+                        unrouted.push_back(i);
                     } else {
                         ++counters_.asked;
                         asks.emplace_back(i, to->to);

@@ -545,22 +545,7 @@ private:
                 continue;
             }
             x.id = *id;
-            const redisReply* fields = e->element[1];
-            const auto field = [fields](std::string_view name) -> std::optional<std::string_view> {
-                if (fields->type != REDIS_REPLY_ARRAY) {
-                    return std::nullopt;
-                }
-                for (std::size_t f = 0; f + 1 < fields->elements; f += 2) {
-                    const redisReply* k = fields->element[f];
-                    const redisReply* v = fields->element[f + 1];
-                    if (k->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING &&
-                        std::string_view(k->str, k->len) == name) {
-                        return std::string_view(v->str, v->len);
-                    }
-                }
-                return std::nullopt;
-            };
-            x.trade = trade_from_entry(field, x.why);
+            x.trade = trade_from_entry(entry_fields(e->element[1]), x.why);
             out.push_back(x);
         }
     }
