@@ -336,19 +336,23 @@ void check_lease_life(testing::redis_server& node, std::size_t k) {
     CHECK(lease_call(node, ls::acquire, k, {"instance a", "300"}) == 1);
     CHECK(lease_call(node, ls::acquire, k, {"b", "300"}) == 0);
     CHECK(lease_call(node, ls::renew, k, {"instance a", "1", "300"}) == 1);
-    CHECK(lease_call(node, ls::acquire, k, {"instance a", "300"}) == 1); // held: renewed
-    CHECK(lease_call(node, ls::renew, k, {"b", "1", "300"}) == 0);
-    CHECK(lease_call(node, ls::release, k, {"b", "1"}) == 0);
+    // A acquires what it holds (to start over): a new epoch, and the former one is dead.
+    CHECK(lease_call(node, ls::acquire, k, {"instance a", "300"}) == 2);
+    CHECK(lease_call(node, ls::renew, k, {"instance a", "1", "300"}) == 0);
+    CHECK(lease_call(node, ls::release, k, {"instance a", "1"}) == 0);
+    CHECK(lease_call(node, ls::renew, k, {"instance a", "2", "300"}) == 1);
+    CHECK(lease_call(node, ls::renew, k, {"b", "2", "300"}) == 0);
+    CHECK(lease_call(node, ls::release, k, {"b", "2"}) == 0);
     // A stops renewing: the lease lapses, B takes it with a larger epoch, A has lost it.
     std::this_thread::sleep_for(std::chrono::milliseconds(450));
-    CHECK(lease_call(node, ls::acquire, k, {"b", "300"}) == 2);
-    CHECK(lease_call(node, ls::renew, k, {"instance a", "1", "300"}) == 0);
+    CHECK(lease_call(node, ls::acquire, k, {"b", "300"}) == 3);
+    CHECK(lease_call(node, ls::renew, k, {"instance a", "2", "300"}) == 0);
     CHECK(lease_call(node, ls::acquire, k, {"instance a", "300"}) == 0);
-    CHECK(lease_call(node, ls::release, k, {"instance a", "1"}) == 0);
-    // B hands it back; A takes it again, with epoch 3: epochs only grow.
-    CHECK(lease_call(node, ls::release, k, {"b", "2"}) == 1);
-    CHECK(lease_call(node, ls::acquire, k, {"instance a", "300"}) == 3);
-    CHECK(lease_call(node, ls::renew, k, {"instance a", "3", "300"}) == 1);
+    CHECK(lease_call(node, ls::release, k, {"instance a", "2"}) == 0);
+    // B hands it back; A takes it again, with epoch 4: epochs only grow.
+    CHECK(lease_call(node, ls::release, k, {"b", "3"}) == 1);
+    CHECK(lease_call(node, ls::acquire, k, {"instance a", "300"}) == 4);
+    CHECK(lease_call(node, ls::renew, k, {"instance a", "4", "300"}) == 1);
 }
 
 } // namespace

@@ -4,9 +4,11 @@
 // refused. Three Lua scripts, atomic on the node serving the partition's slot (the lease and
 // epoch keys share the hash tag {p<k>}), for any client to run with EVAL or EVALSHA:
 //
-//   acquire  KEYS lease, epoch   ARGV instance, ttl_ms   -> the epoch held (> 0), or 0 if another
-//            instance holds the lease. A free (or lapsed) lease is taken with a new epoch
-//            (INCR: epochs only grow); a lease the instance already holds is renewed.
+//   acquire  KEYS lease, epoch   ARGV instance, ttl_ms   -> the epoch now held (> 0), or 0 if
+//            another instance holds the lease. The lease is taken with a new epoch (INCR: epochs
+//            only grow), whether it was free, lapsed, or already the instance's: an instance
+//            acquires only to start over (after a read whose reply was lost, say), and a new
+//            epoch fences whatever it sent in its former life and Redis has not run yet.
 //   renew    KEYS lease          ARGV instance, epoch, ttl_ms -> 1, or 0 if the lease is no
 //            longer this instance's at that epoch (it lapsed and another took it).
 //   release  KEYS lease          ARGV instance, epoch    -> 1 if released, 0 if not held.
@@ -34,12 +36,7 @@ namespace lease_scripts {
 
 inline constexpr std::string_view acquire = R"lua(
 local held = redis.call('GET', KEYS[1])
-if held then
-  local holder, epoch = string.match(held, '^(.*) (%d+)$')
-  if holder == ARGV[1] then
-    redis.call('PEXPIRE', KEYS[1], ARGV[2])
-    return tonumber(epoch)
-  end
+if held and string.match(held, '^(.*) %d+$') ~= ARGV[1] then
   return 0
 end
 local epoch = redis.call('INCR', KEYS[2])
