@@ -824,6 +824,8 @@ private:
                   s.entries_replayed);
             count("tradeagg_stream_entries_invalid_total",
                   "Stream entries that hold no valid trade", s.entries_invalid);
+            count("tradeagg_stream_trades_late_total",
+                  "Stream trades later than the allowed lateness (not merged)", s.trades_late);
             count("tradeagg_stream_trades_applied_total", "Stream trades applied and written",
                   s.trades_applied);
             count("tradeagg_stream_entries_acked_total", "Stream entries acknowledged",
@@ -929,6 +931,7 @@ private:
         o["entries_replayed"] = s.entries_replayed;
         o["entries_skipped"] = s.entries_skipped;
         o["entries_invalid"] = s.entries_invalid;
+        o["trades_late"] = s.trades_late;
         o["trades_applied"] = s.trades_applied;
         o["entries_acked"] = s.entries_acked;
         o["token_writes"] = s.token_writes;

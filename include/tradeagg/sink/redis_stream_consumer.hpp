@@ -8,7 +8,9 @@
 // `<prefix>:instances` (a sorted set scored by expiry) and each aims to hold ceil(N / live
 // instances) partitions: it takes free or lapsed leases up to that and releases what is beyond
 // it, so a new or restarted instance gets its share and a dead one's share is taken over once
-// its leases lapse. Every acquisition carries a new epoch (INCR).
+// its leases lapse. Every acquisition carries a new epoch (INCR), even of a lease this instance
+// still held (it acquires only to start a partition over): a read, write or release it sent in
+// a former epoch and Redis runs late (from a connection that timed out) is refused.
 //
 // One round, for every partition held:
 //   1. XREADGROUP (its consumer group, this instance as consumer) inside a script that first
@@ -35,7 +37,10 @@
 // and the rolling window, or a rebuild starts from less than the state depends on.
 //
 // Invalid entries (a missing field, a NaN price, an unknown side) are counted, reported in
-// `last_error` with their id, acknowledged and skipped: they can never be applied.
+// `last_error` with their id, acknowledged and skipped: they can never be applied. A token's
+// trades are applied in stream order, so a producer must append them in its arrival order: one
+// later than the allowed lateness (a retried append that landed after newer ones, say) is late,
+// counted (`trades_late`) and not merged, as in a pipeline.
 
 #include <algorithm>
 #include <atomic>
@@ -89,6 +94,7 @@ struct stream_consumer_stats {
     std::uint64_t entries_replayed = 0; ///< read again by rebuilds (XRANGE)
     std::uint64_t entries_skipped = 0;  ///< of those, already applied in Redis
     std::uint64_t entries_invalid = 0;
+    std::uint64_t trades_late = 0;    ///< later than the allowed lateness in their stream's order
     std::uint64_t trades_applied = 0; ///< entries applied and written (rounds and rebuilds)
     std::uint64_t token_writes = 0;   ///< acknowledged token writes
     std::uint64_t write_retries = 0;
@@ -205,7 +211,8 @@ private:
               worker(0, rc, on_late, table, budget, sink), ring(&worker.ring_for(0)) {}
 
         capture_sink sink;
-        std::function<void(const late_trade&)> on_late = [](const late_trade&) {};
+        std::uint64_t late = 0; ///< trades found late, since the consumer last took the count
+        std::function<void(const late_trade&)> on_late = [this](const late_trade&) { ++late; };
         token_table table;
         memory_budget budget;
         shard<Policy, capture_sink> worker;
@@ -564,7 +571,11 @@ private:
                        " skipped: " + std::string(why));
         }
         p.state->worker.apply_here();
-        update([&](stream_consumer_stats& s) { s.entries_invalid += invalid; });
+        const std::uint64_t late = std::exchange(p.state->late, 0);
+        update([&](stream_consumer_stats& s) {
+            s.entries_invalid += invalid;
+            s.trades_late += late;
+        });
     }
 
     /// One round over every partition held. Returns the entries read.
@@ -596,7 +607,9 @@ private:
                     drop(p, p.stream + ": " + r.error);
                 } else if (r.reply == nullptr) {
                     // No reply: entries may have been delivered to this consumer and lost on
-                    // the way. Rebuild the partition, which applies every delivered entry once.
+                    // the way, or the read may still sit unread at the node. Acquire the lease
+                    // again, under a new epoch, which fences that read, and rebuild the
+                    // partition, which applies every entry delivered before once.
                     note_error(p.stream + ": " + r.error + " (rebuilding the partition)");
                     p.epoch = 0;
                     p.state.reset();
@@ -856,6 +869,8 @@ private:
             });
             std::vector<partition*> one{&p};
             write_and_ack(one, new_entries.size());
+            // A long stream takes a while: keep every lease held meanwhile (this one too).
+            renew_due();
             from = "(" + std::string(entries.back().id_text);
             if (entries.back().id >= *delivered) {
                 break;
@@ -969,6 +984,7 @@ private:
             }
             std::vector<partition*> one{&p};
             ack(one);
+            renew_due();
         } while (cursor != "0-0" && p.epoch != 0);
         return p.epoch != 0;
     }
