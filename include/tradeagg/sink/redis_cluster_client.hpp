@@ -6,7 +6,8 @@
 //   with CLUSTER SLOTS. A node that answers that cluster support is disabled is a plain Redis:
 //   it then serves every slot, and REDIS_DB is selected on it.
 // - A batch of commands is sent as one pipeline per master (each command to the master serving
-//   its slot), and every reply is read before the batch returns.
+//   its slot), to every master before any reply is read, so the masters work at once; every
+//   reply is read before the batch returns.
 // - MOVED re-reads the slot map and sends the command again where it now belongs; ASK sends
 //   ASKING and the command to the named node, once. At most `max_redirects` rounds.
 // - A command whose connection failed (refused, reset, no reply within `timeout`) gets an error
@@ -135,9 +136,18 @@ public:
             }
             unrouted.clear();
             asks.clear();
-            bool moved = false;
+            // Every node's share is sent before any reply is read, so the masters work on
+            // theirs at the same time. (A node never waits for its replies to be read: it
+            // buffers them.)
+            std::vector<const address*> sent;
             for (auto& [where, list] : by_node) {
-                exchange(where, commands, list, results, unrouted, asks, moved);
+                if (send(where, commands, list, results)) {
+                    sent.push_back(&where);
+                }
+            }
+            bool moved = false;
+            for (const address* where : sent) {
+                receive(*where, by_node[*where], results, unrouted, asks, moved);
             }
             if (moved) {
                 stale_ = true;
@@ -286,22 +296,24 @@ private:
         conns_.erase(where);
     }
 
-    /// Sends one node's share of a batch and reads its replies.
-    void exchange(const address& where, std::span<const cluster_command> commands,
-                  const std::vector<std::pair<std::size_t, bool>>& list,
-                  std::vector<command_result>& results, std::vector<std::size_t>& unrouted,
-                  std::vector<std::pair<std::size_t, cluster_node>>& asks, bool& moved) {
+    static void fail(const std::vector<std::pair<std::size_t, bool>>& list, std::size_t from,
+                     const std::string& why, std::vector<command_result>& results) {
+        for (std::size_t k = from; k < list.size(); ++k) {
+            results[list[k].first].reply.reset();
+            results[list[k].first].error = why;
+        }
+    }
+
+    /// Sends one node's share of a batch (ASKING before the commands marked so). False, with
+    /// the share failed, if the node cannot be reached.
+    bool send(const address& where, std::span<const cluster_command> commands,
+              const std::vector<std::pair<std::size_t, bool>>& list,
+              std::vector<command_result>& results) {
         redisContext* c = connection(where);
-        const auto fail_all = [&](std::size_t from, const std::string& why) {
-            for (std::size_t k = from; k < list.size(); ++k) {
-                results[list[k].first].reply.reset();
-                results[list[k].first].error = why;
-            }
-        };
         if (c == nullptr) {
             stale_ = true; // the node may have gone for good: ask the others next time
-            fail_all(0, last_error_);
-            return;
+            fail(list, 0, last_error_, results);
+            return false;
         }
         std::vector<const char*> argv;
         std::vector<std::size_t> len;
@@ -317,6 +329,34 @@ private:
             }
             redisAppendCommandArgv(c, static_cast<int>(argv.size()), argv.data(), len.data());
         }
+        int done = 0;
+        while (done == 0) {
+            if (redisBufferWrite(c, &done) != REDIS_OK) {
+                lost(where, c, list, 0, results);
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /// Drops a connection that failed, failing the commands of `list` from `from` on: none of
+    /// them got a reply (and may or may not have run).
+    void lost(const address& where, redisContext* c,
+              const std::vector<std::pair<std::size_t, bool>>& list, std::size_t from,
+              std::vector<command_result>& results) {
+        ++counters_.connection_failures;
+        const std::string why = "connection lost: " + std::string(c->errstr);
+        drop(where, why);
+        stale_ = true;
+        fail(list, from, last_error_, results);
+    }
+
+    /// Reads the replies to what `send` sent to one node; redirections go to `unrouted` (MOVED)
+    /// and `asks` (ASK).
+    void receive(const address& where, const std::vector<std::pair<std::size_t, bool>>& list,
+                 std::vector<command_result>& results, std::vector<std::size_t>& unrouted,
+                 std::vector<std::pair<std::size_t, cluster_node>>& asks, bool& moved) {
+        redisContext* c = conns_.at(where).get();
         for (std::size_t k = 0; k < list.size(); ++k) {
             const auto [i, asking] = list[k];
             void* raw = nullptr;
@@ -325,11 +365,7 @@ private:
                 raw = nullptr;
             }
             if ((asking && c->err != 0) || redisGetReply(c, &raw) != REDIS_OK) {
-                ++counters_.connection_failures;
-                const std::string why = "connection lost: " + std::string(c->errstr);
-                drop(where, why);
-                stale_ = true;
-                fail_all(k, last_error_);
+                lost(where, c, list, k, results);
                 return;
             }
             reply_ptr r(static_cast<redisReply*>(raw));
