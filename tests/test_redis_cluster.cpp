@@ -20,6 +20,8 @@
 #include <tradeagg/sink/redis_cluster_client.hpp>
 #include <tradeagg/sink/redis_keys.hpp>
 #include <tradeagg/sink/redis_lease.hpp>
+#include <tradeagg/sink/redis_stream_consumer.hpp>
+#include <tradeagg/tradeagg.hpp>
 
 #include "redis_cluster.hpp"
 
@@ -587,6 +589,78 @@ TEST_CASE("loadgen --streams: each trade in its token's partition, in order, as 
         redisFree(c);
     }
     CHECK(total == accepted);
+}
+
+TEST_CASE("stream consumer: trims what is past the retention, never what it has not applied") {
+    testing::redis_server node;
+    redis::cluster_client::options o;
+    o.seeds.push_back({"127.0.0.1", node.port(), {}});
+    redis::cluster_client client(o);
+    // Old entries (ids from 1970: past any retention) and fresh ones (ids of now), all valid.
+    const std::string key = redis::stream_key("tr", 0);
+    constexpr std::size_t old_entries = 10'000;
+    constexpr std::size_t fresh_entries = 300;
+    std::vector<redis::cluster_command> cmds;
+    std::vector<std::string> names;
+    for (std::size_t i = 0; i < 20; ++i) {
+        names.push_back("TR" + std::to_string(i));
+    }
+    for (std::size_t i = 0; i < old_entries + fresh_entries; ++i) {
+        const trade_view t{names[i % names.size()],
+                           1.0 + static_cast<double>(i % 7),
+                           1.0,
+                           i % 2 == 0 ? side::buy : side::sell,
+                           1'700'000'000'000 + static_cast<std::int64_t>(i) * 10,
+                           i + 1};
+        redis::cluster_command c{
+            {"XADD", key, i < old_entries ? std::to_string(i + 1) + "-0" : std::string("*")},
+            redis::key_slot(key)};
+        redis::for_each_field(t, [&c](std::string_view f, std::string_view v) {
+            c.args.emplace_back(f);
+            c.args.emplace_back(v);
+        });
+        cmds.push_back(std::move(c));
+    }
+    std::vector<redis::command_result> r;
+    client.run(cmds, r);
+    for (const auto& x : r) {
+        REQUIRE(x.ok());
+    }
+
+    // One entry per round, trims every 300 ms: trims run while most entries are unread.
+    redis::stream_consumer_config c;
+    c.key_prefix = "tr";
+    c.partitions = 1;
+    c.instance = "trimmer";
+    c.lease_ttl = std::chrono::milliseconds(300);
+    c.read_count = 1;
+    c.retention = std::chrono::seconds(60);
+    c.redis = o;
+    redis::stream_consumer<throughput_policy> consumer(
+        c, resolve<throughput_policy>(runtime_config{}));
+    consumer.start();
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    bool trimmed_early = false;
+    while (std::chrono::steady_clock::now() < until) {
+        const auto s = consumer.stats();
+        trimmed_early = trimmed_early || (s.entries_trimmed > 0 && s.entries_acked < old_entries);
+        if (s.entries_acked == old_entries + fresh_entries && s.entries_trimmed >= old_entries) {
+            break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    CHECK(consumer.stop(std::chrono::seconds(5)));
+    const auto s = consumer.stats();
+    INFO(s.last_error);
+    CHECK(trimmed_early);
+    CHECK(s.entries_invalid == 0);
+    CHECK(s.trades_applied == old_entries + fresh_entries); // none trimmed before it was applied
+    CHECK(s.entries_trimmed == old_entries);                // and the fresh ones are kept
+    CHECK(node.command({"XLEN", key}) == std::to_string(fresh_entries));
+    // Every trade counted once: a token's latest hash holds its last trade.
+    const std::string last_id =
+        node.command({"HGET", redis::latest_key("tr", names.back()), "trade_id"});
+    CHECK(last_id == std::to_string(old_entries + fresh_entries));
 }
 
 #endif

@@ -79,6 +79,14 @@ TEST_CASE("server config: defaults, and every malformed variable named in its er
     CHECK(d.max_trades_per_request == 10'000);
     CHECK(d.redis_enabled);
     CHECK(d.http.threads == std::max(std::thread::hardware_concurrency(), 1u) + 1);
+    CHECK(d.ingest_streams == 0);
+    CHECK_FALSE(d.stream_retention); // the policy's exact retention
+    CHECK(config_from({{"STREAM_RETENTION", "off"}}).stream_retention ==
+          std::chrono::milliseconds(0));
+    CHECK(config_from({{"STREAM_RETENTION", "6h"}}).stream_retention == std::chrono::hours(6));
+    // Streams are in Redis: stream ingest without it is refused.
+    CHECK(config_failure({{"INGEST_STREAMS", "4"}, {"REDIS_ADDR", "off"}}).find("INGEST_STREAMS") ==
+          0);
 
     const std::map<std::string, std::string> bad = {
         {"AGGREGATOR_POLICY", "fast"},    {"HTTP_ADDR", "localhost"},
@@ -91,6 +99,10 @@ TEST_CASE("server config: defaults, and every malformed variable named in its er
         {"REDIS_ADDR", "nowhere"},        {"MONITOR_SAMPLE_INTERVAL", "1ms"},
         {"SHUTDOWN_TIMEOUT", "forever"},  {"HTTP_IDLE_TIMEOUT", "0s"},
         {"REDIS_KEY_PREFIX", "a{b"},      {"FLUSH_INTERVAL", "2h"},
+        {"INGEST_STREAMS", "-1"},         {"INGEST_STREAMS", "16385"},
+        {"INSTANCE_ID", "a b"},           {"INSTANCE_ID", "a#1"},
+        {"STREAM_LEASE_TTL", "100ms"},    {"STREAM_READ_COUNT", "0"},
+        {"STREAM_RETENTION", "500ms"},    {"STREAM_RETENTION", "never"},
     };
     for (const auto& [name, value] : bad) {
         CAPTURE(name);

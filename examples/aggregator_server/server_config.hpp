@@ -94,6 +94,9 @@ struct server_config {
     std::string instance_id;                           ///< INSTANCE_ID (default: host-pid)
     std::chrono::milliseconds stream_lease_ttl{5'000}; ///< STREAM_LEASE_TTL
     std::size_t stream_read_count = 4'096;             ///< STREAM_READ_COUNT
+    /// STREAM_RETENTION: unset keeps what rebuilds need to be exact (the policy's longest
+    /// interval or rolling window, plus its lateness); "off" (zero) never trims.
+    std::optional<std::chrono::milliseconds> stream_retention;
 };
 
 /// Every variable the server reads, for the start-up log and the documentation.
@@ -136,7 +139,8 @@ inline constexpr std::string_view known_variables[] = {"AGGREGATOR_POLICY",
                                                        "INGEST_STREAMS",
                                                        "INSTANCE_ID",
                                                        "STREAM_LEASE_TTL",
-                                                       "STREAM_READ_COUNT"};
+                                                       "STREAM_READ_COUNT",
+                                                       "STREAM_RETENTION"};
 
 namespace detail {
 
@@ -327,6 +331,12 @@ server_config_from_env(const std::function<const char*(const char*)>& getenv) {
                                   milliseconds(600'000));
     c.stream_read_count =
         whole<std::size_t>(getenv, "STREAM_READ_COUNT", c.stream_read_count, 1, 1'000'000);
+    if (const auto v = get(getenv, "STREAM_RETENTION"); v && *v == "off") {
+        c.stream_retention = milliseconds(0);
+    } else if (v) {
+        c.stream_retention = duration(getenv, "STREAM_RETENTION", milliseconds(0),
+                                      milliseconds(1'000), milliseconds(30LL * 86'400'000));
+    }
     return c;
 }
 

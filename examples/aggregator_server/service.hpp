@@ -347,7 +347,11 @@ public:
         add("SHUTDOWN_TIMEOUT", std::to_string(cfg_.shutdown_timeout.count()) + "ms");
         if (cfg_.redis_enabled) {
             const auto& r = cfg_.redis;
-            add("REDIS_ADDR", r.host + ":" + std::to_string(r.port));
+            std::string seeds = r.host + ":" + std::to_string(r.port);
+            for (const auto& [host, port] : r.more_seeds) {
+                seeds += "," + host + ":" + std::to_string(port);
+            }
+            add("REDIS_ADDR", seeds);
             add("REDIS_PASSWORD", r.password.empty() ? "(unset)" : "(set)");
             add("REDIS_DB", std::to_string(r.db));
             add("REDIS_MAX_RETRIES", std::to_string(r.max_retries));
@@ -369,6 +373,12 @@ public:
             add("INSTANCE_ID", cfg_.instance_id);
             add("STREAM_LEASE_TTL", std::to_string(cfg_.stream_lease_ttl.count()) + "ms");
             add("STREAM_READ_COUNT", std::to_string(cfg_.stream_read_count));
+            const auto keep =
+                cfg_.stream_retention.value_or(stream_consumer_type::exact_retention());
+            add("STREAM_RETENTION", keep.count() == 0
+                                        ? std::string("off (the streams are never trimmed)")
+                                        : std::to_string(keep.count()) + "ms" +
+                                              (cfg_.stream_retention ? "" : " (exact rebuilds)"));
         } else {
             add("INGEST_STREAMS", "0 (trades come over POST /trades)");
         }
@@ -830,6 +840,8 @@ private:
                   s.trades_applied);
             count("tradeagg_stream_entries_acked_total", "Stream entries acknowledged",
                   s.entries_acked);
+            count("tradeagg_stream_entries_trimmed_total",
+                  "Stream entries removed past the retention (XTRIM)", s.entries_trimmed);
             count("tradeagg_stream_token_writes_total", "Token writes acknowledged by Redis",
                   s.token_writes);
             count("tradeagg_stream_write_retries_total", "Token writes sent again",
@@ -911,6 +923,7 @@ private:
         s.lease_ttl = c.stream_lease_ttl;
         s.read_count = c.stream_read_count;
         s.candle_retention_intervals = c.redis.candle_retention_intervals;
+        s.retention = c.stream_retention;
         s.redis.seeds.push_back({c.redis.host, c.redis.port, {}});
         for (const auto& [host, port] : c.redis.more_seeds) {
             s.redis.seeds.push_back({host, port, {}});
@@ -934,6 +947,7 @@ private:
         o["trades_late"] = s.trades_late;
         o["trades_applied"] = s.trades_applied;
         o["entries_acked"] = s.entries_acked;
+        o["entries_trimmed"] = s.entries_trimmed;
         o["token_writes"] = s.token_writes;
         o["write_retries"] = s.write_retries;
         o["leases_acquired"] = s.acquired;

@@ -32,9 +32,16 @@
 // below a token's stored `stream_id` are applied without being written, later ones are applied
 // and written, as in a round. It then claims the group's pending entries (XAUTOCLAIM) and
 // acknowledges them, and reads new entries from there. So an entry's effect is in Redis once,
-// whichever instance applied it and however often it was delivered. The stream is the log of
-// record: trim it (XTRIM MINID) no closer than the longest interval plus the allowed lateness
-// and the rolling window, or a rebuild starts from less than the state depends on.
+// whichever instance applied it and however often it was delivered.
+//
+// Trimming. The stream is the log of record, so a rebuild is exact only if the stream still
+// holds every entry the state depends on: for a producer that appends trades as they happen,
+// those appended within the longest interval (or the rolling window, if longer) plus the
+// allowed lateness, `exact_retention()` (a day and two seconds under throughput_policy). Every
+// `lease_ttl` the holder trims its streams to `retention` (XTRIM MINID by the ids' append time),
+// never past what the group has not delivered or is still pending. A shorter retention keeps
+// less in Redis, at a price: after a takeover, the longer intervals' open candles and the
+// rolling window start from the entries still there.
 //
 // Invalid entries (a missing field, a NaN price, an unknown side) are counted, reported in
 // `last_error` with their id, acknowledged and skipped: they can never be applied. A token's
@@ -85,6 +92,9 @@ struct stream_consumer_config {
     std::chrono::milliseconds lease_ttl{5'000};
     std::size_t read_count = 4'096; ///< entries read per partition per round
     std::size_t candle_retention_intervals = 1'000;
+    /// How long a stream keeps an entry after its append (its id's time), once the group has
+    /// delivered and acknowledged it: nothing is `exact_retention()`, zero never trims.
+    std::optional<std::chrono::milliseconds> retention;
     cluster_client::options redis;
 };
 
@@ -99,9 +109,10 @@ struct stream_consumer_stats {
     std::uint64_t token_writes = 0;   ///< acknowledged token writes
     std::uint64_t write_retries = 0;
     std::uint64_t entries_acked = 0;
-    std::uint64_t acquired = 0; ///< leases taken (each one a rebuild)
-    std::uint64_t released = 0; ///< leases given up for balance or at stop
-    std::uint64_t lost = 0;     ///< leases lost: fenced, lapsed, or not renewed in time
+    std::uint64_t entries_trimmed = 0; ///< removed from the streams (XTRIM MINID)
+    std::uint64_t acquired = 0;        ///< leases taken (each one a rebuild)
+    std::uint64_t released = 0;        ///< leases given up for balance or at stop
+    std::uint64_t lost = 0;            ///< leases lost: fenced, lapsed, or not renewed in time
     std::size_t partitions_held = 0;
     std::size_t live_instances = 0;
     std::string held; ///< the partitions held, e.g. "0,2"
@@ -159,6 +170,14 @@ public:
             thread_.join();
         }
         return clean_stop_;
+    }
+
+    /// The retention that keeps rebuilds exact: every entry a candle or the rolling window
+    /// that can still change depends on, for a producer that appends trades as they happen.
+    [[nodiscard]] static constexpr std::chrono::milliseconds exact_retention() noexcept {
+        return std::max(std::chrono::milliseconds(Policy::intervals.back()),
+                        rolling_window_length) +
+               Policy::allowed_lateness;
     }
 
     [[nodiscard]] stream_consumer_stats stats() const {
@@ -355,6 +374,7 @@ private:
     void run() {
         auto idle = std::chrono::milliseconds(1);
         clock::time_point next_balance{};
+        clock::time_point next_trim = clock::now() + cfg_.lease_ttl;
         while (!stopping_.load()) {
             const auto now = clock::now();
             if (now >= next_balance || rebalance_) {
@@ -363,6 +383,10 @@ private:
                 next_balance = clock::now() + cfg_.lease_ttl / 3;
             }
             renew_due();
+            if (now >= next_trim) {
+                trim();
+                next_trim = clock::now() + cfg_.lease_ttl;
+            }
             const std::size_t read = round();
             if (read == 0) {
                 std::unique_lock lock(mutex_);
@@ -807,6 +831,67 @@ private:
         // What is still unacknowledged stays pending: harmless, as the next holder of the
         // partition claims and acknowledges it.
         update([&](stream_consumer_stats& s) { s.entries_acked += count; });
+    }
+
+    // ---- trimming ------------------------------------------------------------------------------
+
+    /// Trims the streams held to the retention: XTRIM MINID, never past an entry the group has
+    /// not delivered or that is still pending (the oldest of XPENDING's summary).
+    void trim() {
+        const std::chrono::milliseconds keep = cfg_.retention.value_or(exact_retention());
+        if (keep.count() <= 0) {
+            return;
+        }
+        std::vector<cluster_command> cmds;
+        std::vector<partition*> who;
+        for (partition& p : partitions_) {
+            if (p.epoch != 0) {
+                cmds.push_back({{"XINFO", "GROUPS", p.stream}, p.slot});
+                cmds.push_back({{"XPENDING", p.stream, cfg_.group}, p.slot});
+                who.push_back(&p);
+            }
+        }
+        if (cmds.empty()) {
+            return;
+        }
+        std::vector<command_result> r;
+        run(cmds, r);
+        const auto age = wall_ms() - keep.count();
+        std::vector<cluster_command> trims;
+        for (std::size_t i = 0; i < who.size(); ++i) {
+            const command_result& info = r[2 * i];
+            const command_result& pending = r[2 * i + 1];
+            const std::optional<stream_id> delivered =
+                info.ok() ? last_delivered(info.reply.get()) : std::nullopt;
+            if (!delivered || !pending.ok() || pending.reply->type != REDIS_REPLY_ARRAY ||
+                pending.reply->elements < 2) {
+                continue; // not known now: next time
+            }
+            stream_id bound{static_cast<std::uint64_t>(std::max<std::int64_t>(age, 0)), 0};
+            bound = std::min(bound, stream_id{delivered->ms, delivered->seq + 1});
+            const redisReply* oldest = pending.reply->element[1];
+            if (oldest->type == REDIS_REPLY_STRING) {
+                const auto id = stream_id::parse(std::string_view(oldest->str, oldest->len));
+                if (!id) {
+                    continue;
+                }
+                bound = std::min(bound, *id);
+            }
+            trims.push_back({{"XTRIM", who[i]->stream, "MINID", bound.text()}, who[i]->slot});
+        }
+        if (trims.empty()) {
+            return;
+        }
+        run(trims, r);
+        std::uint64_t removed = 0;
+        for (const command_result& t : r) {
+            if (t.ok() && t.reply->type == REDIS_REPLY_INTEGER && t.reply->integer > 0) {
+                removed += static_cast<std::uint64_t>(t.reply->integer);
+            } else if (!t.ok()) {
+                note_error("XTRIM: " + t.error);
+            }
+        }
+        update([&](stream_consumer_stats& s) { s.entries_trimmed += removed; });
     }
 
     // ---- rebuilding a partition -------------------------------------------------------------
