@@ -23,7 +23,9 @@
 //                               aggregation, no writes.
 //   BM_stream_ingest/instances:<n>  1 or 2 stream_consumer<throughput_policy> instances in this
 //                               process consume the same 4 streams, aggregate, write every
-//                               token's hashes with the fenced script, and acknowledge.
+//                               token's hashes with the fenced script, and acknowledge;
+//                               reading 4,096 entries per partition per round (the default),
+//                               and, as .../read_count:32768, eight times as many.
 //
 // Both per-trade baselines pipeline 100 commands deep on one blocking hiredis connection: append
 // 100 commands, then read their 100 replies, each checked not to be an error.
@@ -975,15 +977,24 @@ using tradeagg::redis::command_result;
 
 constexpr std::size_t stream_partitions = 4;
 constexpr std::string_view stream_group = "tradeagg";
-/// The consumer's default. A consumer renews its leases between rounds, not during one, nor
-/// while it rebuilds a partition it acquired: a TTL not much longer than a round (about half a
-/// second here, more on a loaded machine) loses leases mid-run, and the next holder's rebuild,
-/// which replays the stream so far, can outlast the TTL in turn, again and again. With 1 s, a
-/// run under a profiler stalled in that cycle for minutes. A long TTL only delays the split
-/// between two instances (by up to two thirds of it), which happens before the clock starts.
+/// The consumer's default. A consumer renews its leases between rounds (and between a
+/// rebuild's chunks), not during one: a TTL not much longer than a round (about half a second
+/// here with the larger rounds, more on a loaded machine) would lose leases mid-run. A long TTL
+/// only delays the split between two instances (by up to two thirds of it), which happens
+/// before the clock starts.
 constexpr std::chrono::milliseconds stream_lease_ttl{5'000};
-/// Entries read per partition per round, by the consumers and the baseline.
+/// Entries read per partition per round, by the consumers (STREAM_READ_COUNT's default) and
+/// the baseline.
 constexpr std::size_t stream_read_count = 4'096;
+/// A larger round, run too: a token changed several times in a round is written once, so
+/// larger rounds write less per trade (and hold each entry longer before it is acknowledged).
+constexpr std::size_t stream_read_count_large = 32'768;
+
+/// "BM_stream_ingest/instances:<n>", and "/read_count:<n>" when not the default.
+std::string stream_ingest_name(std::size_t instances, std::size_t read_count) {
+    return "BM_stream_ingest/instances:" + std::to_string(instances) +
+           (read_count == stream_read_count ? "" : "/read_count:" + std::to_string(read_count));
+}
 /// Ids per XACK, as the consumer sends them.
 constexpr std::size_t stream_ack_chunk = 1'000;
 /// XADDs per batch while staging.
@@ -1370,8 +1381,8 @@ std::string check_cluster(const synthetic::stream& s, std::size_t count, std::si
     return {};
 }
 
-void bm_stream_ingest(benchmark::State& state, std::size_t instances) {
-    const std::string name = "BM_stream_ingest/instances:" + std::to_string(instances);
+void bm_stream_ingest(benchmark::State& state, std::size_t instances, std::size_t read_count) {
+    const std::string name = stream_ingest_name(instances, read_count);
     std::size_t total = 0;
     double seconds = 0.0;
     double busiest_share = 0.0;                 // of the trades, read by the busiest instance
@@ -1396,7 +1407,7 @@ void bm_stream_ingest(benchmark::State& state, std::size_t instances) {
                 cfg.instance = "bench-" + std::to_string(i);
                 cfg.group = std::string(stream_group);
                 cfg.lease_ttl = stream_lease_ttl;
-                cfg.read_count = stream_read_count;
+                cfg.read_count = read_count;
                 cfg.redis = stream_client_options();
                 consumers.push_back(std::make_unique<bench_consumer>(std::move(cfg), resolved));
             }
@@ -1540,10 +1551,12 @@ int main(int argc, char** argv) {
         benchmark::RegisterBenchmark("BM_redis_end_to_end/memory_constrained_policy",
                                      bm_redis_end_to_end<tradeagg::memory_constrained_policy>));
     configure(benchmark::RegisterBenchmark("BM_stream_read_baseline", bm_stream_read_baseline));
-    for (const std::size_t instances : {std::size_t{1}, std::size_t{2}}) {
-        configure(benchmark::RegisterBenchmark(
-            ("BM_stream_ingest/instances:" + std::to_string(instances)).c_str(), bm_stream_ingest,
-            instances));
+    for (const std::size_t read_count : {stream_read_count, stream_read_count_large}) {
+        for (const std::size_t instances : {std::size_t{1}, std::size_t{2}}) {
+            configure(
+                benchmark::RegisterBenchmark(stream_ingest_name(instances, read_count).c_str(),
+                                             bm_stream_ingest, instances, read_count));
+        }
     }
 
     benchmark::RunSpecifiedBenchmarks();
