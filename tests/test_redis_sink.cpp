@@ -112,7 +112,9 @@ struct scenario {
             auto producer = p.make_producer();
             const std::size_t steps = 10;
             const std::size_t per_step = (s.arrivals.size() + steps - 1) / steps;
-            const auto step_time = duration / steps;
+            // Signed: a step that overruns its time must see a negative time left, not a
+            // wrapped-around one (a duration divided by a size_t is unsigned).
+            const std::chrono::milliseconds step_time = duration / static_cast<int>(steps);
             for (std::size_t step = 0; step < steps; ++step) {
                 if (step > 0) {
                     fault(static_cast<int>(step));
