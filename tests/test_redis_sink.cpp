@@ -647,3 +647,43 @@ TEST_CASE("redis sink on a cluster: a master stopped for 2 s and started again; 
     CHECK(st.retries >= 1);
     CHECK(sc.longest_push < 1s);
 }
+
+TEST_CASE("redis sink on a cluster: slots unassigned for 1 s (CLUSTERDOWN, no owner); exact") {
+    testing::redis_cluster cluster(3); // full coverage required: an unserved slot stops them all
+    scenario sc{cluster.node(0), cluster_config(cluster)};
+    sc.cluster = true;
+    std::thread restorer;
+    sc.fault = [&](int step) {
+        if (step == 3) {
+            // Slots 0..999 are node 0's (`redis-cli --cluster create` gives it the first third):
+            // unassigned everywhere, their keys stay where they are.
+            for (std::size_t i = 0; i < cluster.size(); ++i) {
+                REQUIRE(cluster.node(i).command({"CLUSTER", "DELSLOTSRANGE", "0", "999"}) == "OK");
+            }
+            restorer = std::thread([&] {
+                std::this_thread::sleep_for(1s);
+                CHECK(cluster.node(0).command({"CLUSTER", "ADDSLOTSRANGE", "0", "999"}) == "OK");
+            });
+        } else if (step == 9) {
+            restorer.join(); // and the cluster is whole again before it is compared
+            const auto until = std::chrono::steady_clock::now() + 10s;
+            while (!cluster.ready() && std::chrono::steady_clock::now() < until) {
+                std::this_thread::sleep_for(20ms);
+            }
+            REQUIRE(cluster.ready());
+        }
+    };
+    const redis::sink_stats st = sc.run();
+    std::uint64_t clusterdown = 0;
+    for (std::size_t i = 0; i < cluster.size(); ++i) {
+        const std::string text = cluster.node(i).command({"INFO", "errorstats"});
+        const std::size_t at = text.find("errorstat_CLUSTERDOWN:count=");
+        if (at != std::string::npos) {
+            clusterdown += std::stoull(text.substr(at + 28));
+        }
+    }
+    CHECK(clusterdown > 0); // refused writes, retried until the slots were served again
+    CHECK(st.retries >= 1);
+    CHECK(st.slot_map_reads >= 2);
+    CHECK(st.nodes == 3);
+}
