@@ -10,6 +10,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <string_view>
@@ -686,4 +687,89 @@ TEST_CASE("redis sink on a cluster: slots unassigned for 1 s (CLUSTERDOWN, no ow
     CHECK(st.retries >= 1);
     CHECK(st.slot_map_reads >= 2);
     CHECK(st.nodes == 3);
+}
+
+namespace {
+
+/// The cluster's slot map, as node 0 tells it.
+redis::slot_map slots_of(testing::redis_cluster& cluster) {
+    redisContext* c = redisConnect("127.0.0.1", cluster.node(0).port());
+    REQUIRE(c != nullptr);
+    auto* r = static_cast<redisReply*>(redisCommand(c, "CLUSTER SLOTS"));
+    std::string why;
+    std::optional<redis::slot_map> m = redis::slot_map::from_cluster_slots(r, "127.0.0.1", why);
+    if (r != nullptr) {
+        freeReplyObject(r);
+    }
+    redisFree(c);
+    REQUIRE(m);
+    return *m;
+}
+
+redis_server& node_on(testing::redis_cluster& cluster, int port) {
+    for (std::size_t i = 0; i < cluster.size(); ++i) {
+        if (cluster.node(i).port() == port) {
+            return cluster.node(i);
+        }
+    }
+    FAIL("no node on port " << port);
+    return cluster.node(0);
+}
+
+} // namespace
+
+TEST_CASE("redis sink on a cluster: a slot in migration: ASK, TRYAGAIN, then MOVED; exact") {
+    testing::redis_cluster cluster(3);
+    const redis::slot_map before = slots_of(cluster);
+    const std::uint16_t slot = redis::token_slot("SOL");
+    const redis::cluster_node from = *before.node_for(slot);
+    redis::cluster_node to;
+    for (const redis::cluster_node& n : before.nodes()) {
+        if (!(n == from)) {
+            to = n;
+        }
+    }
+    redis_server& source = node_on(cluster, from.port);
+    redis_server& target = node_on(cluster, to.port);
+    const std::string s = std::to_string(slot);
+    redis_sink rs(cluster_config(cluster));
+    const std::vector<candle_update> first = candles_for(3);
+    rs.consume(flush_batch{0, first, {}});
+    REQUIRE(rs.wait_idle(5s));
+
+    REQUIRE(target.command({"CLUSTER", "SETSLOT", s, "IMPORTING", from.id}) == "OK");
+    REQUIRE(source.command({"CLUSTER", "SETSLOT", s, "MIGRATING", to.id}) == "OK");
+    // Two more candles of SOL: the source still has its first three keys, not these, so it
+    // answers ASK; the target cannot run a transaction of keys it does not all have (TRYAGAIN).
+    const std::vector<candle_update> more = candles_for(5);
+    rs.consume(flush_batch{0, more, {}});
+    const auto until = std::chrono::steady_clock::now() + 5s;
+    while (rs.stats().asked == 0 && std::chrono::steady_clock::now() < until) {
+        std::this_thread::sleep_for(5ms);
+    }
+    REQUIRE(rs.stats().asked >= 1);
+    std::this_thread::sleep_for(200ms);
+    CHECK_FALSE(rs.idle());
+
+    // The migration ends as redis-cli's does: the keys move, then the slot, everywhere.
+    std::vector<std::string> migrate{"MIGRATE", "127.0.0.1", std::to_string(to.port), "", "0",
+                                     "5000",    "KEYS"};
+    for (const candle_update& u : first) {
+        migrate.push_back(redis::candle_key("t", "SOL", u.width, u.data.open_time));
+    }
+    REQUIRE(source.command(migrate) == "OK");
+    for (std::size_t i = 0; i < cluster.size(); ++i) {
+        REQUIRE(cluster.node(i).command({"CLUSTER", "SETSLOT", s, "NODE", to.id}) == "OK");
+    }
+    REQUIRE(rs.wait_idle(5s));
+    const redis::sink_stats st = rs.stats();
+    CHECK(st.moved >= 1);
+    CHECK(st.retries >= 1);
+    CHECK(target.command({"INFO", "errorstats"}).find("errorstat_TRYAGAIN:") != std::string::npos);
+    CHECK(rs.stop(1s).complete);
+    CHECK(source.command({"CLUSTER", "COUNTKEYSINSLOT", s}) == "0");
+    for (const candle_update& u : more) {
+        CHECK(target.command({"HGET", redis::candle_key("t", "SOL", u.width, u.data.open_time),
+                              "open"}) == redis::number_text(u.data.open).view());
+    }
 }

@@ -14,8 +14,12 @@
 // - MOVED: the slot's new owner takes the token's next write at once, and the slot map is read
 //   again. ASK (a slot in migration): the next write goes to the named node, after ASKING, once.
 //   More than `max_redirects` redirections of one token in a row count as a failed write (see
-//   below). A lost connection to a master and CLUSTERDOWN also read the map again (a failover
-//   moves slots); the map is read from any connected node, at most every `refresh_spacing`.
+//   below). While a slot migrates, Redis runs a transaction of several keys only on a node
+//   that holds all of them, and answers TRYAGAIN elsewhere; the sink retries until the
+//   migration ends, so a migration that stalls holds that slot's tokens back. A lost
+//   connection to a master and CLUSTERDOWN also read the map again (a failover moves slots);
+//   the map is read from any connected node, at most every `retry_delay` (clamped to 100 ms
+//   .. 1 s).
 //
 // How it stays exact and out of the workers' way:
 // - `consume` (on shard workers) copies the batch into a node and pushes it onto a lock-free
