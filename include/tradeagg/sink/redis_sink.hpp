@@ -712,9 +712,11 @@ private:
         return false;
     }
 
-    /// Asks for the slot map to be read again (on a cluster; a plain Redis has none).
+    /// Asks for the slot map to be read (again) from a cluster node: on a cluster, or while
+    /// the topology is unknown (a cluster node whose first CLUSTER SLOTS failed is asked again).
+    /// A plain Redis has no map.
     void request_refresh() noexcept {
-        if (topology_ == topology::cluster) {
+        if (topology_ != topology::plain) {
             refresh_wanted_ = true;
         }
     }
@@ -1416,6 +1418,7 @@ private:
             if (topology_ == topology::unknown) {
                 topology_ = topology::plain;
                 plain_node_ = &n;
+                refresh_wanted_ = false;
                 reroute();
             }
             if (cfg_.db != 0) {
