@@ -1758,8 +1758,8 @@ private:
 /// `set_resync_handler` from any thread; `stop` from any thread but the sink's I/O thread.
 class redis_sink {
 public:
-    /// Starts its own I/O thread and connects. Throws `config_error` for a prefix that is
-    /// empty, too long, or holds '{' or '}'. Allocates.
+    /// Starts its own I/O thread and connects to the seeds. Throws `config_error` for a prefix that
+    /// is empty, too long, or holds '{' or '}'. Allocates.
     explicit redis_sink(redis_config cfg)
         : own_io_(std::make_unique<boost::asio::io_context>(1)),
           guard_(std::make_unique<guard_type>(own_io_->get_executor())),
@@ -1800,9 +1800,9 @@ public:
     /// Hands a flush to the I/O thread. Any thread; never blocks; allocates one node.
     void consume(const flush_batch& batch) { core_->enqueue(batch); }
 
-    /// Called (on the I/O thread) when Redis lost what was written: the pipeline then hands
-    /// over every live candle and token again. A pipeline sets this itself. Any thread; an
-    /// empty function clears it, waiting for a call in progress.
+    /// Called (on the I/O thread) when Redis (or one master of a cluster) lost what was
+    /// written: the pipeline then hands over every live candle and token again. A pipeline sets
+    /// this itself. Any thread; an empty function clears it, waiting for a call in progress.
     void set_resync_handler(std::function<void()> handler) {
         core_->set_resync_handler(std::move(handler));
     }
@@ -1826,7 +1826,7 @@ public:
     }
 
     /// Writes everything pending, retrying as configured but no longer than `deadline`, then
-    /// closes the connection and stops the sink's own thread. Returns what could not be
+    /// closes the connections and stops the sink's own thread. Returns what could not be
     /// written; updates handed over afterwards are dropped (counted). Call after the
     /// pipeline's `stop()`. Any thread but the sink's I/O thread; blocks. Idempotent.
     stop_report stop(std::chrono::milliseconds deadline) {
