@@ -5,6 +5,7 @@
 // benchmark; streams through the keys, so it suits millions of them.
 
 #include <cstddef>
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
@@ -197,13 +198,17 @@ mismatch_log compare_redis_with(const std::string& host, int port, const memory_
     return log;
 }
 
+/// Who wrote the latest hashes a comparison reads: the Redis sink (the contract's fields), or
+/// stream ingest (which also records `epoch` and `stream_id` there, not compared).
+enum class latest_writer : std::uint8_t { sink, stream_ingest };
+
 /// As `compare_redis_with`, for a Redis Cluster reached through any of its masters at
-/// 127.0.0.1:`port`, and for stream ingest's latest hashes (which also hold `epoch` and
-/// `stream_id`): each key is read from the master serving its slot, and keys are counted on
+/// 127.0.0.1:`port`: each key is read from the master serving its slot, and keys are counted on
 /// every master.
 template <class Intervals>
 mismatch_log compare_cluster_with(int port, const memory_sink& memory, const std::string& prefix,
-                                  const Intervals& intervals, std::size_t* keys = nullptr) {
+                                  const Intervals& intervals, std::size_t* keys = nullptr,
+                                  latest_writer writer = latest_writer::stream_ingest) {
     mismatch_log log;
     std::map<int, redisContext*> masters;
     const auto connect = [&](int p) -> redisContext* {
@@ -232,7 +237,7 @@ mismatch_log compare_cluster_with(int port, const memory_sink& memory, const std
         std::map<int, std::vector<std::pair<std::string, hash_fields>>> batches;
         const auto flush = [&](int p) {
             if (redisContext* c = connect(p)) {
-                detail::compare_batch(c, batches[p], log, true);
+                detail::compare_batch(c, batches[p], log, writer == latest_writer::stream_ingest);
             } else {
                 log.add("cannot connect to 127.0.0.1:" + std::to_string(p));
             }

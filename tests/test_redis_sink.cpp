@@ -1,16 +1,19 @@
-// The Redis sink against a real redis-server the test starts itself: the same generated stream
-// under each fault, and Redis checked field by field against the memory_sink (itself checked
-// against the reference model) at the end.
+// The Redis sink against a real redis-server (or a three-master Redis Cluster) the test starts
+// itself: the same generated stream under each fault, and Redis checked field by field against
+// the memory_sink (itself checked against the reference model) at the end.
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -22,6 +25,7 @@
 #include <tradeagg/tradeagg.hpp>
 
 #include "compare.hpp"
+#include "redis_cluster.hpp"
 #include "redis_keyspace.hpp"
 #include "redis_server.hpp"
 #include "reference_model.hpp"
@@ -72,18 +76,21 @@ testing::stream_options scenario_stream() {
 /// `fault(step)` at steps 1..9 of 10 (step 0 is the start). Returns the Redis sink's final
 /// statistics after checking that Redis equals the memory sink, which equals the reference.
 struct scenario {
-    redis_server& server;
+    redis_server& server; ///< the Redis compared, or with `cluster` any master of the cluster
     redis_config config;
+    bool cluster = false;
     std::chrono::milliseconds duration = 4'000ms;
     std::function<void(int)> fault = [](int) {};
     std::chrono::milliseconds stop_deadline = 20'000ms;
     std::size_t peak_pending = 0;             ///< most keys the sink held at once, sampled
     std::chrono::nanoseconds longest_push{0}; ///< longest time one chunk of pushes took
+    redis_sink* sink = nullptr;               ///< the sink while `run` runs (for `fault`)
 
     redis::sink_stats run() {
         const testing::trade_stream s = testing::make_stream(scenario_stream());
         memory_sink memory;
         redis_sink rs(config);
+        sink = &rs;
         tee_sink tee{memory, rs};
         runtime_config cfg;
         cfg.shards = 2;
@@ -112,7 +119,9 @@ struct scenario {
             auto producer = p.make_producer();
             const std::size_t steps = 10;
             const std::size_t per_step = (s.arrivals.size() + steps - 1) / steps;
-            const auto step_time = duration / steps;
+            // Signed: a step that overruns its time must see a negative time left, not a
+            // wrapped-around one (a duration divided by a size_t is unsigned).
+            const std::chrono::milliseconds step_time = duration / static_cast<int>(steps);
             for (std::size_t step = 0; step < steps; ++step) {
                 if (step > 0) {
                     fault(static_cast<int>(step));
@@ -144,6 +153,7 @@ struct scenario {
             p.stop();
         }
         const redis::stop_report report = rs.stop(stop_deadline);
+        sink = nullptr;
         sampling = false;
         sampler.join();
         INFO("last error: " << report.stats.last_error);
@@ -156,8 +166,12 @@ struct scenario {
         CHECK(against_ref.count == 0);
 
         std::size_t keys = 0;
-        const testing::mismatch_log log = testing::compare_redis_with(
-            "127.0.0.1", server.port(), memory, config.key_prefix, policy_type::intervals, &keys);
+        const testing::mismatch_log log =
+            cluster ? testing::compare_cluster_with(server.port(), memory, config.key_prefix,
+                                                    policy_type::intervals, &keys,
+                                                    testing::latest_writer::sink)
+                    : testing::compare_redis_with("127.0.0.1", server.port(), memory,
+                                                  config.key_prefix, policy_type::intervals, &keys);
         INFO(log.text());
         CHECK(log.count == 0);
         CHECK(keys > 1'000);
@@ -398,4 +412,370 @@ TEST_CASE("redis sink: an idle connection is pinged (REDIS_IDLE_TIMEOUT)") {
     CHECK(st.commands_failed == 0);
     CHECK(rs.stop(1s).complete);
     CHECK(server.command({"HGET", "t:{SOL}:candle:1s:1732867202000", "open"}) == "12");
+}
+
+// ---- on a Redis Cluster ----------------------------------------------------------------------
+
+namespace {
+
+/// What one Redis executes, read with MONITOR on a connection of its own until `stop`: each
+/// line's client, command and first argument.
+class monitor_log {
+public:
+    struct line {
+        std::string client;
+        std::string command;
+        std::string key;
+    };
+
+    explicit monitor_log(redis_server& server) : server_(server) {
+        redisContext* c = redisConnect("127.0.0.1", server.port());
+        REQUIRE(c != nullptr);
+        REQUIRE(c->err == 0);
+        auto* ok = static_cast<redisReply*>(redisCommand(c, "MONITOR"));
+        REQUIRE(ok != nullptr);
+        freeReplyObject(ok);
+        thread_ = std::thread([this, c] { read(c); });
+    }
+    monitor_log(const monitor_log&) = delete;
+    monitor_log& operator=(const monitor_log&) = delete;
+    ~monitor_log() { stop(); }
+
+    /// Ends the reading (a PING wakes the reader up) and returns what was read.
+    const std::vector<line>& stop() {
+        if (thread_.joinable()) {
+            done_ = true;
+            (void)server_.command({"PING"});
+            thread_.join();
+        }
+        return lines_;
+    }
+
+private:
+    /// The text between the `n`th pair of quotes after the client's brackets ("" if none).
+    static std::string quoted(std::string_view text, std::size_t n) {
+        std::size_t at = text.find(']');
+        for (std::size_t i = 0; at != std::string_view::npos; ++i) {
+            const std::size_t open = text.find('"', at + 1);
+            if (open == std::string_view::npos) {
+                break;
+            }
+            std::size_t close = open + 1;
+            while (close < text.size() && text[close] != '"') {
+                close += text[close] == '\\' ? 2 : 1;
+            }
+            if (i == n) {
+                return std::string(text.substr(open + 1, close - open - 1));
+            }
+            at = close;
+        }
+        return {};
+    }
+
+    void read(redisContext* c) {
+        while (!done_) {
+            void* raw = nullptr;
+            if (redisGetReply(c, &raw) != REDIS_OK || raw == nullptr) {
+                break;
+            }
+            auto* r = static_cast<redisReply*>(raw);
+            const std::string_view text(r->str, r->len);
+            const std::size_t open = text.find('[');
+            const std::size_t close = text.find(']');
+            if (open != std::string_view::npos && close != std::string_view::npos) {
+                const std::string_view inside = text.substr(open + 1, close - open - 1);
+                lines_.push_back(line{std::string(inside.substr(inside.find(' ') + 1)),
+                                      quoted(text, 0), quoted(text, 1)});
+            }
+            freeReplyObject(r);
+        }
+        redisFree(c);
+    }
+
+    redis_server& server_;
+    std::atomic<bool> done_{false};
+    std::vector<line> lines_;
+    std::thread thread_;
+};
+
+/// Checks that every write of a key under `prefix` is inside a MULTI ... EXEC of its client,
+/// with the keys of one token only, and that a transaction writing the rolling window also
+/// writes the latest trade. Returns the transactions seen.
+std::size_t check_transactions(const std::vector<monitor_log::line>& lines,
+                               const std::string& prefix, testing::mismatch_log& log) {
+    struct open_transaction {
+        bool open = false;
+        std::string token;
+        int rolling = 0;
+        int latest = 0;
+    };
+    std::map<std::string, open_transaction> by_client;
+    std::size_t transactions = 0;
+    for (const monitor_log::line& l : lines) {
+        open_transaction& t = by_client[l.client];
+        if (l.command == "MULTI") {
+            if (t.open) {
+                log.add(l.client + ": MULTI inside a transaction");
+            }
+            t = open_transaction{true, {}, 0, 0};
+        } else if (l.command == "EXEC") {
+            if (!t.open) {
+                log.add(l.client + ": EXEC outside a transaction");
+            } else if (t.rolling != t.latest) {
+                log.add(l.client + ": " + t.token + "'s rolling window and latest trade apart");
+            }
+            t.open = false;
+            ++transactions;
+        } else if ((l.command == "HSET" || l.command == "PEXPIRE") &&
+                   l.key.starts_with(prefix + ":{")) {
+            const std::size_t from = prefix.size() + 2;
+            const std::string token = l.key.substr(from, l.key.find('}', from) - from);
+            if (!t.open) {
+                log.add(l.client + ": " + l.key + " written outside a transaction");
+            } else if (t.token.empty()) {
+                t.token = token;
+            } else if (t.token != token) {
+                log.add(l.client + ": " + t.token + " and " + token + " in one transaction");
+            }
+            t.rolling += l.key.ends_with(":rolling:24h") ? 1 : 0;
+            t.latest += l.key.ends_with(":latest") ? 1 : 0;
+        }
+    }
+    return transactions;
+}
+
+/// Sum of one `INFO commandstats` count (e.g. "cmdstat_exec") over every master.
+std::uint64_t command_calls(testing::redis_cluster& cluster, const std::string& name) {
+    std::uint64_t total = 0;
+    for (std::size_t i = 0; i < cluster.size(); ++i) {
+        const std::string text = cluster.node(i).command({"INFO", "commandstats"});
+        const std::size_t at = text.find(name + ":calls=");
+        if (at != std::string::npos) {
+            total += std::stoull(text.substr(at + name.size() + 7));
+        }
+    }
+    return total;
+}
+
+/// The sink's settings for `cluster`: seeds a closed port first (a seed that is down), then one
+/// master.
+redis_config cluster_config(testing::redis_cluster& cluster) {
+    redis_config c = test_config(testing::free_port());
+    c.more_seeds.emplace_back("127.0.0.1", cluster.node(1).port());
+    return c;
+}
+
+} // namespace
+
+TEST_CASE("redis sink on a cluster: three masters, exact; each token's keys in one transaction") {
+    testing::redis_cluster cluster(3);
+    redis_config c = cluster_config(cluster);
+    // What is counted below assumes no connection is dropped: deadlines a slow (sanitized,
+    // shared, monitored) run cannot reach.
+    c.read_timeout = 3s;
+    c.write_timeout = 3s;
+    scenario sc{cluster.node(0), c};
+    sc.cluster = true;
+    monitor_log monitor(cluster.node(2));
+    const redis::sink_stats st = sc.run();
+    INFO("timeouts: " << st.timeouts << ", last error: " << st.last_error);
+    testing::mismatch_log txn_log;
+    const std::size_t watched = check_transactions(monitor.stop(), "t", txn_log);
+    INFO(txn_log.text());
+    CHECK(txn_log.count == 0);
+    CHECK(watched > 100);
+    CHECK(st.cluster);
+    CHECK(st.nodes == 3);
+    CHECK(st.connects == 3);
+    CHECK(st.connect_failures >= 1); // the seed that is down
+    CHECK(st.slot_map_reads >= 1);
+    CHECK(st.moved == 0);
+    // The only failures: the set-up (INFO, CLIENT ID) of each attempt on the seed that is down.
+    CHECK(st.commands_failed == 2 * st.connect_failures);
+    CHECK(st.retries == 0);
+    // Every transaction the sink sent ran, once (the masters have seen no other client).
+    CHECK(command_calls(cluster, "cmdstat_exec") == st.transactions);
+    CHECK(command_calls(cluster, "cmdstat_multi") == st.transactions);
+}
+
+TEST_CASE("redis sink on a cluster: 3000 slots resharded mid-stream (MOVED, ASK); exact") {
+    testing::redis_cluster cluster(3);
+    scenario sc{cluster.node(0), cluster_config(cluster)};
+    sc.cluster = true;
+    sc.duration = 5'000ms;
+    std::thread reshard;
+    sc.fault = [&](int step) {
+        if (step == 2) {
+            reshard = std::thread([&] {
+                const std::string cmd =
+                    "redis-cli --cluster reshard 127.0.0.1:" +
+                    std::to_string(cluster.node(0).port()) + " --cluster-from " +
+                    cluster.node(0).command({"CLUSTER", "MYID"}) + " --cluster-to " +
+                    cluster.node(1).command({"CLUSTER", "MYID"}) +
+                    " --cluster-slots 3000 --cluster-yes >/dev/null 2>&1";
+                CHECK(std::system(cmd.c_str()) == 0);
+            });
+        } else if (step == 9) {
+            reshard.join(); // the cluster is compared with the reference once the slots moved
+        }
+    };
+    const redis::sink_stats st = sc.run();
+    INFO("moved " << st.moved << ", asked " << st.asked << ", map reads " << st.slot_map_reads);
+    CHECK(st.moved > 0);
+    CHECK(st.slot_map_reads >= 2);
+    CHECK(st.nodes == 3);
+}
+
+TEST_CASE("redis sink on a cluster: a master stopped for 2 s and started again; exact") {
+    testing::redis_cluster cluster(3, true);
+    scenario sc{cluster.node(0), cluster_config(cluster)};
+    sc.cluster = true;
+    sc.duration = 5'000ms;
+    std::uint64_t written_when_stopped = 0;
+    std::uint64_t written_while_stopped = 0;
+    std::thread restarter;
+    sc.fault = [&](int step) {
+        if (step == 3) {
+            written_when_stopped = sc.sink->stats().updates_written;
+            cluster.node(2).stop();
+            restarter = std::thread([&, sink = sc.sink] {
+                std::this_thread::sleep_for(2s);
+                written_while_stopped = sink->stats().updates_written - written_when_stopped;
+                cluster.node(2).start();
+            });
+        }
+    };
+    const redis::sink_stats st = sc.run();
+    restarter.join();
+    // The other masters' tokens kept being written while one master was down.
+    CHECK(written_while_stopped > 1'000);
+    CHECK(st.resyncs == 1); // the restarted master's run_id changed
+    CHECK(st.reconnects >= 1);
+    CHECK(st.retries >= 1);
+    CHECK(sc.longest_push < 1s);
+}
+
+TEST_CASE("redis sink on a cluster: slots unassigned for 1 s (CLUSTERDOWN, no owner); exact") {
+    testing::redis_cluster cluster(3); // full coverage required: an unserved slot stops them all
+    scenario sc{cluster.node(0), cluster_config(cluster)};
+    sc.cluster = true;
+    std::thread restorer;
+    sc.fault = [&](int step) {
+        if (step == 3) {
+            // Slots 0..999 are node 0's (`redis-cli --cluster create` gives it the first third):
+            // unassigned everywhere, their keys stay where they are.
+            for (std::size_t i = 0; i < cluster.size(); ++i) {
+                REQUIRE(cluster.node(i).command({"CLUSTER", "DELSLOTSRANGE", "0", "999"}) == "OK");
+            }
+            restorer = std::thread([&] {
+                std::this_thread::sleep_for(1s);
+                CHECK(cluster.node(0).command({"CLUSTER", "ADDSLOTSRANGE", "0", "999"}) == "OK");
+            });
+        } else if (step == 9) {
+            restorer.join(); // and the cluster is whole again before it is compared
+            const auto until = std::chrono::steady_clock::now() + 10s;
+            while (!cluster.ready() && std::chrono::steady_clock::now() < until) {
+                std::this_thread::sleep_for(20ms);
+            }
+            REQUIRE(cluster.ready());
+        }
+    };
+    const redis::sink_stats st = sc.run();
+    std::uint64_t clusterdown = 0;
+    for (std::size_t i = 0; i < cluster.size(); ++i) {
+        const std::string text = cluster.node(i).command({"INFO", "errorstats"});
+        const std::size_t at = text.find("errorstat_CLUSTERDOWN:count=");
+        if (at != std::string::npos) {
+            clusterdown += std::stoull(text.substr(at + 28));
+        }
+    }
+    CHECK(clusterdown > 0); // refused writes, retried until the slots were served again
+    CHECK(st.retries >= 1);
+    CHECK(st.slot_map_reads >= 2);
+    CHECK(st.nodes == 3);
+}
+
+namespace {
+
+/// The cluster's slot map, as node 0 tells it.
+redis::slot_map slots_of(testing::redis_cluster& cluster) {
+    redisContext* c = redisConnect("127.0.0.1", cluster.node(0).port());
+    REQUIRE(c != nullptr);
+    auto* r = static_cast<redisReply*>(redisCommand(c, "CLUSTER SLOTS"));
+    std::string why;
+    std::optional<redis::slot_map> m = redis::slot_map::from_cluster_slots(r, "127.0.0.1", why);
+    if (r != nullptr) {
+        freeReplyObject(r);
+    }
+    redisFree(c);
+    REQUIRE(m);
+    return *m;
+}
+
+redis_server& node_on(testing::redis_cluster& cluster, int port) {
+    for (std::size_t i = 0; i < cluster.size(); ++i) {
+        if (cluster.node(i).port() == port) {
+            return cluster.node(i);
+        }
+    }
+    FAIL("no node on port " << port);
+    return cluster.node(0);
+}
+
+} // namespace
+
+TEST_CASE("redis sink on a cluster: a slot in migration: ASK, TRYAGAIN, then MOVED; exact") {
+    testing::redis_cluster cluster(3);
+    const redis::slot_map before = slots_of(cluster);
+    const std::uint16_t slot = redis::token_slot("SOL");
+    const redis::cluster_node from = *before.node_for(slot);
+    redis::cluster_node to;
+    for (const redis::cluster_node& n : before.nodes()) {
+        if (!(n == from)) {
+            to = n;
+        }
+    }
+    redis_server& source = node_on(cluster, from.port);
+    redis_server& target = node_on(cluster, to.port);
+    const std::string s = std::to_string(slot);
+    redis_sink rs(cluster_config(cluster));
+    const std::vector<candle_update> first = candles_for(3);
+    rs.consume(flush_batch{0, first, {}});
+    REQUIRE(rs.wait_idle(5s));
+
+    REQUIRE(target.command({"CLUSTER", "SETSLOT", s, "IMPORTING", from.id}) == "OK");
+    REQUIRE(source.command({"CLUSTER", "SETSLOT", s, "MIGRATING", to.id}) == "OK");
+    // Two more candles of SOL: the source still has its first three keys, not these, so it
+    // answers ASK; the target cannot run a transaction of keys it does not all have (TRYAGAIN).
+    const std::vector<candle_update> more = candles_for(5);
+    rs.consume(flush_batch{0, more, {}});
+    const auto until = std::chrono::steady_clock::now() + 5s;
+    while (rs.stats().asked == 0 && std::chrono::steady_clock::now() < until) {
+        std::this_thread::sleep_for(5ms);
+    }
+    REQUIRE(rs.stats().asked >= 1);
+    std::this_thread::sleep_for(200ms);
+    CHECK_FALSE(rs.idle());
+
+    // The migration ends as redis-cli's does: the keys move, then the slot, everywhere.
+    std::vector<std::string> migrate{"MIGRATE", "127.0.0.1", std::to_string(to.port), "", "0",
+                                     "5000",    "KEYS"};
+    for (const candle_update& u : first) {
+        migrate.push_back(redis::candle_key("t", "SOL", u.width, u.data.open_time));
+    }
+    REQUIRE(source.command(migrate) == "OK");
+    for (std::size_t i = 0; i < cluster.size(); ++i) {
+        REQUIRE(cluster.node(i).command({"CLUSTER", "SETSLOT", s, "NODE", to.id}) == "OK");
+    }
+    REQUIRE(rs.wait_idle(5s));
+    const redis::sink_stats st = rs.stats();
+    CHECK(st.moved >= 1);
+    CHECK(st.retries >= 1);
+    CHECK(target.command({"INFO", "errorstats"}).find("errorstat_TRYAGAIN:") != std::string::npos);
+    CHECK(rs.stop(1s).complete);
+    CHECK(source.command({"CLUSTER", "COUNTKEYSINSLOT", s}) == "0");
+    for (const candle_update& u : more) {
+        CHECK(target.command({"HGET", redis::candle_key("t", "SOL", u.width, u.data.open_time),
+                              "open"}) == redis::number_text(u.data.open).view());
+    }
 }

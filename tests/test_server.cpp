@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <map>
 #include <string>
@@ -298,6 +299,7 @@ TEST_CASE("server endpoints: ingest, queries, admin, metrics (Redis off)") {
 #include <boost/beast/core/flat_buffer.hpp>
 
 #include "raw_http_client.hpp"
+#include "redis_cluster.hpp"
 #include "redis_keyspace.hpp"
 #include "redis_server.hpp"
 #include "server_process.hpp"
@@ -340,12 +342,14 @@ private:
     boost::beast::flat_buffer buffer_;
 };
 
-} // namespace
-
-TEST_CASE("server process: SIGTERM right after the last 202; Redis equals the reference") {
-    tradeagg::testing::redis_server redis;
+/// Runs the server with `redis_addr`, posts a generated stream, sends SIGTERM right after the
+/// last 202, and checks with `compare(reference, &keys)` that Redis holds what a reference
+/// pipeline given the same trades holds.
+void sigterm_after_last_202(const std::string& redis_addr,
+                            const std::function<tradeagg::testing::mismatch_log(
+                                const tradeagg::memory_sink&, std::size_t*)>& compare) {
     const int http_port = tradeagg::testing::free_port();
-    server_process server({"REDIS_ADDR=127.0.0.1:" + std::to_string(redis.port()),
+    server_process server({"REDIS_ADDR=" + redis_addr,
                            "HTTP_ADDR=127.0.0.1:" + std::to_string(http_port),
                            "REDIS_KEY_PREFIX=life", "SHUTDOWN_TIMEOUT=20s"});
     tradeagg::testing::stream_options o;
@@ -385,12 +389,37 @@ TEST_CASE("server process: SIGTERM right after the last 202; Redis equals the re
     tradeagg::testing::push_all(ref, s);
     ref.stop();
     std::size_t keys = 0;
-    const tradeagg::testing::mismatch_log log =
-        tradeagg::testing::compare_redis_with("127.0.0.1", redis.port(), ref.sink(), "life",
-                                              tradeagg::throughput_policy::intervals, &keys);
+    const tradeagg::testing::mismatch_log log = compare(ref.sink(), &keys);
     INFO(log.text());
     CHECK(log.count == 0);
     CHECK(keys > 1'000);
+}
+
+} // namespace
+
+TEST_CASE("server process: SIGTERM right after the last 202; Redis equals the reference") {
+    tradeagg::testing::redis_server redis;
+    sigterm_after_last_202("127.0.0.1:" + std::to_string(redis.port()),
+                           [&](const tradeagg::memory_sink& ref, std::size_t* keys) {
+                               return tradeagg::testing::compare_redis_with(
+                                   "127.0.0.1", redis.port(), ref, "life",
+                                   tradeagg::throughput_policy::intervals, keys);
+                           });
+}
+
+TEST_CASE("server process: REDIS_ADDR lists a cluster's masters; the cluster equals the "
+          "reference") {
+    tradeagg::testing::redis_cluster cluster(3);
+    std::string seeds;
+    for (std::size_t i = 0; i < cluster.size(); ++i) {
+        seeds += (i == 0 ? "" : ",") + std::string("127.0.0.1:") +
+                 std::to_string(cluster.node(i).port());
+    }
+    sigterm_after_last_202(seeds, [&](const tradeagg::memory_sink& ref, std::size_t* keys) {
+        return tradeagg::testing::compare_cluster_with(cluster.node(0).port(), ref, "life",
+                                                       tradeagg::throughput_policy::intervals, keys,
+                                                       tradeagg::testing::latest_writer::sink);
+    });
 }
 
 namespace {

@@ -730,6 +730,12 @@ private:
             const auto& r = *f.redis;
             boost::json::object ro;
             ro["connected"] = r.connected;
+            ro["cluster"] = r.cluster;
+            ro["nodes"] = r.nodes;
+            ro["nodes_connected"] = r.nodes_connected;
+            ro["moved"] = r.moved;
+            ro["asked"] = r.asked;
+            ro["transactions"] = r.transactions;
             ro["commands_sent"] = r.commands_sent;
             ro["commands_succeeded"] = r.commands_succeeded;
             ro["commands_failed"] = r.commands_failed;
@@ -800,8 +806,15 @@ private:
               static_cast<double>(p.interned_tokens));
         if (f.redis) {
             const auto& r = *f.redis;
-            gauge("tradeagg_redis_connected", "1 if a Redis connection is ready",
+            gauge("tradeagg_redis_connected",
+                  "1 if every Redis node serving slots has a connection ready",
                   r.connected ? 1.0 : 0.0);
+            gauge("tradeagg_redis_nodes", "Redis masters serving slots (1 for a plain Redis)",
+                  static_cast<double>(r.nodes));
+            gauge("tradeagg_redis_nodes_connected", "Of those, with a connection ready",
+                  static_cast<double>(r.nodes_connected));
+            gauge("tradeagg_redis_redirects_total", "Redis Cluster MOVED and ASK followed",
+                  static_cast<double>(r.moved + r.asked), "counter");
             gauge("tradeagg_redis_commands_sent_total", "Redis commands sent",
                   static_cast<double>(r.commands_sent), "counter");
             gauge("tradeagg_redis_commands_failed_total", "Redis commands failed",
