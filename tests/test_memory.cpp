@@ -603,7 +603,7 @@ TEST_CASE_TEMPLATE("presets move the tunable values within the policy's bounds a
     CHECK_THROWS_AS(p.set_flush_interval(std::chrono::milliseconds(0)), config_error);
 }
 
-TEST_CASE("pinned tokens keep their ids; a full table releases unpinned ones to make room") {
+TEST_CASE("pinned tokens keep their ids, a full table releases unpinned ones to make room") {
     runtime_config cfg;
     cfg.max_tokens = 100;
     pipeline<latency_policy, memory_sink> p{cfg};

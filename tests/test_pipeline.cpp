@@ -932,7 +932,7 @@ TEST_CASE("a sink with set_resync_handler can resync for exactly the pipeline's 
     }
 }
 
-TEST_CASE("resync() after stop() is harmless; before start() it waits for the workers") {
+TEST_CASE("resync() after stop() is harmless, before start() it waits for the workers") {
     runtime_config cfg;
     cfg.shards = 2;
     pipeline<memory_constrained_policy, memory_sink> p{cfg};

@@ -74,7 +74,7 @@ TEST_CASE("cluster slots: equal to a live cluster's CLUSTER KEYSLOT") {
     CHECK(checked == 2'000);
 }
 
-TEST_CASE("cluster redirections: MOVED and ASK are read; anything else is not one") {
+TEST_CASE("cluster redirections: MOVED and ASK are read, anything else is not one") {
     const auto moved = redis::parse_redirect("MOVED 3999 127.0.0.1:6381", "10.0.0.9");
     REQUIRE(moved);
     CHECK(moved->how == redis::redirect::kind::moved);
@@ -243,7 +243,7 @@ TEST_CASE("stream ids: parsed and ordered as Redis orders them") {
     }
 }
 
-TEST_CASE("stream entries: a trade written with XADD reads back the same; bad entries say why") {
+TEST_CASE("stream entries: a trade written with XADD reads back the same, bad entries say why") {
     testing::redis_server server;
     const trade_view sent{"SOL", 123.45, 2.5, side::sell, 1'732'867'200'123, 42};
     std::vector<std::string> args{"XADD", redis::stream_key("t", 0), "*"};

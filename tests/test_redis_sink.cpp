@@ -220,7 +220,7 @@ TEST_CASE("redis sink: a bad key prefix is a configuration error") {
     CHECK_THROWS_AS(redis_sink{c}, config_error);
 }
 
-TEST_CASE("redis sink: plain run; Redis equals the reference, candle keys expire") {
+TEST_CASE("redis sink: plain run, Redis equals the reference, candle keys expire") {
     redis_server server;
     scenario sc{server, test_config(server.port())};
     const redis::sink_stats st = sc.run();
@@ -567,7 +567,7 @@ redis_config cluster_config(testing::redis_cluster& cluster) {
 
 } // namespace
 
-TEST_CASE("redis sink on a cluster: three masters, exact; each token's keys in one transaction") {
+TEST_CASE("redis sink on a cluster: three masters, exact, each token's keys in one transaction") {
     testing::redis_cluster cluster(3);
     redis_config c = cluster_config(cluster);
     // What is counted below assumes no connection is dropped: deadlines a slow (sanitized,
@@ -598,7 +598,7 @@ TEST_CASE("redis sink on a cluster: three masters, exact; each token's keys in o
     CHECK(command_calls(cluster, "cmdstat_multi") == st.transactions);
 }
 
-TEST_CASE("redis sink on a cluster: 3000 slots resharded mid-stream (MOVED, ASK); exact") {
+TEST_CASE("redis sink on a cluster: 3000 slots resharded mid-stream (MOVED, ASK), exact") {
     testing::redis_cluster cluster(3);
     scenario sc{cluster.node(0), cluster_config(cluster)};
     sc.cluster = true;
@@ -626,7 +626,7 @@ TEST_CASE("redis sink on a cluster: 3000 slots resharded mid-stream (MOVED, ASK)
     CHECK(st.nodes == 3);
 }
 
-TEST_CASE("redis sink on a cluster: a master stopped for 2 s and started again; exact") {
+TEST_CASE("redis sink on a cluster: a master stopped for 2 s and started again, exact") {
     testing::redis_cluster cluster(3, true);
     scenario sc{cluster.node(0), cluster_config(cluster)};
     sc.cluster = true;
@@ -655,7 +655,7 @@ TEST_CASE("redis sink on a cluster: a master stopped for 2 s and started again; 
     CHECK(sc.longest_push < 1s);
 }
 
-TEST_CASE("redis sink on a cluster: slots unassigned for 1 s (CLUSTERDOWN, no owner); exact") {
+TEST_CASE("redis sink on a cluster: slots unassigned for 1 s (CLUSTERDOWN, no owner), exact") {
     testing::redis_cluster cluster(3); // full coverage required: an unserved slot stops them all
     scenario sc{cluster.node(0), cluster_config(cluster)};
     sc.cluster = true;
@@ -724,7 +724,7 @@ redis_server& node_on(testing::redis_cluster& cluster, int port) {
 
 } // namespace
 
-TEST_CASE("redis sink on a cluster: a slot in migration: ASK, TRYAGAIN, then MOVED; exact") {
+TEST_CASE("redis sink on a cluster: a slot in migration: ASK, TRYAGAIN, then MOVED, exact") {
     testing::redis_cluster cluster(3);
     const redis::slot_map before = slots_of(cluster);
     const std::uint16_t slot = redis::token_slot("SOL");

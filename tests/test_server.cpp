@@ -397,7 +397,7 @@ void sigterm_after_last_202(const std::string& redis_addr,
 
 } // namespace
 
-TEST_CASE("server process: SIGTERM right after the last 202; Redis equals the reference") {
+TEST_CASE("server process: SIGTERM right after the last 202, Redis equals the reference") {
     tradeagg::testing::redis_server redis;
     sigterm_after_last_202("127.0.0.1:" + std::to_string(redis.port()),
                            [&](const tradeagg::memory_sink& ref, std::size_t* keys) {
@@ -407,7 +407,7 @@ TEST_CASE("server process: SIGTERM right after the last 202; Redis equals the re
                            });
 }
 
-TEST_CASE("server process: REDIS_ADDR lists a cluster's masters; the cluster equals the "
+TEST_CASE("server process: REDIS_ADDR lists a cluster's masters, the cluster equals the "
           "reference") {
     tradeagg::testing::redis_cluster cluster(3);
     std::string seeds;
@@ -452,7 +452,7 @@ std::uint64_t accepted_by(std::uint16_t port) {
 
 } // namespace
 
-TEST_CASE("server process: hostile clients get a 4xx or a close; only good trades enter") {
+TEST_CASE("server process: hostile clients get a 4xx or a close, only good trades enter") {
     using tradeagg::testing::raw_client;
     using tradeagg::testing::status_of;
     const auto port = static_cast<std::uint16_t>(tradeagg::testing::free_port());
@@ -568,7 +568,7 @@ TEST_CASE("server process: hostile clients get a 4xx or a close; only good trade
     CHECK(server.wait() == 0);
 }
 
-TEST_CASE("server process: Redis unreachable at SIGTERM; exit 1 in time, the loss logged") {
+TEST_CASE("server process: Redis unreachable at SIGTERM, exit 1 in time, the loss logged") {
     const auto port = static_cast<std::uint16_t>(tradeagg::testing::free_port());
     const int redis_port = tradeagg::testing::free_port(); // nothing listens there
     const std::string log = "server_redis_down_" + std::to_string(::getpid()) + ".log";

@@ -244,7 +244,7 @@ std::vector<std::string> instance_env(const std::string& id, int http_port,
 
 } // namespace
 
-TEST_CASE("stream ingest: two instances, SIGKILL, restart, reshard, master restart; exact") {
+TEST_CASE("stream ingest: two instances, SIGKILL, restart, reshard, master restart, exact") {
     testing::redis_cluster cluster(3, true);
     testing::stream_options o;
     o.tokens = 150;
