@@ -51,6 +51,15 @@ public:
 
     [[nodiscard]] std::size_t size() const noexcept { return nodes_.size(); }
     [[nodiscard]] redis_server& node(std::size_t i) { return *nodes_.at(i); }
+    /// Every node as a REDIS_ADDR seed list: "127.0.0.1:<port>,127.0.0.1:<port>,...".
+    [[nodiscard]] std::string seed_list() const {
+        std::string seeds;
+        for (const auto& n : nodes_) {
+            seeds +=
+                (seeds.empty() ? "" : ",") + std::string("127.0.0.1:") + std::to_string(n->port());
+        }
+        return seeds;
+    }
 
     /// True when every node says cluster_state:ok.
     [[nodiscard]] bool ready() const {

@@ -383,13 +383,9 @@ void sigterm_after_last_202(const std::string& redis_addr,
     server.signal(SIGTERM); // right after the last 202
     CHECK(server.wait() == 0);
 
-    tradeagg::pipeline<tradeagg::throughput_policy, tradeagg::memory_sink> ref{
-        tradeagg::runtime_config{}};
-    ref.start();
-    tradeagg::testing::push_all(ref, s);
-    ref.stop();
+    const auto ref = tradeagg::testing::reference_run(s);
     std::size_t keys = 0;
-    const tradeagg::testing::mismatch_log log = compare(ref.sink(), &keys);
+    const tradeagg::testing::mismatch_log log = compare(ref->sink(), &keys);
     INFO(log.text());
     CHECK(log.count == 0);
     CHECK(keys > 1'000);
@@ -410,11 +406,7 @@ TEST_CASE("server process: SIGTERM right after the last 202, Redis equals the re
 TEST_CASE("server process: REDIS_ADDR lists a cluster's masters, the cluster equals the "
           "reference") {
     tradeagg::testing::redis_cluster cluster(3);
-    std::string seeds;
-    for (std::size_t i = 0; i < cluster.size(); ++i) {
-        seeds += (i == 0 ? "" : ",") + std::string("127.0.0.1:") +
-                 std::to_string(cluster.node(i).port());
-    }
+    const std::string seeds = cluster.seed_list();
     sigterm_after_last_202(seeds, [&](const tradeagg::memory_sink& ref, std::size_t* keys) {
         return tradeagg::testing::compare_cluster_with(cluster.node(0).port(), ref, "life",
                                                        tradeagg::throughput_policy::intervals, keys,

@@ -165,22 +165,6 @@ std::string get(std::uint16_t port, const std::string& path) {
     }
 }
 
-/// The string value of `field` in a reply of field-value pairs (XINFO's), if it is a string.
-std::optional<std::string> string_field(const redisReply* r, std::string_view field) {
-    if (r == nullptr || r->type != REDIS_REPLY_ARRAY) {
-        return std::nullopt;
-    }
-    for (std::size_t f = 0; f + 1 < r->elements; f += 2) {
-        const redisReply* k = r->element[f];
-        const redisReply* v = r->element[f + 1];
-        if (k->type == REDIS_REPLY_STRING && std::string_view(k->str, k->len) == field &&
-            v->type == REDIS_REPLY_STRING) {
-            return std::string(v->str, v->len);
-        }
-    }
-    return std::nullopt;
-}
-
 /// Every stream's group has delivered and acknowledged everything: its last delivered id is
 /// the stream's last id, and nothing is pending. (Not XINFO's `lag`: a master that reloads the
 /// group from its append-only file no longer knows it, and reports it as nil.)
@@ -214,8 +198,8 @@ bool all_acknowledged(testing::redis_cluster& cluster) {
                 pending = value->integer;
             }
         }
-        const std::optional<std::string> last = string_field(r[0].reply.get(), "last-generated-id");
-        const std::optional<std::string> delivered = string_field(group, "last-delivered-id");
+        const auto last = redis::entry_fields(r[0].reply.get())("last-generated-id");
+        const auto delivered = redis::entry_fields(group)("last-delivered-id");
         if (pending != 0 || !last || last != delivered) {
             return false;
         }
@@ -225,11 +209,7 @@ bool all_acknowledged(testing::redis_cluster& cluster) {
 
 std::vector<std::string> instance_env(const std::string& id, int http_port,
                                       testing::redis_cluster& cluster) {
-    std::string seeds;
-    for (std::size_t n = 0; n < cluster.size(); ++n) {
-        seeds += (n == 0 ? "" : ",") + std::string("127.0.0.1:") +
-                 std::to_string(cluster.node(n).port());
-    }
+    const std::string seeds = cluster.seed_list();
     return {"REDIS_ADDR=" + seeds,
             "REDIS_KEY_PREFIX=" + prefix,
             "INGEST_STREAMS=" + std::to_string(partitions),
@@ -324,14 +304,10 @@ TEST_CASE("stream ingest: two instances, SIGKILL, restart, reshard, master resta
     CHECK(a->wait() == 0);
     CHECK(b.wait() == 0);
 
-    tradeagg::pipeline<tradeagg::throughput_policy, tradeagg::memory_sink> ref{
-        tradeagg::runtime_config{}};
-    ref.start();
-    tradeagg::testing::push_all(ref, s);
-    ref.stop();
+    const auto ref = tradeagg::testing::reference_run(s);
     std::size_t keys = 0;
     const testing::mismatch_log log = testing::compare_cluster_with(
-        cluster.node(0).port(), ref.sink(), prefix, tradeagg::throughput_policy::intervals, &keys);
+        cluster.node(0).port(), ref->sink(), prefix, tradeagg::throughput_policy::intervals, &keys);
     INFO(log.text());
     CHECK(log.count == 0);
     CHECK(keys > 1'000);

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -111,13 +112,18 @@ inline trade_stream make_stream(const stream_options& o) {
     return s;
 }
 
-/// Pushes every trade of `s` into `p` in arrival order (a reference for what a sink must hold).
-template <class Pipeline>
-void push_all(Pipeline& p, const trade_stream& s) {
+/// What a sink given `s` must hold: a throughput_policy pipeline with a memory sink that took
+/// every trade of `s` in arrival order and stopped (read it through `->sink()`).
+inline std::unique_ptr<pipeline<throughput_policy, memory_sink>>
+reference_run(const trade_stream& s) {
+    auto p = std::make_unique<pipeline<throughput_policy, memory_sink>>(runtime_config{});
+    p->start();
     for (const stream_trade& a : s.arrivals) {
-        (void)p.push(trade_view{s.names[a.token_index], a.t.price, a.t.quantity, a.t.taker,
-                                a.t.ts_ms, a.t.id});
+        (void)p->push(trade_view{s.names[a.token_index], a.t.price, a.t.quantity, a.t.taker,
+                                 a.t.ts_ms, a.t.id});
     }
+    p->stop();
+    return p;
 }
 
 } // namespace tradeagg::testing

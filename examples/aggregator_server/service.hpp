@@ -347,9 +347,9 @@ public:
         add("SHUTDOWN_TIMEOUT", std::to_string(cfg_.shutdown_timeout.count()) + "ms");
         if (cfg_.redis_enabled) {
             const auto& r = cfg_.redis;
-            std::string seeds = r.host + ":" + std::to_string(r.port);
-            for (const auto& [host, port] : r.more_seeds) {
-                seeds += "," + host + ":" + std::to_string(port);
+            std::string seeds;
+            for (const auto& [host, port] : r.seeds()) {
+                seeds += (seeds.empty() ? "" : ",") + host + ":" + std::to_string(port);
             }
             add("REDIS_ADDR", seeds);
             add("REDIS_PASSWORD", r.password.empty() ? "(unset)" : "(set)");
@@ -937,8 +937,7 @@ private:
         s.read_count = c.stream_read_count;
         s.candle_retention_intervals = c.redis.candle_retention_intervals;
         s.retention = c.stream_retention;
-        s.redis.seeds.push_back({c.redis.host, c.redis.port, {}});
-        for (const auto& [host, port] : c.redis.more_seeds) {
+        for (const auto& [host, port] : c.redis.seeds()) {
             s.redis.seeds.push_back({host, port, {}});
         }
         s.redis.password = c.redis.password;

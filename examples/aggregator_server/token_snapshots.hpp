@@ -13,6 +13,7 @@
 #include <string_view>
 #include <unordered_map>
 
+#include <tradeagg/detail/string_map.hpp>
 #include <tradeagg/sink.hpp>
 
 namespace aggregator {
@@ -74,15 +75,9 @@ public:
     }
 
 private:
-    struct string_hash {
-        using is_transparent = void;
-        std::size_t operator()(std::string_view s) const noexcept {
-            return std::hash<std::string_view>{}(s);
-        }
-    };
     struct part {
         mutable std::mutex mutex;
-        std::unordered_map<std::string, snapshot, string_hash, std::equal_to<>> tokens;
+        tradeagg::detail::string_map<snapshot> tokens;
     };
     static constexpr std::size_t parts = 64;
 

@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include <tradeagg/detail/string_map.hpp>
 #include <tradeagg/sink.hpp>
 
 namespace tradeagg {
@@ -136,27 +137,14 @@ private:
         latest_trade latest;
         bool has_token_update = false;
     };
-    struct string_hash {
-        using is_transparent = void;
-        std::size_t operator()(std::string_view s) const noexcept {
-            return std::hash<std::string_view>{}(s);
-        }
-    };
-
-    entry& find_or_add(std::string_view name) {
-        auto it = entries_.find(name);
-        if (it == entries_.end()) {
-            it = entries_.emplace(std::string(name), entry{}).first;
-        }
-        return it->second;
-    }
+    entry& find_or_add(std::string_view name) { return detail::find_or_add(entries_, name); }
     const entry* find(std::string_view name) const {
         const auto it = entries_.find(name);
         return it == entries_.end() ? nullptr : &it->second;
     }
 
     mutable std::mutex mutex_;
-    std::unordered_map<std::string, entry, string_hash, std::equal_to<>> entries_;
+    detail::string_map<entry> entries_;
     std::uint64_t candle_updates_ = 0;
     std::uint64_t token_updates_ = 0;
 };

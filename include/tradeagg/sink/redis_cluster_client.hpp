@@ -44,8 +44,9 @@ struct reply_deleter {
 /// A reply owned by the caller.
 using reply_ptr = std::unique_ptr<redisReply, reply_deleter>;
 
-/// The field lookup `trade_from_entry` takes, over a stream entry's [field, value, ...] reply:
-/// the text of a field, or nothing when the entry lacks it (or is not such an array).
+/// A field lookup over a [field, value, ...] reply (a stream entry's, as `trade_from_entry`
+/// takes it, or one of XINFO's): the text of a field, or nothing when the reply lacks it, its
+/// value is not text, or the reply is not such an array.
 inline auto entry_fields(const redisReply* fields) {
     return [fields](std::string_view name) -> std::optional<std::string_view> {
         if (fields == nullptr || fields->type != REDIS_REPLY_ARRAY) {

@@ -28,6 +28,13 @@ struct redis_config {
     int port = 6379;
     /// Further seed nodes of a cluster (REDIS_ADDR lists them after the first, comma-separated).
     std::vector<std::pair<std::string, int>> more_seeds;
+
+    /// Every seed: `host:port` first, then `more_seeds`. Allocates.
+    [[nodiscard]] std::vector<std::pair<std::string, int>> seeds() const {
+        std::vector<std::pair<std::string, int>> all{{host, port}};
+        all.insert(all.end(), more_seeds.begin(), more_seeds.end());
+        return all;
+    }
     std::string password; ///< AUTH when not empty
     int db = 0;           ///< SELECT when not 0
     int max_retries = 3;  ///< attempts after the first, per command

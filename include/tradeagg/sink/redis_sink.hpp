@@ -265,8 +265,7 @@ public:
                                       std::chrono::milliseconds(1'000))),
           owners_(cluster_slot_count, nullptr),
           rng_(0x9E3779B97F4A7C15ull ^ static_cast<std::uint64_t>(steady_ns())) {
-        node_at(cfg_.host, cfg_.port).seed = true;
-        for (const auto& [host, port] : cfg_.more_seeds) {
+        for (const auto& [host, port] : cfg_.seeds()) {
             node_at(host, port).seed = true;
         }
     }

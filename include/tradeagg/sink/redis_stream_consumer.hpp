@@ -71,6 +71,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <tradeagg/detail/string_map.hpp>
 #include <tradeagg/detail/thread_name.hpp>
 #include <tradeagg/policy.hpp>
 #include <tradeagg/reclaimer.hpp>
@@ -197,11 +198,11 @@ private:
     };
 
     struct capture_sink {
-        std::unordered_map<std::string, token_changes> tokens;
+        tradeagg::detail::string_map<token_changes> tokens;
 
         void consume(const flush_batch& b) {
             for (const candle_update& c : b.candles) {
-                token_changes& t = tokens[std::string(c.name)];
+                token_changes& t = tradeagg::detail::find_or_add(tokens, c.name);
                 const auto same = std::find_if(t.candles.begin(), t.candles.end(), [&](auto& o) {
                     return o.interval_index == c.interval_index &&
                            o.data.open_time == c.data.open_time;
@@ -215,7 +216,7 @@ private:
                 }
             }
             for (const token_update& u : b.tokens) {
-                token_changes& t = tokens[std::string(u.name)];
+                token_changes& t = tradeagg::detail::find_or_add(tokens, u.name);
                 t.has_token = true;
                 t.latest = u.latest;
                 t.rolling = u.rolling;
@@ -236,7 +237,7 @@ private:
         memory_budget budget;
         shard<Policy, capture_sink> worker;
         ingress_ring* ring;
-        std::unordered_map<std::string, stream_id> applied; ///< last entry applied, per token
+        tradeagg::detail::string_map<stream_id> applied; ///< last entry applied, per token
 
         /// Queues a trade (applying what is queued when the ring is full). False with `why`
         /// if the token cannot be taken.
@@ -587,7 +588,7 @@ private:
         for (const entry& e : entries) {
             std::string_view why = e.why;
             if (e.trade && p.state->push(*e.trade, why)) {
-                p.state->applied[std::string(e.trade->token)] = e.id;
+                tradeagg::detail::find_or_add(p.state->applied, e.trade->token) = e.id;
                 continue;
             }
             ++invalid;
@@ -974,27 +975,10 @@ private:
             return std::nullopt;
         }
         for (std::size_t g = 0; g < groups->elements; ++g) {
-            const redisReply* fields = groups->element[g];
-            if (fields->type != REDIS_REPLY_ARRAY) {
-                continue;
-            }
-            std::optional<std::string_view> name;
-            std::optional<std::string_view> last;
-            for (std::size_t f = 0; f + 1 < fields->elements; f += 2) {
-                const redisReply* k = fields->element[f];
-                const redisReply* v = fields->element[f + 1];
-                if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
-                    continue;
-                }
-                const std::string_view key(k->str, k->len);
-                if (key == "name") {
-                    name = std::string_view(v->str, v->len);
-                } else if (key == "last-delivered-id") {
-                    last = std::string_view(v->str, v->len);
-                }
-            }
-            if (name == std::string_view(cfg_.group) && last) {
-                return stream_id::parse(*last);
+            const auto field = entry_fields(groups->element[g]);
+            if (field("name") == std::string_view(cfg_.group)) {
+                const auto last = field("last-delivered-id");
+                return last ? stream_id::parse(*last) : std::nullopt;
             }
         }
         return std::nullopt;
