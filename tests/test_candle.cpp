@@ -208,6 +208,27 @@ TEST_CASE("latency histogram percentiles are within one sub-bucket") {
     CHECK(s.p99_ns >= 990'000 * 0.99);
     CHECK(s.p99_ns <= 990'000 * 1.07);
     CHECK(s.max_ns == 1'000'000);
+    // The counts behind it, as a cumulative histogram exports them.
+    const latency_histogram::counts c = h.read();
+    CHECK(c.samples() == 10'000);
+    CHECK(c.sum_ns == 100 * (10'000ull * 10'001 / 2));
+    CHECK(c.max_ns == 1'000'000);
+    CHECK(c.at_most(0) == 0);
+    CHECK(c.at_most(1'000'000) < 10'000); // 1 ms lies inside a bucket: counted at its top
+    CHECK(c.at_most(latency_histogram::upper_bound_of(latency_histogram::index_of(1'000'000))) ==
+          10'000);
+    CHECK(c.at_most(std::uint64_t{1} << 40) == 10'000);
+    // Never more than the samples at or below the bound; at least those 1/16 octave below it.
+    for (std::uint64_t bound : {1'000ull, 250'000ull, 500'000ull, 999'999ull}) {
+        CAPTURE(bound);
+        CHECK(c.at_most(bound) <= bound / 100);
+        CHECK(c.at_most(bound) >= bound * 15 / 16 / 100);
+    }
+    latency_histogram::counts twice = c;
+    h.accumulate(twice);
+    CHECK(twice.samples() == 20'000);
+    CHECK(twice.sum_ns == 2 * c.sum_ns);
+    CHECK(twice.summary().p50_ns == s.p50_ns);
     for (std::uint64_t v : {0ull, 1ull, 15ull, 16ull, 17ull, 1'000ull, 123'456'789ull}) {
         const std::size_t i = latency_histogram::index_of(v);
         CHECK(latency_histogram::upper_bound_of(i) >= v);

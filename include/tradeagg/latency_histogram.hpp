@@ -23,69 +23,101 @@ struct latency_summary {
     double max_ns = 0;
 };
 
-/// Sixteen buckets per power of two, from 1 ns to 2^64 ns. Recording is two relaxed
+/// Sixteen buckets per power of two, from 1 ns to 2^64 ns. Recording is three relaxed
 /// load/store pairs (no read-modify-write): exactly one thread may `record`; any thread may
-/// read. Never allocates.
+/// read. Never allocates. Counts are cumulative from construction, never reset, so readers can
+/// subtract two readings (or export them as a Prometheus histogram).
 class latency_histogram {
 public:
     static constexpr std::size_t sub_buckets = 16;
     static constexpr std::size_t bucket_count = sub_buckets + (64 - 4) * sub_buckets;
 
+    /// A reading of one or more histograms: bucket counts, and the sum and maximum of the
+    /// samples. A plain value (7.8 KB): read it off the hot path.
+    struct counts {
+        std::array<std::uint64_t, bucket_count> buckets{};
+        std::uint64_t sum_ns = 0;
+        std::uint64_t max_ns = 0;
+
+        /// Samples recorded.
+        [[nodiscard]] std::uint64_t samples() const noexcept {
+            std::uint64_t n = 0;
+            for (const std::uint64_t c : buckets) {
+                n += c;
+            }
+            return n;
+        }
+
+        /// Samples whose bucket lies wholly at or below `bound_ns`: a cumulative histogram's
+        /// `le` count. A sample less than 1/16 octave (6.25 %) below the bound may fall in the
+        /// bucket that straddles it and is then counted only in the next bound up, so the
+        /// count never claims a sample faster than it was.
+        [[nodiscard]] std::uint64_t at_most(std::uint64_t bound_ns) const noexcept {
+            std::uint64_t n = 0;
+            for (std::size_t i = 0; i < bucket_count && upper_bound_of(i) <= bound_ns; ++i) {
+                n += buckets[i];
+            }
+            return n;
+        }
+
+        /// Percentiles of these counts.
+        [[nodiscard]] latency_summary summary() const noexcept {
+            latency_summary s;
+            s.samples = samples();
+            if (s.samples == 0) {
+                return s;
+            }
+            const auto at = [&](double q) {
+                const auto rank =
+                    static_cast<std::uint64_t>(q * static_cast<double>(s.samples - 1)) + 1;
+                std::uint64_t seen = 0;
+                for (std::size_t i = 0; i < bucket_count; ++i) {
+                    seen += buckets[i];
+                    if (seen >= rank) {
+                        return static_cast<double>(std::min(upper_bound_of(i), max_ns));
+                    }
+                }
+                return static_cast<double>(max_ns);
+            };
+            s.p50_ns = at(0.50);
+            s.p90_ns = at(0.90);
+            s.p99_ns = at(0.99);
+            s.p999_ns = at(0.999);
+            s.max_ns = static_cast<double>(max_ns);
+            return s;
+        }
+    };
+
     /// Writer thread only. Never allocates, never blocks.
     void record(std::uint64_t ns) noexcept {
         auto& b = buckets_[index_of(ns)];
         b.store(b.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        sum_.store(sum_.load(std::memory_order_relaxed) + ns, std::memory_order_relaxed);
         if (ns > max_.load(std::memory_order_relaxed)) {
             max_.store(ns, std::memory_order_relaxed);
         }
     }
 
-    /// Adds this histogram's counts into `counts` (for summing shards). Any thread.
-    void accumulate(std::array<std::uint64_t, bucket_count>& counts,
-                    std::uint64_t& max) const noexcept {
+    /// Adds this histogram's counts into `into` (for summing shards). Any thread; the
+    /// reading is not a snapshot (a sample being recorded may be in a bucket and not yet in
+    /// the sum), which is as good as a scrape needs.
+    void accumulate(counts& into) const noexcept {
         for (std::size_t i = 0; i < bucket_count; ++i) {
-            counts[i] += buckets_[i].load(std::memory_order_relaxed);
+            into.buckets[i] += buckets_[i].load(std::memory_order_relaxed);
         }
-        max = std::max(max, max_.load(std::memory_order_relaxed));
+        into.sum_ns += sum_.load(std::memory_order_relaxed);
+        into.max_ns = std::max(into.max_ns, max_.load(std::memory_order_relaxed));
     }
 
-    /// Percentiles of summed bucket counts.
-    [[nodiscard]] static latency_summary
-    summarize(const std::array<std::uint64_t, bucket_count>& counts, std::uint64_t max) noexcept {
-        latency_summary s;
-        for (const std::uint64_t c : counts) {
-            s.samples += c;
-        }
-        if (s.samples == 0) {
-            return s;
-        }
-        const auto at = [&](double q) {
-            const auto rank =
-                static_cast<std::uint64_t>(q * static_cast<double>(s.samples - 1)) + 1;
-            std::uint64_t seen = 0;
-            for (std::size_t i = 0; i < bucket_count; ++i) {
-                seen += counts[i];
-                if (seen >= rank) {
-                    return static_cast<double>(std::min(upper_bound_of(i), max));
-                }
-            }
-            return static_cast<double>(max);
-        };
-        s.p50_ns = at(0.50);
-        s.p90_ns = at(0.90);
-        s.p99_ns = at(0.99);
-        s.p999_ns = at(0.999);
-        s.max_ns = static_cast<double>(max);
-        return s;
+    /// This histogram's counts. Any thread.
+    [[nodiscard]] counts read() const noexcept {
+        counts c;
+        accumulate(c);
+        return c;
     }
 
     /// This histogram's percentiles. Any thread.
-    [[nodiscard]] latency_summary summary() const noexcept {
-        std::array<std::uint64_t, bucket_count> counts{};
-        std::uint64_t max = 0;
-        accumulate(counts, max);
-        return summarize(counts, max);
-    }
+    [[nodiscard]] latency_summary summary() const noexcept { return read().summary(); }
 
     static constexpr std::size_t index_of(std::uint64_t ns) noexcept {
         if (ns < sub_buckets) {
@@ -108,6 +140,7 @@ public:
 
 private:
     std::array<std::atomic<std::uint64_t>, bucket_count> buckets_{};
+    std::atomic<std::uint64_t> sum_{0};
     std::atomic<std::uint64_t> max_{0};
 };
 

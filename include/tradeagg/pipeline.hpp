@@ -457,6 +457,17 @@ public:
         return shards_.size() == 1 ? 0 : table_.shard_of(id);
     }
 
+    /// The apply-latency histogram of every shard summed (the counts behind
+    /// `stats().apply_latency`), cumulative since start: for exporting the whole distribution.
+    /// Thread-safe; never allocates, never blocks the workers.
+    [[nodiscard]] latency_histogram::counts apply_latency_counts() const noexcept {
+        latency_histogram::counts c;
+        for (const auto& sh : shards_) {
+            sh->latency().accumulate(c);
+        }
+        return c;
+    }
+
     /// A snapshot of every counter, and of the process (resident memory, threads, CPU time,
     /// read from the operating system: tens of microseconds). Thread-safe; allocates the
     /// per-shard vector; never blocks the workers or producers.
@@ -480,8 +491,7 @@ public:
         st.backpressure_waits += shared_waits_.load(std::memory_order_relaxed);
         st.full_rejections += shared_full_.load(std::memory_order_relaxed);
 
-        std::array<std::uint64_t, latency_histogram::bucket_count> counts{};
-        std::uint64_t max_latency = 0;
+        latency_histogram::counts latency;
         std::size_t counted_tokens = 0; // as of the byte counts: each shard's last flush
         for (std::size_t s = 0; s < shards_.size(); ++s) {
             const shard_type& sh = *shards_[s];
@@ -512,7 +522,7 @@ public:
             st.reclaim_cpu_seconds += ss.reclaim_cpu_seconds;
             st.ingress_bytes += sh.ingress_bytes();
             st.table_bytes += sh.book().directory_bytes();
-            sh.latency().accumulate(counts, max_latency);
+            sh.latency().accumulate(latency);
             st.shards.push_back(ss);
         }
         st.interned_tokens = table_.size();
@@ -521,7 +531,7 @@ public:
         st.bytes_per_active_token = counted_tokens > 0 ? static_cast<double>(st.arena_live_bytes) /
                                                              static_cast<double>(counted_tokens)
                                                        : 0.0;
-        st.apply_latency = latency_histogram::summarize(counts, max_latency);
+        st.apply_latency = latency.summary();
         const std::size_t shared = st.ingress_bytes + st.table_bytes + st.buffer_bytes;
         st.heap_alloc_bytes = st.arena_reserved_bytes + shared;
         st.heap_inuse_bytes = st.arena_live_bytes + shared;

@@ -352,6 +352,10 @@ public:
         resync_handler_ = std::move(handler);
     }
 
+    [[nodiscard]] latency_histogram::counts write_lag_counts() const noexcept {
+        return write_lag_.read();
+    }
+
     [[nodiscard]] sink_stats stats() const {
         sink_stats s;
         s.updates_received = updates_received_.load(std::memory_order_relaxed);
@@ -1808,6 +1812,11 @@ public:
 
     /// Counters and gauges. Any thread; allocates (the error text).
     [[nodiscard]] sink_stats stats() const { return core_->stats(); }
+    /// The write-lag histogram behind `stats().write_lag`, cumulative since construction: for
+    /// exporting the whole distribution. Thread-safe; never allocates.
+    [[nodiscard]] latency_histogram::counts write_lag_counts() const noexcept {
+        return core_->write_lag_counts();
+    }
 
     /// True when everything handed over has been acknowledged by Redis. Any thread.
     [[nodiscard]] bool idle() const noexcept { return core_->idle(); }
