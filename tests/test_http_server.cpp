@@ -742,3 +742,57 @@ TEST_CASE("http_server: start() and the constructor name what is wrong") {
     CHECK_THROWS_AS((void)first.server.start(), std::logic_error); // started already
     CHECK(answers(first.port));
 }
+
+TEST_CASE("http_server: the response observer sees every response, its route and its time") {
+    struct seen {
+        std::size_t route;
+        unsigned status;
+        std::chrono::nanoseconds took;
+    };
+    std::mutex mutex;
+    std::vector<seen> responses;
+    aggregator::http_limits limits;
+    limits.body_bytes = 1024;
+    aggregator::response_observer observer{
+        [](std::string_view target) -> std::size_t { return target.starts_with("/sleep") ? 1 : 0; },
+        [&](std::size_t route, unsigned status, std::chrono::nanoseconds took) {
+            const std::lock_guard lock(mutex);
+            responses.push_back({route, status, took});
+        }};
+    aggregator::http_server server("127.0.0.1:0", limits, test_handler, 2, {}, observer);
+    const std::uint16_t port = server.start();
+    {
+        raw_client c(port);
+        REQUIRE(c.send(get("/first")));
+        REQUIRE(c.read_response().what == outcome::answered);
+        REQUIRE(c.send(get("/sleep?ms=30")));
+        REQUIRE(c.read_response().what == outcome::answered);
+        REQUIRE(c.send(get("/throw")));
+        CHECK(status_of(c.read_response()) == 500);
+    }
+    {
+        raw_client c(port); // refused after its header: the route is known
+        REQUIRE(c.send(post("/sleep", std::string(4096, 'x'))));
+        CHECK(status_of(c.read_response()) == 413);
+    }
+    {
+        raw_client c(port); // refused before a header could be read
+        REQUIRE(c.send("NOT HTTP AT ALL\r\n\r\n"));
+        CHECK(status_of(c.read_response()) == 400);
+    }
+    server.stop(1s);
+    const std::lock_guard lock(mutex);
+    REQUIRE(responses.size() == 5);
+    CHECK(responses[0].route == 0);
+    CHECK(responses[0].status == 200);
+    CHECK(responses[1].route == 1);
+    CHECK(responses[1].status == 200);
+    CHECK(responses[1].took >= 30ms);
+    CHECK(responses[0].took < responses[1].took);
+    CHECK(responses[2].route == 0);
+    CHECK(responses[2].status == 500);
+    CHECK(responses[3].route == 1);
+    CHECK(responses[3].status == 413);
+    CHECK(responses[4].route == aggregator::response_observer::no_route);
+    CHECK(responses[4].status == 400);
+}

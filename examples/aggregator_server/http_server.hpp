@@ -186,6 +186,19 @@ using handler = std::function<boost::beast::http::response<boost::beast::http::s
 /// Called from I/O threads, possibly concurrently; must not throw (what it throws is dropped).
 using error_log = std::function<void(std::string_view)>;
 
+/// Told of every response the server writes, for per-route metrics. `route_of` names a
+/// request's route by a small index (called once per request with its target, on the
+/// connection's thread); `on_response` receives that index (`no_route` when the request was
+/// refused before its header could be read), the status, and the time from the request's
+/// first byte to its response written (or the write failing). Both are called from I/O
+/// threads concurrently, must be cheap, and must not throw. Either may be empty.
+struct response_observer {
+    static constexpr std::size_t no_route = static_cast<std::size_t>(-1);
+    std::function<std::size_t(std::string_view target)> route_of;
+    std::function<void(std::size_t route, unsigned status, std::chrono::nanoseconds took)>
+        on_response;
+};
+
 namespace detail {
 
 namespace net = boost::asio;
@@ -231,14 +244,16 @@ class http_connection;
 /// What connections share with the server. Held by shared pointer so that a connection
 /// destroyed while the io_context itself is destroyed still finds it.
 struct http_server_state {
-    http_server_state(http_limits l, handler h, error_log lg, std::size_t threads)
-        : limits(std::move(l)), handle(std::move(h)), log(std::move(lg)),
+    http_server_state(http_limits l, handler h, error_log lg, response_observer ob,
+                      std::size_t threads)
+        : limits(std::move(l)), handle(std::move(h)), log(std::move(lg)), observer(std::move(ob)),
           refusal(make_refusal(limits.server_name)),
           open_on(std::make_unique<std::atomic<std::size_t>[]>(threads)) {}
 
     const http_limits limits;
     const handler handle;
     const error_log log;
+    const response_observer observer;
     /// The whole 503 written to connections beyond the cap.
     const std::string refusal;
 
@@ -266,6 +281,26 @@ struct http_server_state {
             }
         } catch (...) {
             // A failing log must not take the I/O loop down with it.
+        }
+    }
+
+    /// The route of a request target, as the observer names it.
+    std::size_t route_of(std::string_view target) const noexcept {
+        try {
+            return observer.route_of ? observer.route_of(target) : response_observer::no_route;
+        } catch (...) {
+            return response_observer::no_route;
+        }
+    }
+
+    /// Tells the observer of a response written (or refused).
+    void observe(std::size_t route, unsigned status, std::chrono::nanoseconds took) const noexcept {
+        try {
+            if (observer.on_response) {
+                observer.on_response(route, status, took);
+            }
+        } catch (...) {
+            // Metrics must not take the I/O loop down with them.
         }
     }
 
@@ -535,6 +570,11 @@ private:
     /// Answers a request the server refuses itself, then closes.
     void reply_error(http::status status, std::string_view message) {
         count_one(state_->count.bad_requests);
+        // The start line is parsed before the fields, so a request refused for its header or
+        // body still has the target it asked for.
+        route_ = parser_ && !parser_->get().target().empty()
+                     ? state_->route_of(parser_->get().target())
+                     : response_observer::no_route;
         res_ = server_error_response(status, message);
         keep_alive_ = false;
         res_.keep_alive(false);
@@ -549,6 +589,7 @@ private:
         ++served_;
         count_one(state_->count.requests);
         const auto& req = parser_->get();
+        route_ = state_->route_of(req.target());
         try {
             res_ = state_->handle(req);
             finish(req);
@@ -608,6 +649,7 @@ private:
         if (closed_) {
             return;
         }
+        state_->observe(route_, res_.result_int(), steady_clock::now() - request_start_);
         if (ec) {
             return write_failed(ec);
         }
@@ -681,6 +723,7 @@ private:
     std::optional<http::request_parser<http::string_body>> parser_;
     http::response<http::string_body> res_;
     steady_clock::time_point request_start_{};
+    std::size_t route_ = response_observer::no_route;
     std::size_t served_ = 0;
     phase phase_ = phase::reading;
     bool keep_alive_ = false;
@@ -788,9 +831,9 @@ public:
     /// Checks the address ("ip:port", "[ipv6]:port"; port 0 picks a free one), the limits and
     /// the handler, throwing `std::invalid_argument` naming what is wrong. `threads` I/O
     /// threads will run connections and the handler; `log` receives error lines (stderr if
-    /// empty). Nothing is bound or started. Allocates.
+    /// empty); `observer` is told of every response. Nothing is bound or started. Allocates.
     http_server(std::string address, http_limits limits, handler on_request, unsigned threads = 2,
-                error_log log = {})
+                error_log log = {}, response_observer observer = {})
         : address_(std::move(address)), endpoint_(detail::parse_listen_address(address_)),
           thread_count_(threads), contexts_(make_contexts(limits, threads)),
           accept_strand_(boost::asio::make_strand(*contexts_.front())), acceptor_(accept_strand_),
@@ -800,7 +843,7 @@ public:
         }
         backoff_ = limits.accept_backoff_min;
         state_ = std::make_shared<detail::http_server_state>(
-            std::move(limits), std::move(on_request), std::move(log), threads);
+            std::move(limits), std::move(on_request), std::move(log), std::move(observer), threads);
     }
 
     http_server(const http_server&) = delete;
@@ -1089,6 +1132,7 @@ private:
         boost::beast::error_code ignored;
         socket.non_blocking(true, ignored);
         socket.write_some(boost::asio::buffer(state_->refusal), ignored);
+        state_->observe(response_observer::no_route, 503, std::chrono::nanoseconds::zero());
         socket.shutdown(tcp::socket::shutdown_send, ignored);
         socket.close(ignored);
     }
