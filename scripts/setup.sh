@@ -21,6 +21,10 @@ packages=(
     libbenchmark-dev
     redis-server
     curl
+    git
+    # promtool checks the example alert rules and the /metrics exposition; a real Prometheus
+    # scrapes the server in tests/test_prometheus.sh. Installing it starts no daemon here.
+    prometheus
 )
 
 is_installed() {

@@ -1,6 +1,7 @@
 // The aggregator server's configuration and endpoints, called directly (no sockets): every
 // variable's errors, and each endpoint's answers to good and bad requests.
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <cmath>
@@ -8,8 +9,10 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <doctest/doctest.h>
 
@@ -283,6 +286,188 @@ TEST_CASE("server endpoints: ingest, queries, admin, metrics (Redis off)") {
     CHECK(
         svc->handle(make_request(http::verb::post, "/trades", "[]", "application/json")).result() ==
         http::status::service_unavailable);
+}
+
+TEST_CASE("route_of: every endpoint by its path, the rest as other") {
+    CHECK(route_of("/trades") == route::trades);
+    CHECK(route_of("/trades?x=1") == route::trades);
+    CHECK(route_of("/tokens/SOL") == route::tokens);
+    CHECK(route_of("/tokens/") == route::tokens);
+    CHECK(route_of("/health") == route::health);
+    CHECK(route_of("/performance") == route::performance);
+    CHECK(route_of("/performance/gc") == route::performance_gc);
+    CHECK(route_of("/performance/optimize/throughput") == route::optimize_throughput);
+    CHECK(route_of("/performance/optimize/latency") == route::optimize_latency);
+    CHECK(route_of("/metrics") == route::metrics);
+    for (const char* other : {"", "/", "/nope", "/performance/", "/tradesx", "/metrics/x", "other",
+                              "/Trades", "/tokens"}) {
+        CAPTURE(other);
+        CHECK(route_of(other) == route::other);
+    }
+}
+
+namespace {
+
+/// One sample of a Prometheus text exposition.
+struct exposed_sample {
+    std::string name;
+    std::string labels; // as written between the braces
+    double value = 0;
+};
+
+/// Parses the text format strictly enough for the checks below: every sample belongs to the
+/// family of the TYPE line before it (histograms by their _bucket, _sum and _count).
+struct exposition {
+    std::map<std::string, std::string> types; // family -> type
+    std::vector<exposed_sample> samples;
+    std::vector<std::string> problems;
+
+    explicit exposition(const std::string& text) {
+        std::string family;
+        std::size_t pos = 0;
+        while (pos < text.size()) {
+            const std::size_t end = text.find('\n', pos);
+            const std::string line = text.substr(pos, end - pos);
+            pos = end == std::string::npos ? text.size() : end + 1;
+            if (line.starts_with("# HELP ")) {
+                continue;
+            }
+            if (line.starts_with("# TYPE ")) {
+                const std::string rest = line.substr(7);
+                family = rest.substr(0, rest.find(' '));
+                if (types.contains(family)) {
+                    problems.push_back("family twice: " + family);
+                }
+                types[family] = rest.substr(rest.find(' ') + 1);
+                continue;
+            }
+            exposed_sample s;
+            const std::size_t brace = line.find('{');
+            const std::size_t space = line.rfind(' ');
+            s.name = line.substr(0, std::min(brace, space));
+            if (brace != std::string::npos) {
+                s.labels = line.substr(brace + 1, line.rfind('}') - brace - 1);
+            }
+            const std::string number = line.substr(space + 1);
+            s.value = number == "+Inf" ? INFINITY : std::stod(number);
+            const std::string& type = types[family];
+            const bool belongs =
+                s.name == family ||
+                (type == "histogram" && (s.name == family + "_bucket" ||
+                                         s.name == family + "_sum" || s.name == family + "_count"));
+            if (!belongs) {
+                problems.push_back("sample outside its family: " + line);
+            }
+            if (type == "counter" && !family.ends_with("_total")) {
+                problems.push_back("counter without _total: " + family);
+            }
+            samples.push_back(std::move(s));
+        }
+    }
+
+    [[nodiscard]] std::optional<double> value(std::string_view name,
+                                              std::string_view labels = {}) const {
+        for (const auto& s : samples) {
+            if (s.name == name && s.labels == labels) {
+                return s.value;
+            }
+        }
+        return std::nullopt;
+    }
+};
+
+} // namespace
+
+TEST_CASE("GET /metrics: Prometheus text, counters by label, histograms that add up") {
+    auto svc = make_service(config_from({{"REDIS_ADDR", "off"}, {"FLUSH_INTERVAL", "5ms"}}));
+    svc->start();
+    const auto trades = svc->handle(make_request(
+        http::verb::post, "/trades",
+        "{\"token\":\"SOL\",\"price\":10,\"quantity\":2,\"side\":\"buy\",\"ts\":1732867200123,"
+        "\"id\":1}\n",
+        "application/x-ndjson"));
+    REQUIRE(trades.result() == http::status::accepted);
+    svc->observe_response(static_cast<std::size_t>(route::trades), 202, 400us);
+    svc->observe_response(static_cast<std::size_t>(route::trades), 202, 3ms);
+    svc->observe_response(static_cast<std::size_t>(route::trades), 413, 20s);
+    svc->observe_response(static_cast<std::size_t>(-1), 400, 0ns);
+    for (int i = 0; i < 200; ++i) {
+        const response m = svc->handle(make_request(http::verb::get, "/metrics"));
+        if (exposition(m.body()).value("tradeagg_apply_latency_seconds_count").value_or(0) > 0) {
+            break;
+        }
+        std::this_thread::sleep_for(5ms);
+    }
+    const response m = svc->handle(make_request(http::verb::get, "/metrics"));
+    REQUIRE(m.result() == http::status::ok);
+    CHECK(std::string(m[http::field::content_type]).starts_with("text/plain; version=0.0.4"));
+    const exposition e(m.body());
+    CHECK(e.problems == std::vector<std::string>{});
+
+    // The seed's eight, unchanged; the process figures a client library exports.
+    for (const char* name :
+         {"heap_alloc_mb", "heap_inuse_mb", "gc_cpu_fraction", "num_goroutines", "active_tokens",
+          "worker_count", "redis_latency_avg_ms", "redis_success_rate",
+          "process_resident_memory_bytes", "process_open_fds", "process_max_fds",
+          "process_virtual_memory_bytes"}) {
+        CAPTURE(name);
+        CHECK(e.types.at(name) == "gauge");
+    }
+    CHECK(e.types.at("process_cpu_seconds_total") == "counter");
+    CHECK(e.value("process_cpu_seconds_total").value_or(0) > 0);
+    CHECK(e.value("process_open_fds").value_or(0) >= 3);
+    const double now =
+        std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    const double started = e.value("process_start_time_seconds").value_or(0);
+    CHECK(started > now - 24 * 3600.0);
+    CHECK(started <= now + 1);
+
+    CHECK(e.value("tradeagg_trades_accepted_total") == 1.0);
+    CHECK(e.value("tradeagg_trades_rejected_total", "reason=\"unknown_side\"") == 0.0);
+    CHECK(!e.value("tradeagg_trades_rejected_total").has_value()); // labelled only
+    CHECK(e.value("tradeagg_http_responses_total", "route=\"/trades\",code=\"202\"") == 2.0);
+    CHECK(e.value("tradeagg_http_responses_total", "route=\"/trades\",code=\"413\"") == 1.0);
+    CHECK(e.value("tradeagg_http_responses_total", "route=\"other\",code=\"400\"") == 1.0);
+    CHECK(e.value("tradeagg_http_request_duration_seconds_count", "route=\"/trades\"") == 3.0);
+    CHECK(e.value("tradeagg_http_request_duration_seconds_bucket",
+                  "route=\"/trades\",le=\"0.0005\"") == 1.0);
+    CHECK(e.value("tradeagg_http_request_duration_seconds_bucket",
+                  "route=\"/trades\",le=\"0.005\"") == 2.0);
+    CHECK(e.value("tradeagg_http_request_duration_seconds_bucket", "route=\"/trades\",le=\"10\"") ==
+          2.0);
+    CHECK(e.value("tradeagg_http_request_duration_seconds_bucket",
+                  "route=\"/trades\",le=\"+Inf\"") == 3.0);
+    CHECK(e.value("tradeagg_http_request_duration_seconds_sum", "route=\"/trades\"").value_or(0) ==
+          doctest::Approx(20.0034));
+    CHECK(e.types.at("tradeagg_apply_latency_seconds") == "histogram");
+    CHECK(e.value("tradeagg_apply_latency_seconds_count") >= 1.0);
+
+    // Every histogram: buckets rise with `le`, and +Inf is the count.
+    std::map<std::string, std::vector<double>> buckets; // series (less le) -> counts
+    for (const auto& s : e.samples) {
+        if (s.name.ends_with("_bucket")) {
+            const std::size_t le = s.labels.find("le=");
+            const std::string key = s.name + "|" + s.labels.substr(0, le);
+            buckets[key].push_back(s.value);
+            if (s.labels.ends_with("le=\"+Inf\"")) {
+                const std::string base = s.name.substr(0, s.name.size() - 7);
+                std::string labels = s.labels.substr(0, le);
+                if (labels.ends_with(",")) {
+                    labels.pop_back();
+                }
+                CAPTURE(key);
+                CHECK(e.value(base + "_count", labels) == s.value);
+            }
+        }
+    }
+    CHECK(buckets.size() >= route_count + 1);
+    for (const auto& [key, counts] : buckets) {
+        CAPTURE(key);
+        CHECK(counts.size() == latency_bounds_seconds.size() + 1);
+        CHECK(std::is_sorted(counts.begin(), counts.end()));
+    }
+    CHECK(e.value("tradeagg_redis_connected") == std::nullopt); // Redis is off
+    (void)svc->stop(5s);
 }
 
 #ifdef TRADEAGG_SERVER_BINARY

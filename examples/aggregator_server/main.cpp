@@ -79,7 +79,14 @@ int main() {
             address, limits_from(cfg.http),
             [&service](const aggregator::request& req) { return service->handle(req); },
             static_cast<unsigned>(cfg.http.threads),
-            [](std::string_view line) { log_line(std::string("http: ") + std::string(line)); });
+            [](std::string_view line) { log_line(std::string("http: ") + std::string(line)); },
+            aggregator::response_observer{
+                [](std::string_view target) {
+                    return static_cast<std::size_t>(aggregator::route_of(target));
+                },
+                [&service](std::size_t route, unsigned status, std::chrono::nanoseconds took) {
+                    service->observe_response(route, status, took);
+                }});
         service->start();
         const std::uint16_t port = http->start();
         log_line("listening on http://" + cfg.http.address + ":" + std::to_string(port) +

@@ -39,6 +39,7 @@
 #include <tradeagg/sink/redis_sink.hpp>
 #include <tradeagg/sink/redis_stream_consumer.hpp>
 
+#include "metrics.hpp"
 #include "server_config.hpp"
 #include "token_snapshots.hpp"
 #include "trade_parser.hpp"
@@ -92,6 +93,10 @@ public:
     virtual shutdown_report stop(std::chrono::milliseconds deadline) = 0;
     /// One line per setting in force, for the start-up log.
     [[nodiscard]] virtual std::vector<std::string> describe() const = 0;
+    /// Counts one HTTP response for `/metrics` (a `route` as an index, see metrics.hpp).
+    /// Thread-safe; never allocates.
+    virtual void observe_response(std::size_t route_index, unsigned status,
+                                  std::chrono::nanoseconds took) noexcept = 0;
 };
 
 namespace detail {
@@ -387,22 +392,24 @@ public:
 
     response handle(const request& req) override {
         const std::string_view target(req.target().data(), req.target().size());
-        const std::string_view path = target.substr(0, target.find('?'));
         const auto method = req.method();
-        if (path == "/trades") {
+        const auto get = [&](auto&& answer) {
+            return method == http::verb::get ? answer() : not_allowed(req, "GET");
+        };
+        switch (const route r = route_of(target)) {
+        case route::trades:
             return method == http::verb::post ? ingest(req) : not_allowed(req, "POST");
-        }
-        if (path == "/health") {
-            return method == http::verb::get ? health(req) : not_allowed(req, "GET");
-        }
-        if (path == "/performance") {
-            return method == http::verb::get ? performance(req) : not_allowed(req, "GET");
-        }
-        if (path == "/metrics") {
-            return method == http::verb::get ? metrics(req) : not_allowed(req, "GET");
-        }
-        if (path == "/performance/gc" || path == "/performance/optimize/throughput" ||
-            path == "/performance/optimize/latency") {
+        case route::tokens:
+            return get([&] { return token(req, target.substr(0, target.find('?')).substr(8)); });
+        case route::health:
+            return get([&] { return health(req); });
+        case route::performance:
+            return get([&] { return performance(req); });
+        case route::metrics:
+            return get([&] { return metrics(req); });
+        case route::performance_gc:
+        case route::optimize_throughput:
+        case route::optimize_latency: {
             if (method != http::verb::post) {
                 return not_allowed(req, "POST");
             }
@@ -413,15 +420,20 @@ public:
                 res.set(http::field::www_authenticate, "Bearer");
                 return res;
             }
-            if (path == "/performance/gc") {
+            if (r == route::performance_gc) {
                 return reclaim(req);
             }
-            return optimize(req, path.ends_with("throughput"));
+            return optimize(req, r == route::optimize_throughput);
         }
-        if (path.starts_with("/tokens/")) {
-            return method == http::verb::get ? token(req, path.substr(8)) : not_allowed(req, "GET");
+        case route::other:
+            break;
         }
         return detail::error_response(req, http::status::not_found, "no such endpoint");
+    }
+
+    void observe_response(std::size_t route_index, unsigned status,
+                          std::chrono::nanoseconds took) noexcept override {
+        http_.observe(route_index, status, took);
     }
 
 private:
@@ -763,112 +775,130 @@ private:
         return detail::json_response(req, http::status::ok, body);
     }
 
+    /// Prometheus text format 0.0.4. Counters end in `_total`; latencies are histograms with
+    /// the bounds of `latency_bounds_seconds`, cumulative since start; labels come from
+    /// bounded sets only. The seed's eight figures keep their names.
     response metrics(const request& req) {
         const figures f = read();
-        std::string out;
-        out.reserve(8'192);
-        const auto gauge = [&out](std::string_view name, std::string_view help, double value,
-                                  std::string_view type = "gauge") {
-            out.append("# HELP ").append(name).append(" ").append(help).append("\n");
-            out.append("# TYPE ").append(name).append(" ").append(type).append("\n");
-            out.append(name).append(" ");
-            char buf[64];
-            const int n = std::snprintf(buf, sizeof buf, "%.17g", value);
-            out.append(buf, static_cast<std::size_t>(n)).append("\n");
-        };
         const tradeagg::pipeline_stats& p = f.pipeline;
+        std::string text;
+        text.reserve(32 * 1024);
+        prometheus_text out(text);
         for (const seed_figure& s : seed_figure_table) {
-            gauge(s.name, s.help, s.value(f).template to_number<double>());
+            out.gauge(s.name, s.help, s.value(f).template to_number<double>());
         }
-        gauge("tradeagg_trades_accepted_total", "Trades accepted", static_cast<double>(p.accepted),
-              "counter");
-        gauge("tradeagg_trades_applied_total", "Trades applied", static_cast<double>(p.applied),
-              "counter");
-        gauge("tradeagg_trades_late_total", "Trades too late to merge", static_cast<double>(p.late),
-              "counter");
-        gauge("tradeagg_trades_rejected_total", "Trades refused at push",
-              static_cast<double>(p.rejected), "counter");
-        gauge("tradeagg_queue_depth", "Trades accepted and not yet applied",
-              static_cast<double>(p.queue_depth()));
-        gauge("tradeagg_flushes_total", "Flushes to the sink", static_cast<double>(p.flushes),
-              "counter");
-        gauge("tradeagg_resident_bytes", "Resident memory of the process",
-              static_cast<double>(p.resident_bytes));
-        gauge("tradeagg_reclamations_total", "Reclamations run",
-              static_cast<double>(p.reclamations), "counter");
-        gauge("tradeagg_gc_target_percent", "Reclamation target in force",
-              static_cast<double>(p.gc_target_percent));
-        gauge("tradeagg_apply_latency_p50_seconds", "Push to applied, median",
-              p.apply_latency.p50_ns / 1e9);
-        gauge("tradeagg_apply_latency_p99_seconds", "Push to applied, 99th percentile",
-              p.apply_latency.p99_ns / 1e9);
-        gauge("tradeagg_interned_tokens", "Tokens in the token table",
-              static_cast<double>(p.interned_tokens));
+
+        const process_figures proc = read_process_figures();
+        out.counter("process_cpu_seconds_total", "Total user and system CPU time spent in seconds",
+                    p.process_cpu_seconds);
+        out.gauge("process_resident_memory_bytes", "Resident memory size in bytes",
+                  p.resident_bytes);
+        out.gauge("process_virtual_memory_bytes", "Virtual memory size in bytes",
+                  proc.virtual_memory_bytes);
+        out.gauge("process_open_fds", "Number of open file descriptors", proc.open_fds);
+        out.gauge("process_max_fds", "Maximum number of open file descriptors", proc.max_fds);
+        out.gauge("process_start_time_seconds",
+                  "Start time of the process since unix epoch in seconds", proc.start_time_seconds);
+
+        out.counter("tradeagg_trades_accepted_total", "Trades accepted", p.accepted);
+        out.counter("tradeagg_trades_applied_total", "Trades applied", p.applied);
+        out.counter("tradeagg_trades_late_total", "Trades too late to merge", p.late);
+        out.family("tradeagg_trades_rejected_total", "Trades refused at push, by reason",
+                   "counter");
+        std::string labels;
+        for (std::size_t r = 1; r < tradeagg::reject_reason_count; ++r) {
+            labels.assign("reason=\"")
+                .append(tradeagg::to_string(static_cast<tradeagg::reject_reason>(r)))
+                .append("\"");
+            out.sample("tradeagg_trades_rejected_total", labels, p.rejected_by_reason[r]);
+        }
+        out.gauge("tradeagg_queue_depth", "Trades accepted and not yet applied", p.queue_depth());
+        out.counter("tradeagg_flushes_total", "Flushes to the sink", p.flushes);
+        out.counter("tradeagg_candle_updates_total", "Candle updates handed to the sink",
+                    p.candle_updates);
+        out.counter("tradeagg_token_updates_total", "Token updates handed to the sink",
+                    p.token_updates);
+        out.counter("tradeagg_sink_errors_total", "Exceptions thrown by the sink", p.sink_errors);
+        out.counter("tradeagg_reclamations_total", "Reclamations run", p.reclamations);
+        out.gauge("tradeagg_gc_target_percent", "Reclamation target in force", p.gc_target_percent);
+        out.gauge("tradeagg_interned_tokens", "Tokens in the token table", p.interned_tokens);
+        out.family("tradeagg_apply_latency_seconds",
+                   "Enqueue to applied, for the sampled trades (one in the policy's "
+                   "latency_sample_every)",
+                   "histogram");
+        out.histogram("tradeagg_apply_latency_seconds", {}, pipeline_.apply_latency_counts());
+
+        http_.write(out);
+
         if (f.redis) {
             const auto& r = *f.redis;
-            gauge("tradeagg_redis_connected",
-                  "1 if every Redis node serving slots has a connection ready",
-                  r.connected ? 1.0 : 0.0);
-            gauge("tradeagg_redis_nodes", "Redis masters serving slots (1 for a plain Redis)",
-                  static_cast<double>(r.nodes));
-            gauge("tradeagg_redis_nodes_connected", "Of those, with a connection ready",
-                  static_cast<double>(r.nodes_connected));
-            gauge("tradeagg_redis_redirects_total", "Redis Cluster MOVED and ASK followed",
-                  static_cast<double>(r.moved + r.asked), "counter");
-            gauge("tradeagg_redis_commands_sent_total", "Redis commands sent",
-                  static_cast<double>(r.commands_sent), "counter");
-            gauge("tradeagg_redis_commands_failed_total", "Redis commands failed",
-                  static_cast<double>(r.commands_failed), "counter");
-            gauge("tradeagg_redis_retries_total", "Redis writes retried",
-                  static_cast<double>(r.retries), "counter");
-            gauge("tradeagg_redis_reconnects_total", "Redis reconnections",
-                  static_cast<double>(r.reconnects), "counter");
-            gauge("tradeagg_redis_resyncs_total", "Redis restarts resynced",
-                  static_cast<double>(r.resyncs), "counter");
-            gauge("tradeagg_redis_pending_keys", "Keys not yet written to Redis",
-                  static_cast<double>(r.pending));
-            gauge("tradeagg_redis_in_flight", "Redis commands awaiting a reply",
-                  static_cast<double>(r.in_flight));
-            gauge("tradeagg_redis_updates_dropped_total", "Updates dropped at the pending bound",
-                  static_cast<double>(r.updates_dropped), "counter");
-            gauge("tradeagg_redis_write_lag_p99_seconds", "Flush to Redis acknowledgement, p99",
-                  r.write_lag.p99_ns / 1e9);
+            out.gauge("tradeagg_redis_connected",
+                      "1 if every Redis node serving slots has a connection ready",
+                      r.connected ? 1 : 0);
+            out.gauge("tradeagg_redis_nodes", "Redis masters serving slots (1 for a plain Redis)",
+                      r.nodes);
+            out.gauge("tradeagg_redis_nodes_connected", "Of those, with a connection ready",
+                      r.nodes_connected);
+            out.counter("tradeagg_redis_redirects_total", "Redis Cluster MOVED and ASK followed",
+                        r.moved + r.asked);
+            out.family("tradeagg_redis_commands_total",
+                       "Redis commands answered, by result (error: an error reply, or lost with "
+                       "its connection)",
+                       "counter");
+            out.sample("tradeagg_redis_commands_total", "result=\"ok\"", r.commands_succeeded);
+            out.sample("tradeagg_redis_commands_total", "result=\"error\"", r.commands_failed);
+            out.counter("tradeagg_redis_retries_total", "Redis writes retried", r.retries);
+            out.counter("tradeagg_redis_timeouts_total",
+                        "Redis connections dropped at a read or write deadline", r.timeouts);
+            out.counter("tradeagg_redis_reconnects_total", "Redis reconnections", r.reconnects);
+            out.counter("tradeagg_redis_resyncs_total", "Redis restarts resynced", r.resyncs);
+            out.gauge("tradeagg_redis_pending_keys", "Keys not yet written to Redis", r.pending);
+            out.gauge("tradeagg_redis_in_flight", "Redis commands awaiting a reply", r.in_flight);
+            out.counter("tradeagg_redis_updates_written_total", "Versions Redis acknowledged",
+                        r.updates_written);
+            out.counter("tradeagg_redis_updates_coalesced_total",
+                        "Updates replaced by a newer version before being sent",
+                        r.updates_coalesced);
+            out.counter("tradeagg_redis_updates_dropped_total",
+                        "Updates dropped at the pending bound", r.updates_dropped);
+            out.family("tradeagg_redis_write_lag_seconds",
+                       "From a flush handing a version over to Redis acknowledging it",
+                       "histogram");
+            out.histogram("tradeagg_redis_write_lag_seconds", {}, redis_->write_lag_counts());
         }
         if (streams_) {
             const auto s = streams_->stats();
-            const auto count = [&gauge](std::string_view name, std::string_view help,
-                                        std::uint64_t v) {
-                gauge(name, help, static_cast<double>(v), "counter");
-            };
-            count("tradeagg_stream_entries_read_total", "Stream entries delivered by XREADGROUP",
-                  s.entries_read);
-            count("tradeagg_stream_entries_replayed_total",
-                  "Stream entries read again to rebuild a partition taken over",
-                  s.entries_replayed);
-            count("tradeagg_stream_entries_invalid_total",
-                  "Stream entries that hold no valid trade", s.entries_invalid);
-            count("tradeagg_stream_trades_late_total",
-                  "Stream trades later than the allowed lateness (not merged)", s.trades_late);
-            count("tradeagg_stream_trades_applied_total", "Stream trades applied and written",
-                  s.trades_applied);
-            count("tradeagg_stream_entries_acked_total", "Stream entries acknowledged",
-                  s.entries_acked);
-            count("tradeagg_stream_entries_trimmed_total",
-                  "Stream entries removed past the retention (XTRIM)", s.entries_trimmed);
-            count("tradeagg_stream_token_writes_total", "Token writes acknowledged by Redis",
-                  s.token_writes);
-            count("tradeagg_stream_write_retries_total", "Token writes sent again",
-                  s.write_retries);
-            count("tradeagg_stream_leases_acquired_total", "Partition leases taken", s.acquired);
-            count("tradeagg_stream_leases_lost_total", "Partition leases lost", s.lost);
-            gauge("tradeagg_stream_partitions_held", "Partitions this instance reads",
-                  static_cast<double>(s.partitions_held));
-            gauge("tradeagg_stream_live_instances", "Instances sharing the partitions",
-                  static_cast<double>(s.live_instances));
+            out.counter("tradeagg_stream_entries_read_total",
+                        "Stream entries delivered by XREADGROUP", s.entries_read);
+            out.counter("tradeagg_stream_entries_replayed_total",
+                        "Stream entries read again to rebuild a partition taken over",
+                        s.entries_replayed);
+            out.counter("tradeagg_stream_entries_invalid_total",
+                        "Stream entries that hold no valid trade", s.entries_invalid);
+            out.counter("tradeagg_stream_trades_late_total",
+                        "Stream trades later than the allowed lateness (not merged)",
+                        s.trades_late);
+            out.counter("tradeagg_stream_trades_applied_total", "Stream trades applied and written",
+                        s.trades_applied);
+            out.counter("tradeagg_stream_entries_acked_total", "Stream entries acknowledged",
+                        s.entries_acked);
+            out.counter("tradeagg_stream_entries_trimmed_total",
+                        "Stream entries removed past the retention (XTRIM)", s.entries_trimmed);
+            out.counter("tradeagg_stream_token_writes_total", "Token writes acknowledged by Redis",
+                        s.token_writes);
+            out.counter("tradeagg_stream_write_retries_total", "Token writes sent again",
+                        s.write_retries);
+            out.counter("tradeagg_stream_leases_acquired_total", "Partition leases taken",
+                        s.acquired);
+            out.counter("tradeagg_stream_leases_lost_total", "Partition leases lost", s.lost);
+            out.gauge("tradeagg_stream_partitions_held", "Partitions this instance reads",
+                      s.partitions_held);
+            out.gauge("tradeagg_stream_live_instances", "Instances sharing the partitions",
+                      s.live_instances);
         }
         response res{http::status::ok, req.version()};
-        res.set(http::field::content_type, "text/plain; version=0.0.4");
-        res.body() = std::move(out);
+        res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+        res.body() = std::move(text);
         res.keep_alive(req.keep_alive());
         res.prepare_payload();
         return res;
@@ -979,6 +1009,7 @@ private:
     monitored monitored_;
     tradeagg::monitor<monitored> monitor_;
     std::chrono::steady_clock::time_point started_;
+    http_metrics http_;
     std::atomic<bool> accepting_{true};
     std::atomic<std::size_t> ingest_requests_{0};
     std::mutex producers_mutex_;

@@ -67,6 +67,7 @@
 #include <vector>
 
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
@@ -252,7 +253,9 @@ constexpr std::array<option_spec, 19> option_specs{{
      [](options& o, std::string_view v, const std::string& where) {
          o.seed = uint_in(v, 0, std::numeric_limits<std::uint64_t>::max(), where);
      }},
-    {"progress", true, "print one progress line per second to stderr",
+    {"progress", true,
+     "print progress once a second to stderr: rewritten in place on a terminal, one line per "
+     "second otherwise",
      [](options& o, std::string_view v, const std::string& where) {
          o.progress = flag_value(v, where);
      }},
@@ -1149,21 +1152,25 @@ struct summary {
     std::optional<totals> probe; ///< with --probe
 };
 
-void print_progress(double elapsed_s, const totals& now, const totals& before, double window_s) {
+/// One progress update on stderr: on a terminal it rewrites the line before (and the caller
+/// ends the last one with a newline); in a log or a pipe each update is a line of its own.
+void print_progress(double elapsed_s, const totals& now, const totals& before, double window_s,
+                    bool in_place) {
     latency_histogram::counts window{};
     for (std::size_t i = 0; i < latency_histogram::buckets; ++i) {
         window[i] = now.latency[i] - before.latency[i];
     }
     std::fprintf(stderr,
-                 "[%6.1fs] accepted %10.0f trades/s  requests %8.0f/s  p50 %8.2f ms  p99 %8.2f ms"
-                 "  4xx %llu  5xx %llu  io errors %llu\n",
-                 elapsed_s, per_second(now.trades_accepted - before.trades_accepted, window_s),
+                 "%s[%6.1fs] accepted %10.0f trades/s  requests %8.0f/s  p50 %8.2f ms  p99 %8.2f ms"
+                 "  4xx %llu  5xx %llu  io errors %llu%s",
+                 in_place ? "\r" : "", elapsed_s,
+                 per_second(now.trades_accepted - before.trades_accepted, window_s),
                  per_second(now.requests - before.requests, window_s),
                  ms(latency_histogram::quantile(window, 0.50, now.max_ns)),
                  ms(latency_histogram::quantile(window, 0.99, now.max_ns)),
                  static_cast<unsigned long long>(now.status_range(400, 500)),
                  static_cast<unsigned long long>(now.status_range(500, 600)),
-                 static_cast<unsigned long long>(now.io_errors));
+                 static_cast<unsigned long long>(now.io_errors), in_place ? "\x1b[K" : "\n");
 }
 
 std::string json_string(std::string_view s) {
@@ -1383,6 +1390,7 @@ int run(const options& o) {
                              std::ref(stop));
     }
 
+    const bool progress_in_place = o.progress && ::isatty(STDERR_FILENO) == 1;
     totals before;
     steady::time_point last = start;
     for (steady::time_point tick = start + 1s; tick < deadline; tick += 1s) {
@@ -1390,13 +1398,16 @@ int run(const options& o) {
         if (o.progress) {
             const totals now = sum(stats);
             print_progress(std::chrono::duration<double>(tick - start).count(), now, before,
-                           std::chrono::duration<double>(tick - last).count());
+                           std::chrono::duration<double>(tick - last).count(), progress_in_place);
             before = now;
             last = tick;
         }
     }
     std::this_thread::sleep_until(deadline);
     stop.request();
+    if (progress_in_place && last != start) {
+        std::fputc('\n', stderr);
+    }
 
     // A connection blocked on a server that does not answer is given a few seconds, then left
     // behind: its request is not counted, and the process exits without joining it.
