@@ -34,13 +34,13 @@ fi
 say() { printf '\n==> %s\n' "$*"; }
 
 say "set-up and build (logs: build/run-build.log)"
+mkdir -p build
 {
     ./scripts/setup.sh
     cmake_configure build/release "${release_args[@]}"
     cmake --build build/release -j "${TRADEAGG_JOBS:-2}" \
         --target tradeagg_aggregator_server tradeagg_loadgen
 } >build/run-build.log 2>&1 || {
-    mkdir -p build
     tail -40 build/run-build.log >&2
     echo "run.sh: the build failed; the whole log is build/run-build.log" >&2
     exit 1
@@ -133,16 +133,25 @@ PY
 progress() {
     curl -fsS "http://$http_addr/performance" 2>/dev/null | python3 "$work/progress.py" "$1" "$2"
 }
+# On a terminal the line is rewritten in place; in a log, each update is a line of its own.
+if [ -t 1 ]; then
+    update_format='\r    %s'
+else
+    update_format='    %s\n'
+fi
 applied=0
 written=0
 while kill -0 "$loadgen_pid" 2>/dev/null; do
     sleep 1
     if line=$(progress "$applied" "$written"); then
         read -r applied written rest <<<"$line"
-        printf '\r    %s' "$rest"
+        # shellcheck disable=SC2059 # the format is one of the two above
+        printf "$update_format" "$rest"
     fi
 done
-echo
+if [ -t 1 ]; then
+    echo
+fi
 wait "$loadgen_pid" || {
     cat "$work/loadgen.err" >&2
     echo "run.sh: the load generator failed" >&2
