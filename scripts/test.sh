@@ -101,6 +101,42 @@ step_bench() {
     echo "tradeagg_redis_bench ran every benchmark"
 }
 
+# What a newcomer does first: `./scripts/run.sh` in a fresh clone of the committed HEAD (so that
+# an untracked or ignored file here cannot hide a missing step), with no terminal and a short
+# load. It builds its own Release tree in the clone; the step fails on a non-zero exit or when
+# the summary is missing. Uncommitted changes are not part of what it tries.
+step_fresh_clone() {
+    local dir
+    dir=$(mktemp -d /tmp/tradeagg-clone-XXXXXX)
+    # shellcheck disable=SC2064 # the directory is known now
+    trap "rm -rf '$dir'" EXIT
+    git clone --quiet --no-hardlinks "$(pwd)" "$dir/tradeagg"
+    echo "fresh clone of $(git -C "$dir/tradeagg" rev-parse --short HEAD) in $dir/tradeagg"
+    local status=0
+    (
+        cd "$dir/tradeagg"
+        env -u HTTP_ADDR -u REDIS_ADDR RUN_SECONDS=5 TRADEAGG_JOBS="$jobs" ./scripts/run.sh \
+            </dev/null 2>&1 | cat
+    ) >"$dir/run.log" || status=$?
+    sed 's/^/    /' "$dir/run.log"
+    if [ "$status" -ne 0 ]; then
+        echo "fresh_clone: run.sh exited with status $status" >&2
+        return 1
+    fi
+    local line
+    for line in '==> summary' 'trades accepted' 'server exit status     0'; do
+        if ! grep -qF -- "$line" "$dir/run.log"; then
+            echo "fresh_clone: run.sh printed no '$line'" >&2
+            return 1
+        fi
+    done
+    if grep -q $'\r' "$dir/run.log"; then
+        echo "fresh_clone: run.sh wrote carriage returns with no terminal" >&2
+        return 1
+    fi
+    echo "fresh_clone: run.sh works on a fresh clone with no terminal"
+}
+
 # libFuzzer targets (Clang; ASan+UBSan), each run for TRADEAGG_FUZZ_SECONDS (default 20) over a
 # copy of its seed corpus in build/fuzz: libFuzzer adds the inputs it finds to the directory it
 # is given, so the seeds in fuzz/corpus stay as committed while build/fuzz keeps what earlier
@@ -145,9 +181,10 @@ step_fuzz() {
     done
 }
 
-all_steps=(release asan tsan meson meson_asan bench fuzz)
+all_steps=(release fresh_clone asan tsan meson meson_asan bench fuzz)
 declare -A step_titles=(
-    [release]="CMake Release build + ctest (unit, header checks, packaging)"
+    [release]="CMake Release build + ctest (unit, header checks, packaging, Prometheus)"
+    [fresh_clone]="./scripts/run.sh in a fresh clone of HEAD, no terminal, RUN_SECONDS=5"
     [asan]="CMake ASan+UBSan build + ctest"
     [tsan]="CMake TSan build + ctest"
     [meson]="Meson build + meson test, and a Meson consumer using it as a subproject"
