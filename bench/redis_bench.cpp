@@ -96,13 +96,15 @@
 #include <tradeagg/interval.hpp>
 #include <tradeagg/pipeline.hpp>
 #include <tradeagg/policy.hpp>
+#include <tradeagg/redis/cluster_client.hpp>
+#include <tradeagg/redis/config.hpp>
+#include <tradeagg/redis/keys.hpp>
+#include <tradeagg/redis/sink.hpp>
+#include <tradeagg/redis/slots.hpp>
+#include <tradeagg/redis/stream_consumer.hpp>
+#include <tradeagg/redis/stream_entry.hpp>
 #include <tradeagg/runtime_config.hpp>
 #include <tradeagg/sink/memory_sink.hpp>
-#include <tradeagg/sink/redis_cluster_client.hpp>
-#include <tradeagg/sink/redis_config.hpp>
-#include <tradeagg/sink/redis_keys.hpp>
-#include <tradeagg/sink/redis_sink.hpp>
-#include <tradeagg/sink/redis_stream_consumer.hpp>
 #include <tradeagg/trade.hpp>
 
 #include "bench_stream.hpp"
@@ -931,7 +933,7 @@ void bm_redis_end_to_end(benchmark::State& state) {
 
 // ---------------------------------------------------------------------------------------------
 // BM_stream_read_baseline and BM_stream_ingest/instances:<n>: partition-stream ingest
-// (tradeagg/sink/redis_stream_consumer.hpp) on the 3-master cluster of `stream_cluster()`.
+// (tradeagg/redis/stream_consumer.hpp) on the 3-master cluster of `stream_cluster()`.
 //
 // Every run starts from a cluster emptied with FLUSHALL on every master. Outside the clock, the
 // first `stream_trades` trades of the stream are appended (pipelined XADD through

@@ -1,6 +1,6 @@
 #pragma once
 // Checks that a Redis holds exactly what a memory_sink holds, as the Redis sink's key contract
-// (tradeagg/sink/redis_keys.hpp) writes it: every candle, rolling window and latest trade, field
+// (tradeagg/redis/keys.hpp) writes it: every candle, rolling window and latest trade, field
 // by field as text, and no other key under the prefix. Shared by the Redis tests and the Redis
 // benchmark; streams through the keys, so it suits millions of them.
 
@@ -15,9 +15,11 @@
 
 #include <hiredis/hiredis.h>
 
+#include <tradeagg/redis/keys.hpp>
+#include <tradeagg/redis/slot_map.hpp>
+#include <tradeagg/redis/slots.hpp>
+#include <tradeagg/redis/stream_entry.hpp>
 #include <tradeagg/sink/memory_sink.hpp>
-#include <tradeagg/sink/redis_cluster.hpp>
-#include <tradeagg/sink/redis_keys.hpp>
 
 #include "compare.hpp"
 

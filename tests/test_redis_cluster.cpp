@@ -16,11 +16,13 @@
 
 #include <doctest/doctest.h>
 
-#include <tradeagg/sink/redis_cluster.hpp>
-#include <tradeagg/sink/redis_cluster_client.hpp>
-#include <tradeagg/sink/redis_keys.hpp>
-#include <tradeagg/sink/redis_lease.hpp>
-#include <tradeagg/sink/redis_stream_consumer.hpp>
+#include <tradeagg/redis/cluster_client.hpp>
+#include <tradeagg/redis/keys.hpp>
+#include <tradeagg/redis/lease.hpp>
+#include <tradeagg/redis/slot_map.hpp>
+#include <tradeagg/redis/slots.hpp>
+#include <tradeagg/redis/stream_consumer.hpp>
+#include <tradeagg/redis/stream_entry.hpp>
 #include <tradeagg/tradeagg.hpp>
 
 #include "redis_cluster.hpp"

@@ -6,7 +6,7 @@
 
 #include <doctest/doctest.h>
 
-#include <tradeagg/sink/redis_config.hpp>
+#include <tradeagg/redis/config.hpp>
 
 using namespace tradeagg;
 using namespace std::chrono_literals;

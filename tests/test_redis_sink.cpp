@@ -21,7 +21,7 @@
 
 #include <hiredis/hiredis.h>
 
-#include <tradeagg/sink/redis_sink.hpp>
+#include <tradeagg/redis/sink.hpp>
 #include <tradeagg/tradeagg.hpp>
 
 #include "compare.hpp"

@@ -16,8 +16,10 @@
 #include <thread>
 #include <vector>
 
-#include <tradeagg/sink/redis_cluster_client.hpp>
-#include <tradeagg/sink/redis_keys.hpp>
+#include <tradeagg/redis/cluster_client.hpp>
+#include <tradeagg/redis/keys.hpp>
+#include <tradeagg/redis/slots.hpp>
+#include <tradeagg/redis/stream_entry.hpp>
 #include <tradeagg/tradeagg.hpp>
 
 #include "raw_http_client.hpp"

@@ -15,7 +15,7 @@
 //   MAX_TOKEN_PROCESSORS   runtime_config::max_active_tokens   1 .. policy's max_tokens
 //   WORKER_QUEUE_SIZE      most trades in one POST /trades request (more: 413)
 //   PROCESSOR_CHANNEL_SIZE most POST /trades requests being applied at once (more: 503)
-//   REDIS_*                tradeagg::redis::redis_config (see redis_config.hpp)
+//   REDIS_*                tradeagg::redis::redis_config (see tradeagg/redis/config.hpp)
 // Unset variables take the policy's value, not the seed's default, where the two differ
 // (MAX_TOKEN_PROCESSORS=1000 would refuse the 1001st token of a throughput server).
 
@@ -34,8 +34,8 @@
 
 #include <unistd.h>
 
+#include <tradeagg/redis/config.hpp>
 #include <tradeagg/runtime_config.hpp>
-#include <tradeagg/sink/redis_config.hpp>
 
 namespace aggregator {
 
@@ -89,7 +89,7 @@ struct server_config {
     std::chrono::milliseconds shutdown_timeout{8'000}; ///< SHUTDOWN_TIMEOUT
     bool redis_enabled = true;                         ///< REDIS_ADDR=off runs without Redis
     /// INGEST_STREAMS: 0 takes trades over HTTP; N > 0 reads them from N partition streams in
-    /// Redis instead, shared with the other instances (see redis_stream_consumer.hpp).
+    /// Redis instead, shared with the other instances (see tradeagg/redis/stream_consumer.hpp).
     std::size_t ingest_streams = 0;
     std::string instance_id;                           ///< INSTANCE_ID (default: host-pid)
     std::chrono::milliseconds stream_lease_ttl{5'000}; ///< STREAM_LEASE_TTL

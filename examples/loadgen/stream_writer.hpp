@@ -1,5 +1,5 @@
 #pragma once
-// Appends trades to the partition streams of the scale-out design (tradeagg/sink/redis_keys.hpp:
+// Appends trades to the partition streams of the scale-out design (tradeagg/redis/stream_entry.hpp:
 // `<prefix>:trades:{p<k>}`, k = partition_of(token, N)) with pipelined, blocking XADDs, on one
 // Redis or a Redis Cluster: it asks the seed node for CLUSTER SLOTS, sends each XADD to the
 // master serving its stream's slot, follows MOVED (reads the slot map again) and ASK (ASKING,
@@ -22,8 +22,10 @@
 
 #include <hiredis/hiredis.h>
 
-#include <tradeagg/sink/redis_cluster.hpp>
-#include <tradeagg/sink/redis_keys.hpp>
+#include <tradeagg/redis/keys.hpp>
+#include <tradeagg/redis/slot_map.hpp>
+#include <tradeagg/redis/slots.hpp>
+#include <tradeagg/redis/stream_entry.hpp>
 #include <tradeagg/trade.hpp>
 
 namespace loadgen {
