@@ -243,6 +243,13 @@ then
     exit 1
 fi
 
+# The layout rules of docs/architecture.md: no include cycle, the core free of Redis and HTTP,
+# no header past 600 lines unless it is listed there as not yet cut.
+if ! python3 tests/check_layout.py .; then
+    echo "test.sh: FAILED: the header layout (tests/check_layout.py)" >&2
+    exit 1
+fi
+
 total=${#steps[@]}
 index=0
 for step in "${steps[@]}"; do

@@ -84,17 +84,8 @@ print(server.server_address[1], flush=True)
 server.serve_forever()
 PY
 
-failures=0
-check() { # check NAME CONDITION...: reports one result
-    local name=$1
-    shift
-    if "$@"; then
-        echo "ok   $name"
-    else
-        echo "FAIL $name"
-        failures=$((failures + 1))
-    fi
-}
+# shellcheck source=tests/check.sh
+source "$root/tests/check.sh"
 
 start_server() { # start_server [ENV=VALUE...]: sets port and server_pid
     env "$@" "$python" "$work/server.py" >"$work/port" &

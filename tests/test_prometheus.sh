@@ -34,17 +34,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-failures=0
-check() { # check NAME COMMAND...: runs the command, reports ok/FAIL
-    local name=$1
-    shift
-    if "$@"; then
-        echo "ok    $name"
-    else
-        echo "FAIL  $name"
-        failures=$((failures + 1))
-    fi
-}
+# shellcheck source=tests/check.sh
+source "$root/tests/check.sh"
 free_port() {
     "$python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }

@@ -9,7 +9,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 
-#include <tradeagg/sink/asio_hiredis.hpp>
+#include <tradeagg/redis/asio_connection.hpp>
 
 #include "redis_server.hpp"
 
@@ -83,6 +83,17 @@ bool run_until(boost::asio::io_context& io, F&& done) {
     return done();
 }
 
+/// A connection whose first PING was answered, to a server then paused: commands sent now
+/// get no answer until the server resumes or dies.
+redisAsyncContext* open_then_pause(boost::asio::io_context& io, redis_server& server,
+                                   observed& seen) {
+    redisAsyncContext* ac = open(io, server.port(), seen);
+    send(ac, {"PING"});
+    REQUIRE(run_until(io, [&] { return seen.replies.size() == 1; }));
+    server.pause();
+    return ac;
+}
+
 } // namespace
 
 TEST_CASE("asio_watcher: commands round-trip, pipelined, through the io_context") {
@@ -112,10 +123,7 @@ TEST_CASE("asio_watcher: a server that dies fails the pending commands and frees
     redis_server server;
     boost::asio::io_context io;
     observed seen;
-    redisAsyncContext* ac = open(io, server.port(), seen);
-    send(ac, {"PING"});
-    REQUIRE(run_until(io, [&] { return seen.replies.size() == 1; }));
-    server.pause();
+    redisAsyncContext* ac = open_then_pause(io, server, seen);
     send(ac, {"PING"}); // no answer while paused
     io.restart();
     io.run_for(std::chrono::milliseconds(100));
@@ -131,10 +139,7 @@ TEST_CASE("asio_watcher: redisAsyncFree on a hung server fails pending commands 
     redis_server server;
     boost::asio::io_context io;
     observed seen;
-    redisAsyncContext* ac = open(io, server.port(), seen);
-    send(ac, {"PING"});
-    REQUIRE(run_until(io, [&] { return seen.replies.size() == 1; }));
-    server.pause();
+    redisAsyncContext* ac = open_then_pause(io, server, seen);
     for (int i = 0; i < 10; ++i) {
         send(ac, {"PING"});
     }
