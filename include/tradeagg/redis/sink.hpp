@@ -101,148 +101,17 @@
 #include <tradeagg/redis/asio_connection.hpp>
 #include <tradeagg/redis/config.hpp>
 #include <tradeagg/redis/keys.hpp>
+#include <tradeagg/redis/sink_stats.hpp>
+#include <tradeagg/redis/sink_updates.hpp>
 #include <tradeagg/redis/slot_map.hpp>
 #include <tradeagg/redis/slots.hpp>
+#include <tradeagg/redis/write_journal.hpp>
 #include <tradeagg/runtime_config.hpp>
 #include <tradeagg/sink.hpp>
 
 namespace tradeagg::redis {
 
-/// What a Redis sink has done. `latency_avg_ms` and `success_rate` are the seed's
-/// `redis_latency_avg_ms` and `redis_success_rate`. Counters add up over every node.
-struct sink_stats {
-    std::uint64_t updates_received = 0;  ///< candle and token updates handed to `consume`
-    std::uint64_t updates_coalesced = 0; ///< replaced by a newer version before being sent
-    std::uint64_t updates_written = 0;   ///< versions Redis acknowledged
-    std::uint64_t updates_dropped = 0; ///< new keys refused at `max_pending_updates`, or after stop
-    std::uint64_t commands_sent = 0;   ///< every command, MULTI and EXEC included
-    std::uint64_t commands_succeeded = 0;
-    std::uint64_t commands_failed = 0; ///< error replies, and commands lost with a connection
-    std::uint64_t transactions = 0;    ///< MULTI/EXEC sent: one token's keys each
-    std::uint64_t retries = 0;         ///< key writes sent again after a failure
-    std::uint64_t timeouts = 0;        ///< connections dropped at a read or write deadline
-    std::uint64_t connects = 0;        ///< connections that completed their handshake
-    std::uint64_t reconnects = 0;      ///< of those, to a node connected before
-    std::uint64_t connect_failures = 0;
-    std::uint64_t resyncs = 0;           ///< node restarts noticed (its run_id changed)
-    std::uint64_t resync_updates = 0;    ///< writes queued again from the journal by resyncs
-    std::uint64_t journal_forgotten = 0; ///< written values dropped from the journal for room
-    std::uint64_t moved = 0;             ///< MOVED redirections followed
-    std::uint64_t asked = 0;             ///< ASK redirections followed
-    std::uint64_t slot_map_reads = 0;    ///< CLUSTER SLOTS replies taken as the slot map
-    std::size_t pending = 0;             ///< keys not yet written (waiting, in flight, parked)
-    std::size_t in_flight = 0;           ///< commands sent and not yet answered
-    std::size_t parked = 0;              ///< keys whose retries ran out, waiting for Redis
-    std::size_t journal_entries = 0;
-    std::size_t memory_bytes = 0;    ///< pending keys and journal, approximately
-    bool cluster = false;            ///< the seeds are a Redis Cluster
-    std::size_t nodes = 0;           ///< masters serving slots (1 for a plain Redis; 0 unknown yet)
-    std::size_t nodes_connected = 0; ///< of those, with a connection past its handshake
-    bool connected = false;          ///< every node that serves slots is connected
-    double latency_avg_ms = 0.0;     ///< mean reply time of recent commands (about the last 256)
-    double success_rate = 1.0;       ///< share of recent commands that succeeded
-    latency_summary write_lag;       ///< from `consume` to Redis acknowledging that version
-    std::string last_error;          ///< the latest error, "" if none
-};
-
-/// What `stop()` could not do.
-struct stop_report {
-    /// Every update handed to the sink was acknowledged: nothing unwritten, nothing dropped.
-    bool complete = false;
-    std::size_t unwritten = 0; ///< keys whose latest version Redis did not acknowledge
-    std::uint64_t dropped = 0; ///< updates dropped over the sink's life (`updates_dropped`)
-    sink_stats stats;          ///< as of the end
-};
-
 namespace detail {
-
-enum class key_kind : std::uint8_t { candle, token };
-
-/// Which Redis key an update writes (a token update writes two: rolling and latest).
-struct update_key {
-    std::array<char, max_token_length> token{};
-    std::uint8_t token_size = 0;
-    key_kind kind = key_kind::candle;
-    std::int64_t width_ms = 0;
-    timestamp_ms open_time = 0;
-
-    [[nodiscard]] std::string_view token_view() const noexcept {
-        return {token.data(), token_size};
-    }
-    friend bool operator==(const update_key& a, const update_key& b) noexcept {
-        return a.kind == b.kind && a.width_ms == b.width_ms && a.open_time == b.open_time &&
-               a.token_view() == b.token_view();
-    }
-};
-
-struct update_key_hash {
-    std::size_t operator()(const update_key& k) const noexcept {
-        std::uint64_t h = std::hash<std::string_view>{}(k.token_view());
-        h ^= (static_cast<std::uint64_t>(k.open_time) + 0x9E3779B97F4A7C15ull) *
-             0xBF58476D1CE4E5B9ull;
-        h ^= static_cast<std::uint64_t>(k.width_ms) * 0x94D049BB133111EBull +
-             static_cast<std::uint64_t>(k.kind);
-        return static_cast<std::size_t>(h ^ (h >> 31));
-    }
-};
-
-struct token_value {
-    rolling_stats rolling;
-    latest_trade latest;
-};
-using update_value = std::variant<candle, token_value>;
-
-struct update {
-    update_key key;
-    update_value value;
-};
-
-/// One flush's updates on their way to the I/O thread.
-struct inbox_node {
-    inbox_node* next = nullptr;
-    std::int64_t consumed_ns = 0;
-    std::vector<update> updates;
-};
-
-[[nodiscard]] inline std::int64_t steady_ns() noexcept {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(
-               std::chrono::steady_clock::now().time_since_epoch())
-        .count();
-}
-
-/// The arguments of one command, built in place for `redisAsyncCommandArgv` (which copies
-/// them). Keys and fields are bounded: the prefix by the sink's constructor, tokens by
-/// `max_token_length`.
-class command_args {
-public:
-    void clear() noexcept {
-        used_ = 0;
-        argc_ = 0;
-    }
-    void add(std::string_view s) noexcept {
-        std::memcpy(text_.data() + used_, s.data(), s.size());
-        argv_[argc_] = text_.data() + used_;
-        len_[argc_] = s.size();
-        used_ += s.size();
-        ++argc_;
-    }
-    /// Appends to the last argument (for keys built from parts).
-    void extend(std::string_view s) noexcept {
-        std::memcpy(text_.data() + used_, s.data(), s.size());
-        len_[argc_ - 1] += s.size();
-        used_ += s.size();
-    }
-    [[nodiscard]] int argc() const noexcept { return static_cast<int>(argc_); }
-    [[nodiscard]] const char** argv() noexcept { return argv_.data(); }
-    [[nodiscard]] const std::size_t* lengths() const noexcept { return len_.data(); }
-
-private:
-    std::array<char, 2'048> text_{};
-    std::array<const char*, 40> argv_{};
-    std::array<std::size_t, 40> len_{};
-    std::size_t used_ = 0;
-    std::size_t argc_ = 0;
-};
 
 /// The sink's state, owned jointly by the sink and by the handlers queued on the io_context
 /// (so a handler that runs after the sink is gone finds it alive). Everything not atomic is
@@ -303,7 +172,7 @@ public:
             return;
         }
         if (stopped_.load(std::memory_order_acquire)) {
-            bump(updates_dropped_, n);
+            bump(count_.updates_dropped, n);
             return;
         }
         auto box = std::make_unique<inbox_node>();
@@ -332,7 +201,7 @@ public:
             up.value = token_value{u.rolling, u.latest};
             box->updates.push_back(up);
         }
-        bump(updates_dropped_, unusable);
+        bump(count_.updates_dropped, unusable);
         inbox_updates_.fetch_add(box->updates.size(), std::memory_order_relaxed);
         inbox_node* raw = box.release();
         raw->next = inbox_.load(std::memory_order_relaxed);
@@ -354,43 +223,12 @@ public:
     }
 
     [[nodiscard]] latency_histogram::counts write_lag_counts() const noexcept {
-        return write_lag_.read();
+        return count_.write_lag.read();
     }
 
     [[nodiscard]] sink_stats stats() const {
-        sink_stats s;
-        s.updates_received = updates_received_.load(std::memory_order_relaxed);
-        s.updates_coalesced = updates_coalesced_.load(std::memory_order_relaxed);
-        s.updates_written = updates_written_.load(std::memory_order_relaxed);
-        s.updates_dropped = updates_dropped_.load(std::memory_order_relaxed);
-        s.commands_sent = commands_sent_.load(std::memory_order_relaxed);
-        s.commands_succeeded = commands_succeeded_.load(std::memory_order_relaxed);
-        s.commands_failed = commands_failed_.load(std::memory_order_relaxed);
-        s.transactions = transactions_.load(std::memory_order_relaxed);
-        s.retries = retries_.load(std::memory_order_relaxed);
-        s.timeouts = timeouts_.load(std::memory_order_relaxed);
-        s.connects = connects_.load(std::memory_order_relaxed);
-        s.reconnects = reconnects_.load(std::memory_order_relaxed);
-        s.connect_failures = connect_failures_.load(std::memory_order_relaxed);
-        s.resyncs = resyncs_.load(std::memory_order_relaxed);
-        s.resync_updates = resync_updates_.load(std::memory_order_relaxed);
-        s.journal_forgotten = journal_forgotten_.load(std::memory_order_relaxed);
-        s.moved = moved_.load(std::memory_order_relaxed);
-        s.asked = asked_.load(std::memory_order_relaxed);
-        s.slot_map_reads = slot_map_reads_.load(std::memory_order_relaxed);
-        s.pending = pending_published_.load(std::memory_order_relaxed) +
-                    inbox_updates_.load(std::memory_order_relaxed);
-        s.in_flight = in_flight_published_.load(std::memory_order_relaxed);
-        s.parked = parked_published_.load(std::memory_order_relaxed);
-        s.journal_entries = journal_published_.load(std::memory_order_relaxed);
-        s.memory_bytes = memory_published_.load(std::memory_order_relaxed);
-        s.cluster = cluster_published_.load(std::memory_order_relaxed);
-        s.nodes = nodes_published_.load(std::memory_order_relaxed);
-        s.nodes_connected = nodes_connected_published_.load(std::memory_order_relaxed);
-        s.connected = s.nodes > 0 && s.nodes_connected == s.nodes;
-        s.latency_avg_ms = latency_avg_ms_.load(std::memory_order_relaxed);
-        s.success_rate = success_rate_.load(std::memory_order_relaxed);
-        s.write_lag = write_lag_.summary();
+        sink_stats s = count_.read();
+        s.pending += inbox_updates_.load(std::memory_order_relaxed);
         {
             const std::lock_guard lock(error_mutex_);
             s.last_error = last_error_;
@@ -401,7 +239,7 @@ public:
     /// True when everything handed over has been acknowledged. Any thread.
     [[nodiscard]] bool idle() const noexcept {
         return inbox_updates_.load(std::memory_order_acquire) == 0 &&
-               pending_published_.load(std::memory_order_acquire) == 0;
+               count_.pending_published.load(std::memory_order_acquire) == 0;
     }
 
     /// Writes what is pending until it is all acknowledged or `deadline` passes, closes the
@@ -495,15 +333,6 @@ private:
         std::optional<redirect> redirected; ///< the first redirection of the one in flight
     };
 
-    struct journal_item {
-        update_key key;
-        update_value value;
-        clock::time_point expires = clock::time_point::max();
-        clock::time_point expiry_sent{}; ///< as `entry::expiry_sent` when it was written
-    };
-    /// Bytes one journal item costs: its list node and its index node.
-    static constexpr std::size_t journal_item_bytes =
-        sizeof(journal_item) + 2 * sizeof(void*) + sizeof(update_key) + 4 * sizeof(void*);
     /// Bytes one pending key costs: its map node and its place in its token's list.
     static constexpr std::size_t entry_bytes =
         sizeof(entry) + sizeof(update_key) + 4 * sizeof(void*);
@@ -533,24 +362,6 @@ private:
 
     static void bump(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {
         c.fetch_add(n, std::memory_order_relaxed);
-    }
-
-    static bool fill_key(update_key& k, std::string_view name) noexcept {
-        if (name.empty() || name.size() > k.token.size()) {
-            return false;
-        }
-        std::memcpy(k.token.data(), name.data(), name.size());
-        k.token_size = static_cast<std::uint8_t>(name.size());
-        return true;
-    }
-
-    /// The token a key belongs to, as a key of its own (the token kind's).
-    static update_key token_of(const update_key& k) noexcept {
-        update_key t;
-        t.token = k.token;
-        t.token_size = k.token_size;
-        t.kind = key_kind::token;
-        return t;
     }
 
     void note_error(std::string_view what) {
@@ -589,11 +400,11 @@ private:
     }
 
     void ingest(const update& u, std::int64_t consumed_ns) {
-        bump(updates_received_);
+        bump(count_.updates_received);
         const auto it = pending_.find(u.key);
         if (it == pending_.end()) {
             if (pending_.size() >= cfg_.max_pending_updates) {
-                bump(updates_dropped_);
+                bump(count_.updates_dropped);
                 return;
             }
             add_entry(u.key, u.value, consumed_ns);
@@ -601,7 +412,7 @@ private:
         }
         entry& e = it->second;
         if (e.version != e.sent_version) {
-            bump(updates_coalesced_); // the waiting version is replaced before it went out
+            bump(count_.updates_coalesced); // the waiting version is replaced before it went out
         } else if (e.token->at == where::in_flight) {
             e.next_pending_since_ns = consumed_ns;
         }
@@ -619,8 +430,8 @@ private:
         e.pending_since_ns = since_ns;
         if (key.kind == key_kind::candle && !journal_.empty()) {
             // Written before: its expiry is known to be set, and when.
-            if (const auto j = journal_index_.find(key); j != journal_index_.end()) {
-                e.expiry_sent = j->second->expiry_sent;
+            if (const write_journal::item* j = journal_.find(key)) {
+                e.expiry_sent = j->expiry_sent;
             }
         }
         const update_key id = token_of(key);
@@ -760,7 +571,7 @@ private:
     /// has, and read again later.
     void install(const slot_map& m) {
         topology_ = topology::cluster;
-        bump(slot_map_reads_);
+        bump(count_.slot_map_reads);
         std::vector<node*> by_index;
         by_index.reserve(m.nodes().size());
         for (const cluster_node& c : m.nodes()) {
@@ -976,9 +787,9 @@ private:
         t.ask_to = nullptr;
         t.redirected.reset();
         t.at = where::in_flight;
-        bump(transactions_);
+        bump(count_.transactions);
         if (t.attempts > 0) {
-            bump(retries_, t.sent_count);
+            bump(count_.retries, t.sent_count);
         }
         return true;
     }
@@ -988,7 +799,7 @@ private:
         n.conn.sent.push_back(now);
         n.conn.last_send = now;
         ++in_flight_;
-        bump(commands_sent_);
+        bump(count_.commands_sent);
     }
 
     /// Bookkeeping common to every reply (or failure without one) on a node's connection.
@@ -999,17 +810,19 @@ private:
             if (ok) {
                 const double ms =
                     std::chrono::duration<double, std::milli>(now - n.conn.sent.front()).count();
-                const double prev = latency_avg_ms_.load(std::memory_order_relaxed);
-                latency_avg_ms_.store(commands_succeeded_.load(std::memory_order_relaxed) == 0
-                                          ? ms
-                                          : prev + (ms - prev) / 256.0,
-                                      std::memory_order_relaxed);
+                const double prev = count_.latency_avg_ms.load(std::memory_order_relaxed);
+                count_.latency_avg_ms.store(
+                    count_.commands_succeeded.load(std::memory_order_relaxed) == 0
+                        ? ms
+                        : prev + (ms - prev) / 256.0,
+                    std::memory_order_relaxed);
             }
             n.conn.sent.pop_front();
         }
-        const double rate = success_rate_.load(std::memory_order_relaxed);
-        success_rate_.store(rate + ((ok ? 1.0 : 0.0) - rate) / 256.0, std::memory_order_relaxed);
-        bump(ok ? commands_succeeded_ : commands_failed_);
+        const double rate = count_.success_rate.load(std::memory_order_relaxed);
+        count_.success_rate.store(rate + ((ok ? 1.0 : 0.0) - rate) / 256.0,
+                                  std::memory_order_relaxed);
+        bump(ok ? count_.commands_succeeded : count_.commands_failed);
     }
 
     /// The sink and the node a hiredis callback is for, or null while the sink is being
@@ -1096,7 +909,7 @@ private:
                 ++t.redirects;
                 node& there = node_at(to->to.host, to->to.port);
                 if (to->how == redirect::kind::moved) {
-                    bump(moved_);
+                    bump(count_.moved);
                     // The slot is served there now; the rest of the map is read again.
                     if (node*& o = owners_[to->slot]; o != &there) {
                         if (o != nullptr) {
@@ -1107,7 +920,7 @@ private:
                     }
                     request_refresh();
                 } else {
-                    bump(asked_);
+                    bump(count_.asked);
                     t.ask_to = &there;
                 }
                 make_ready(t);
@@ -1136,9 +949,9 @@ private:
         for (std::size_t i = 0; i < t.keys.size(); ++i) {
             entry* e = t.keys[i];
             if (i < t.sent_count) {
-                bump(updates_written_);
+                bump(count_.updates_written);
                 const std::int64_t lag = done_ns - e->pending_since_ns;
-                write_lag_.record(lag > 0 ? static_cast<std::uint64_t>(lag) : 0);
+                count_.write_lag.record(lag > 0 ? static_cast<std::uint64_t>(lag) : 0);
                 if (e->version == e->sent_version) {
                     remember(*e);
                     pending_.erase(pending_.find(*e->key));
@@ -1199,44 +1012,17 @@ private:
     // ---- the journal of written values ------------------------------------------------------
 
     void remember(const entry& e) {
-        if (cfg_.resync_journal_bytes < journal_item_bytes) {
-            return;
-        }
         const clock::time_point expires = e.key->kind == key_kind::candle
                                               ? e.expiry_sent + candle_ttl(*e.key)
                                               : clock::time_point::max();
-        const auto found = journal_index_.find(*e.key);
-        if (found != journal_index_.end()) {
-            found->second->value = e.value;
-            found->second->expires = expires;
-            found->second->expiry_sent = e.expiry_sent;
-            journal_.splice(journal_.end(), journal_, found->second);
-            return;
-        }
-        journal_.push_back(journal_item{*e.key, e.value, expires, e.expiry_sent});
-        journal_index_.emplace(*e.key, std::prev(journal_.end()));
-        while (journal_.size() * journal_item_bytes > cfg_.resync_journal_bytes) {
-            forget_oldest();
-            bump(journal_forgotten_);
-        }
-    }
-
-    void forget_oldest() {
-        journal_index_.erase(journal_.front().key);
-        journal_.pop_front();
-    }
-
-    /// Drops written candles whose keys Redis has expired by now, oldest written first.
-    void prune_journal(clock::time_point now) {
-        while (!journal_.empty() && journal_.front().expires <= now) {
-            forget_oldest();
-        }
+        bump(count_.journal_forgotten,
+             journal_.remember(*e.key, e.value, expires, e.expiry_sent, cfg_.resync_journal_bytes));
     }
 
     /// Node `n` restarted: write again everything written to its slots, and ask for the live
     /// state (of every token: see the top of this header).
     void resync(node& n) {
-        bump(resyncs_);
+        bump(count_.resyncs);
         // Expiries were set on the Redis that was lost, not on this one.
         for (auto& [key, e] : pending_) {
             if (owner(e.token->slot) == &n) {
@@ -1244,7 +1030,7 @@ private:
             }
         }
         std::uint64_t queued = 0;
-        for (journal_item& j : journal_) {
+        for (write_journal::item& j : journal_) {
             if (owner(token_slot(j.key.token_view())) != &n) {
                 continue;
             }
@@ -1258,7 +1044,7 @@ private:
             add_entry(j.key, j.value, steady_ns());
             ++queued;
         }
-        bump(resync_updates_, queued);
+        bump(count_.resync_updates, queued);
         note_error("Redis at " + n.name() +
                    " restarted (run_id changed): written values and live state sent again");
         const std::lock_guard lock(resync_mutex_);
@@ -1299,7 +1085,7 @@ private:
     }
 
     void connect_failed(node& n, std::string_view why) {
-        bump(connect_failures_);
+        bump(count_.connect_failures);
         note_error("cannot connect to Redis at " + n.name() + ": " + std::string(why));
         schedule_reconnect(n);
         node_unreachable(n);
@@ -1357,7 +1143,7 @@ private:
         }
         if (ac != n.conn.ac) {
             --in_flight_;
-            bump(ok ? commands_succeeded_ : commands_failed_);
+            bump(ok ? count_.commands_succeeded : count_.commands_failed);
             return; // an old connection's leftovers
         }
         note_reply(n, ac, ok || tag == tag_fence); // "no such client" is a fine answer to a fence
@@ -1437,9 +1223,9 @@ private:
     void handshake_done(node& n) {
         n.conn.ready = true;
         n.fence_id = -1;
-        bump(connects_);
+        bump(count_.connects);
         if (n.ever_connected) {
-            bump(reconnects_);
+            bump(count_.reconnects);
         }
         n.ever_connected = true;
         n.reconnect_attempts = 0;
@@ -1456,7 +1242,7 @@ private:
         const callback_target to = target_of(ac);
         if (to.core != nullptr && status != REDIS_OK && ac == to.at->conn.ac) {
             to.core->note_error("cannot connect to Redis at " + to.at->name() + ": " + ac->errstr);
-            bump(to.core->connect_failures_);
+            bump(to.core->count_.connect_failures);
             to.core->connection_gone(*to.at); // hiredis frees the context after this callback
         }
     }
@@ -1545,7 +1331,7 @@ private:
                 connect(n);
             }
         });
-        prune_journal(now);
+        journal_.prune(now);
         pump();
         publish();
         if (stopping_ && check_stop(now)) {
@@ -1560,7 +1346,7 @@ private:
             return;
         }
         if (!c.sent.empty() && now - c.sent.front() >= cfg_.read_timeout) {
-            bump(timeouts_);
+            bump(count_.timeouts);
             drop(n, "no reply from Redis within REDIS_READ_TIMEOUT");
             return;
         }
@@ -1569,7 +1355,7 @@ private:
             c.writes_seen = w.writes;
             c.writes_seen_at = now;
         } else if (now - c.writes_seen_at >= cfg_.write_timeout) {
-            bump(timeouts_);
+            bump(count_.timeouts);
             drop(n, "cannot write to Redis within REDIS_WRITE_TIMEOUT");
             return;
         }
@@ -1616,7 +1402,7 @@ private:
         stopped_.store(true, std::memory_order_release);
         free_inbox(inbox_.exchange(nullptr)); // nothing arrives after stop; counted as dropped
         final_report_.unwritten = pending_.size();
-        final_report_.dropped = updates_dropped_.load(std::memory_order_relaxed);
+        final_report_.dropped = count_.updates_dropped.load(std::memory_order_relaxed);
         final_report_.complete = empty && final_report_.dropped == 0;
         if (!empty) {
             note_error("stopped with " + std::to_string(pending_.size()) +
@@ -1646,7 +1432,7 @@ private:
     // ---- figures for other threads ---------------------------------------------------------
 
     void publish_in_flight() noexcept {
-        in_flight_published_.store(in_flight_, std::memory_order_relaxed);
+        count_.in_flight_published.store(in_flight_, std::memory_order_relaxed);
     }
 
     void publish() noexcept {
@@ -1662,16 +1448,15 @@ private:
             }
             queued += n->ready.size() + n->parked.size();
         }
-        pending_published_.store(pending_.size(), std::memory_order_release);
-        parked_published_.store(parked_keys_, std::memory_order_relaxed);
-        journal_published_.store(journal_.size(), std::memory_order_relaxed);
-        memory_published_.store(pending_.size() * entry_bytes + tokens_.size() * token_bytes +
-                                    journal_.size() * journal_item_bytes +
-                                    queued * sizeof(token_state*),
-                                std::memory_order_relaxed);
-        cluster_published_.store(topology_ == topology::cluster, std::memory_order_relaxed);
-        nodes_published_.store(serving, std::memory_order_relaxed);
-        nodes_connected_published_.store(connected, std::memory_order_relaxed);
+        count_.pending_published.store(pending_.size(), std::memory_order_release);
+        count_.parked_published.store(parked_keys_, std::memory_order_relaxed);
+        count_.journal_published.store(journal_.size(), std::memory_order_relaxed);
+        count_.memory_published.store(pending_.size() * entry_bytes + tokens_.size() * token_bytes +
+                                          journal_.bytes() + queued * sizeof(token_state*),
+                                      std::memory_order_relaxed);
+        count_.cluster_published.store(topology_ == topology::cluster, std::memory_order_relaxed);
+        count_.nodes_published.store(serving, std::memory_order_relaxed);
+        count_.nodes_connected_published.store(connected, std::memory_order_relaxed);
         publish_in_flight();
     }
 
@@ -1702,9 +1487,7 @@ private:
     std::deque<token_state*> unrouted_;
     std::vector<std::pair<clock::time_point, token_state*>> retry_heap_;
     std::size_t parked_keys_ = 0;
-    std::list<journal_item> journal_;
-    std::unordered_map<update_key, std::list<journal_item>::iterator, update_key_hash>
-        journal_index_;
+    write_journal journal_;
     std::size_t in_flight_ = 0;
     std::uint64_t rng_;
     clock::time_point next_park_retry_{};
@@ -1718,38 +1501,7 @@ private:
     std::function<void()> resync_handler_;
     mutable std::mutex error_mutex_;
     std::string last_error_;
-
-    // Counters (written on the I/O thread or by producers, read anywhere).
-    std::atomic<std::uint64_t> updates_received_{0};
-    std::atomic<std::uint64_t> updates_coalesced_{0};
-    std::atomic<std::uint64_t> updates_written_{0};
-    std::atomic<std::uint64_t> updates_dropped_{0};
-    std::atomic<std::uint64_t> commands_sent_{0};
-    std::atomic<std::uint64_t> commands_succeeded_{0};
-    std::atomic<std::uint64_t> commands_failed_{0};
-    std::atomic<std::uint64_t> transactions_{0};
-    std::atomic<std::uint64_t> retries_{0};
-    std::atomic<std::uint64_t> timeouts_{0};
-    std::atomic<std::uint64_t> connects_{0};
-    std::atomic<std::uint64_t> reconnects_{0};
-    std::atomic<std::uint64_t> connect_failures_{0};
-    std::atomic<std::uint64_t> resyncs_{0};
-    std::atomic<std::uint64_t> resync_updates_{0};
-    std::atomic<std::uint64_t> journal_forgotten_{0};
-    std::atomic<std::uint64_t> moved_{0};
-    std::atomic<std::uint64_t> asked_{0};
-    std::atomic<std::uint64_t> slot_map_reads_{0};
-    std::atomic<std::size_t> pending_published_{0};
-    std::atomic<std::size_t> in_flight_published_{0};
-    std::atomic<std::size_t> parked_published_{0};
-    std::atomic<std::size_t> journal_published_{0};
-    std::atomic<std::size_t> memory_published_{0};
-    std::atomic<bool> cluster_published_{false};
-    std::atomic<std::size_t> nodes_published_{0};
-    std::atomic<std::size_t> nodes_connected_published_{0};
-    std::atomic<double> latency_avg_ms_{0.0};
-    std::atomic<double> success_rate_{1.0};
-    latency_histogram write_lag_;
+    sink_counters count_;
 };
 
 } // namespace detail
