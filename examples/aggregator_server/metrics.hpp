@@ -259,12 +259,11 @@ private:
     std::array<per_route, route_count> routes_{};
 };
 
-/// What a Prometheus client library reports of its process beside CPU time and resident
-/// memory (which the pipeline's statistics already read). Zero where /proc cannot tell.
+/// What a Prometheus client library reports of its process beside CPU time and memory
+/// (which the pipeline's statistics already read). Zero where /proc cannot tell.
 struct process_figures {
     double open_fds = 0;
     double max_fds = 0;
-    double virtual_memory_bytes = 0;
     double start_time_seconds = 0; ///< since the epoch
 };
 
@@ -287,22 +286,20 @@ struct process_figures {
         f.max_fds = static_cast<double>(limit.rlim_cur);
     }
     // /proc/self/stat: "pid (comm) state ..." where comm may hold spaces; fields after the
-    // last ')' are numbered from 3. Field 22 is the start time in clock ticks since boot,
-    // field 23 the virtual memory size in bytes.
+    // last ')' are numbered from 3. Field 22 is the start time in clock ticks since boot.
     unsigned long long start_ticks = 0;
+    bool started_known = false;
     if (std::FILE* stat = std::fopen("/proc/self/stat", "r")) {
         char buf[1024];
         const std::size_t n = std::fread(buf, 1, sizeof buf - 1, stat);
         std::fclose(stat);
         buf[n] = '\0';
         if (const char* p = std::strrchr(buf, ')')) {
-            unsigned long long vsize = 0;
-            if (std::sscanf(p + 1,
+            started_known =
+                std::sscanf(p + 1,
                             " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d "
-                            "%*d %*d %*d %llu %llu",
-                            &start_ticks, &vsize) == 2) {
-                f.virtual_memory_bytes = static_cast<double>(vsize);
-            }
+                            "%*d %*d %*d %llu",
+                            &start_ticks) == 1;
         }
     }
     unsigned long long boot_time = 0;
@@ -316,7 +313,7 @@ struct process_figures {
         std::fclose(stat);
     }
     const long ticks_per_second = ::sysconf(_SC_CLK_TCK);
-    if (boot_time != 0 && ticks_per_second > 0) {
+    if (started_known && boot_time != 0 && ticks_per_second > 0) {
         f.start_time_seconds =
             static_cast<double>(boot_time) +
             static_cast<double>(start_ticks) / static_cast<double>(ticks_per_second);

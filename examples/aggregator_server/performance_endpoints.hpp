@@ -84,8 +84,7 @@ public:
                     p.process_cpu_seconds);
         out.gauge("process_resident_memory_bytes", "Resident memory size in bytes",
                   p.resident_bytes);
-        out.gauge("process_virtual_memory_bytes", "Virtual memory size in bytes",
-                  proc.virtual_memory_bytes);
+        out.gauge("process_virtual_memory_bytes", "Virtual memory size in bytes", p.virtual_bytes);
         out.gauge("process_open_fds", "Number of open file descriptors", proc.open_fds);
         out.gauge("process_max_fds", "Maximum number of open file descriptors", proc.max_fds);
         out.gauge("process_start_time_seconds",

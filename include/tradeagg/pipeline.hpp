@@ -493,7 +493,6 @@ public:
         st.backpressure_waits += shared_waits_.load(std::memory_order_relaxed);
         st.full_rejections += shared_full_.load(std::memory_order_relaxed);
 
-        latency_histogram::counts latency;
         std::size_t counted_tokens = 0; // as of the byte counts: each shard's last flush
         for (std::size_t s = 0; s < shards_.size(); ++s) {
             const shard_type& sh = *shards_[s];
@@ -524,7 +523,6 @@ public:
             st.reclaim_cpu_seconds += ss.reclaim_cpu_seconds;
             st.ingress_bytes += sh.ingress_bytes();
             st.table_bytes += sh.book().directory_bytes();
-            sh.latency().accumulate(latency);
             st.shards.push_back(ss);
         }
         st.interned_tokens = table_.size();
@@ -533,12 +531,13 @@ public:
         st.bytes_per_active_token = counted_tokens > 0 ? static_cast<double>(st.arena_live_bytes) /
                                                              static_cast<double>(counted_tokens)
                                                        : 0.0;
-        st.apply_latency = latency.summary();
+        st.apply_latency = apply_latency_counts().summary();
         const std::size_t shared = st.ingress_bytes + st.table_bytes + st.buffer_bytes;
         st.heap_alloc_bytes = st.arena_reserved_bytes + shared;
         st.heap_inuse_bytes = st.arena_live_bytes + shared;
         const process_stats ps = read_process_stats();
         st.resident_bytes = ps.resident_bytes;
+        st.virtual_bytes = ps.virtual_bytes;
         st.peak_resident_bytes = ps.peak_resident_bytes;
         st.threads = ps.threads;
         st.process_cpu_seconds = ps.cpu_seconds;

@@ -21,6 +21,7 @@ namespace tradeagg {
 /// Linux provides all of them).
 struct process_stats {
     std::size_t resident_bytes = 0;      ///< resident set size now
+    std::size_t virtual_bytes = 0;       ///< virtual memory size now
     std::size_t peak_resident_bytes = 0; ///< highest resident set size so far
     std::size_t threads = 0;             ///< threads in the process
     double cpu_seconds = 0.0;            ///< user + system CPU time of every thread
@@ -64,8 +65,9 @@ inline std::size_t proc_status_value(const char* key) noexcept {
         unsigned long long pages_resident = 0;
         if (std::fscanf(f, "%llu %llu", &pages_total, &pages_resident) == 2) {
             const long page = ::sysconf(_SC_PAGESIZE);
-            s.resident_bytes = static_cast<std::size_t>(pages_resident) *
-                               static_cast<std::size_t>(page > 0 ? page : 4096);
+            const auto page_bytes = static_cast<std::size_t>(page > 0 ? page : 4096);
+            s.resident_bytes = static_cast<std::size_t>(pages_resident) * page_bytes;
+            s.virtual_bytes = static_cast<std::size_t>(pages_total) * page_bytes;
         }
         std::fclose(f);
     }

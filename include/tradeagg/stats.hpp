@@ -60,6 +60,7 @@ struct pipeline_stats {
     /// `heap_inuse_mb` is this in MiB.
     std::size_t heap_inuse_bytes = 0;
     std::size_t resident_bytes = 0;      ///< the process's resident set, from the OS
+    std::size_t virtual_bytes = 0;       ///< the process's virtual memory, from the OS
     std::size_t peak_resident_bytes = 0; ///< its highest so far
     std::size_t threads = 0;             ///< threads in the process (the seed's goroutines)
     double process_cpu_seconds = 0.0;    ///< CPU time of the whole process
