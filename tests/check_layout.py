@@ -11,12 +11,16 @@ import re
 import sys
 
 MAX_LINES = 600
-# Headers over MAX_LINES, each one concept not yet cut along a seam (docs/architecture.md).
+# Headers over MAX_LINES, each one concept that is not cut, and why.
 OVERSIZED = {
+    # Split along its seams by the stream-ingest work (issue 17), which rewrites its write path.
     "tradeagg/redis/stream_consumer.hpp",
+    # The facade users hold: every member delegates to the shards, the token table, the memory
+    # budget or the push gate, and its API (lifecycle, pushes, event time, reclamation, tuning,
+    # statistics) is one object's.
     "tradeagg/pipeline.hpp",
-    "tradeagg/monitor.hpp",
-    "tradeagg/token_book.hpp",
+    # One worker's loop: drain, apply, flush, reclaim, resync, each a few dozen lines that share
+    # the worker's state.
     "tradeagg/shard.hpp",
 }
 FORWARDING = re.compile(r"^tradeagg/sink/(redis_[a-z_]*|asio_hiredis)\.hpp$")

@@ -45,90 +45,12 @@
 #include <utility>
 #include <vector>
 
+#include <tradeagg/alerts.hpp>
 #include <tradeagg/config.hpp>
 #include <tradeagg/detail/thread_name.hpp>
-#include <tradeagg/pipeline.hpp>
+#include <tradeagg/monitor_target.hpp>
 
 namespace tradeagg {
-
-/// One reading of the monitored object, filled in by its `monitor_sample()` (except
-/// `cpu_fraction`, which the monitor computes).
-struct monitor_sample {
-    double heap_alloc_mb = 0;   ///< bytes the library reserved from the system, MiB
-    double heap_inuse_mb = 0;   ///< bytes in live objects, MiB
-    double resident_mb = 0;     ///< process resident set size, MiB
-    double gc_cpu_fraction = 0; ///< reclamation CPU / process CPU since start, 0..1
-    /// Process CPU time since start, user + system, every thread (`process_stats::cpu_seconds`).
-    double cpu_seconds = 0;
-    /// Set by the monitor, replacing whatever the target wrote: the growth of `cpu_seconds`
-    /// since the previous sample / (wall time between the samples x available cores), clamped
-    /// to 0..1. 0 on the first sample, which has nothing to compare with.
-    double cpu_fraction = 0;
-    std::size_t threads = 0;       ///< threads in the process (the seed's num_goroutines)
-    std::size_t active_tokens = 0; ///< tokens with state
-    std::optional<double> redis_latency_avg_ms{}; ///< empty when there is no Redis sink
-    double memory_limit_mb = 0;                   ///< soft memory limit, 0 = none
-    unsigned gc_target_percent = 0;               ///< the reclamation target in force now
-};
-
-/// Something the monitor can watch and tune. `monitor_sample()` and `set_gc_target()` are
-/// called on the monitor's thread, concurrently with whatever the object's own threads do, so
-/// they must be safe for that. `set_gc_target(v)` clamps `v` into `gc_target_bounds()` (the
-/// policy's min, max) and returns the value in force afterwards.
-///
-/// A class with a member function named `monitor_sample` must spell the struct
-/// `tradeagg::monitor_sample` inside its own scope.
-template <class T>
-concept monitorable = requires(T& t, unsigned v) {
-    { t.monitor_sample() } -> std::same_as<monitor_sample>;
-    { t.gc_target_bounds() } -> std::same_as<std::pair<unsigned, unsigned>>;
-    { t.set_gc_target(v) } -> std::same_as<unsigned>;
-};
-
-/// Alert levels; a reading strictly greater than its threshold raises an alert. The defaults
-/// are the seed's recommended thresholds. Disable one by setting it to `off` (infinity), or
-/// `threads` to `threads_off`: no reading is greater than those.
-struct alert_thresholds {
-    static constexpr double off = std::numeric_limits<double>::infinity();
-    static constexpr std::size_t threads_off = std::numeric_limits<std::size_t>::max();
-
-    double heap_inuse_mb = 400;
-    double gc_cpu_fraction = 0.1;
-    std::size_t threads = 5000;
-    double redis_latency_avg_ms = 50;
-};
-
-/// What an alert is about: one per threshold in `alert_thresholds`.
-enum class alert_kind { heap_inuse, gc_cpu, threads, redis_latency };
-
-/// The number of `alert_kind` values, for arrays indexed by kind.
-inline constexpr std::size_t alert_kind_count = 4;
-
-/// The seed's name of the metric an alert watches (operators of the old service know these);
-/// `num_goroutines` is `monitor_sample::threads`, the process's thread count. Never allocates.
-[[nodiscard]] constexpr std::string_view to_string(alert_kind k) noexcept {
-    switch (k) {
-    case alert_kind::heap_inuse:
-        return "heap_inuse_mb";
-    case alert_kind::gc_cpu:
-        return "gc_cpu_fraction";
-    case alert_kind::threads:
-        return "num_goroutines";
-    case alert_kind::redis_latency:
-        return "redis_latency_avg_ms";
-    }
-    return "unknown";
-}
-
-/// A threshold crossing: `raised` when the reading went above the threshold, cleared
-/// (`raised == false`) when it came back to or below it.
-struct alert {
-    alert_kind kind = alert_kind::heap_inuse;
-    double value = 0;     ///< the reading that crossed
-    double threshold = 0; ///< the level it crossed
-    bool raised = false;  ///< true: went above; false: back to or below (cleared)
-    std::string message;  ///< e.g. "heap_inuse_mb 412.5 > 400: alert raised"
-};
 
 /// One change of the reclamation target, with the measurement and the rule that caused it,
 /// e.g. "gc_cpu_fraction 0.14 > 0.05: raise target 100 -> 150".
@@ -643,52 +565,6 @@ private:
     std::condition_variable wake_;
     bool stop_requested_ = false;
     std::thread thread_;
-};
-
-/// A `pipeline` seen by a `monitor`: its statistics as samples, and its reclamation target as
-/// what the monitor tunes. The optional `redis_latency_ms` supplies the Redis sink's mean
-/// command latency (an empty result: no reading). Must not outlive the pipeline.
-template <class Pipeline>
-class monitored_pipeline {
-public:
-    explicit monitored_pipeline(Pipeline& p,
-                                std::function<std::optional<double>()> redis_latency_ms = {})
-        : pipeline_(p), redis_latency_ms_(std::move(redis_latency_ms)) {}
-
-    /// Reads the pipeline's statistics (see `pipeline::stats`). Any thread; allocates.
-    tradeagg::monitor_sample monitor_sample() const {
-        const pipeline_stats st = pipeline_.stats();
-        tradeagg::monitor_sample s;
-        s.heap_alloc_mb = st.heap_alloc_mb();
-        s.heap_inuse_mb = st.heap_inuse_mb();
-        s.resident_mb = static_cast<double>(st.resident_bytes) / (1024.0 * 1024.0);
-        s.gc_cpu_fraction = st.gc_cpu_fraction;
-        s.cpu_seconds = st.process_cpu_seconds;
-        s.threads = st.threads;
-        s.active_tokens = st.active_tokens;
-        if (redis_latency_ms_) {
-            s.redis_latency_avg_ms = redis_latency_ms_();
-        }
-        s.memory_limit_mb = static_cast<double>(st.memory_limit_bytes) / (1024.0 * 1024.0);
-        s.gc_target_percent = st.gc_target_percent;
-        return s;
-    }
-
-    /// The policy's bounds of the reclamation target.
-    [[nodiscard]] std::pair<unsigned, unsigned> gc_target_bounds() const noexcept {
-        return Pipeline::gc_target_bounds();
-    }
-
-    /// Sets the reclamation target, clamped into the policy's bounds; returns it. Any thread.
-    unsigned set_gc_target(unsigned percent) {
-        const auto [low, high] = Pipeline::gc_target_bounds();
-        pipeline_.set_gc_target_percent(std::clamp(percent, low, high));
-        return pipeline_.gc_target_percent();
-    }
-
-private:
-    Pipeline& pipeline_;
-    std::function<std::optional<double>()> redis_latency_ms_;
 };
 
 } // namespace tradeagg

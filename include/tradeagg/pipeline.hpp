@@ -25,6 +25,7 @@
 #include <tradeagg/policy.hpp>
 #include <tradeagg/process_stats.hpp>
 #include <tradeagg/producer.hpp>
+#include <tradeagg/push_gate.hpp>
 #include <tradeagg/reclaimer.hpp>
 #include <tradeagg/runtime_config.hpp>
 #include <tradeagg/shard.hpp>
@@ -33,6 +34,7 @@
 #include <tradeagg/stats.hpp>
 #include <tradeagg/token_table.hpp>
 #include <tradeagg/trade.hpp>
+#include <tradeagg/tuning.hpp>
 #include <tradeagg/wait_strategy.hpp>
 
 namespace tradeagg {
@@ -71,7 +73,8 @@ public:
         : cfg_(resolve<Policy>(cfg)), on_late_(std::move(cfg.on_late_trade)),
           sink_(std::forward<SinkArgs>(sink_args)...), table_(cfg_.max_tokens, cfg_.shards),
           budget_(cfg_.shards, cfg_.memory_limit_mb << 20, cfg_.max_active_tokens),
-          slots_(std::make_unique<detail::producer_slot[]>(Policy::max_producers)) {
+          slots_(std::make_unique<detail::producer_slot[]>(Policy::max_producers)),
+          gate_(slots_.get(), Policy::max_producers) {
         for (std::size_t i = 0; i < Policy::max_producers; ++i) {
             slots_[i].pushed = std::make_unique<std::atomic<std::uint64_t>[]>(cfg_.shards);
             for (std::size_t s = 0; s < cfg_.shards; ++s) {
@@ -118,14 +121,7 @@ public:
             return;
         }
         accepting_.store(false, std::memory_order_seq_cst);
-        for (std::size_t i = 0; i < Policy::max_producers; ++i) {
-            while (slots_[i].busy.load(std::memory_order_seq_cst)) {
-                std::this_thread::yield();
-            }
-        }
-        while (shared_in_flight_.load(std::memory_order_seq_cst) != 0) {
-            std::this_thread::yield();
-        }
+        gate_.wait_empty();
         if (!started_) {
             for (auto& s : shards_) {
                 s->start();
@@ -213,7 +209,7 @@ public:
         bool released = false;
         for (unsigned step = 0;;) {
             std::size_t shard = 0;
-            const push_result r = with_shared_in_flight([&] {
+            const push_result r = gate_.shared_push([&] {
                 if (!accepting_.load(std::memory_order_seq_cst)) {
                     count_shared_reject(reject_reason::stopped);
                     return push_result{reject_reason::stopped, false};
@@ -279,7 +275,7 @@ public:
         }
         const trade marker = clock_marker(t);
         for (std::size_t s = 0; s < shards_.size(); ++s) {
-            const reject_reason r = with_shared_in_flight([&]() -> reject_reason {
+            const reject_reason r = gate_.shared_push([&]() -> reject_reason {
                 for (unsigned step = 0;;) {
                     if (!accepting_.load(std::memory_order_seq_cst)) {
                         return reject_reason::stopped;
@@ -380,13 +376,11 @@ public:
     /// since: see `settings()`).
     [[nodiscard]] const resolved_config<Policy>& config() const noexcept { return cfg_; }
 
-    /// The values tunable while running, as they are now.
-    struct runtime_settings {
-        unsigned gc_target_percent = 0;
-        std::size_t batch_width = 0;
-        std::chrono::milliseconds flush_interval{0};
-        std::size_t memory_limit_mb = 0;
-    };
+    /// The values tunable while running (tuning.hpp).
+    using runtime_settings = tradeagg::runtime_settings;
+    /// One value a preset changed (tuning.hpp).
+    using setting_change = tradeagg::setting_change;
+
     /// The tunable values in force. Thread-safe.
     [[nodiscard]] runtime_settings settings() const noexcept {
         return runtime_settings{gc_target_percent(), shards_.front()->batch_width(),
@@ -412,46 +406,20 @@ public:
         }
     }
 
-    /// One value a preset changed.
-    struct setting_change {
-        std::string_view setting; ///< as spelled in `runtime_config`
-        double before = 0;
-        double after = 0;
-    };
-
-    /// The seed's "optimize for throughput": reclamation target up (twice the policy's, within
-    /// its maximum: fewer reclamations), the widest batches the policy allows, and a flush tick
-    /// twice the policy's (more coalescing per write). Never lowers a value the operator raised
-    /// further. Returns what changed. Thread-safe; allocates the result.
+    /// Applies `throughput_preset` (tuning.hpp): fewer reclamations, wider batches, a longer
+    /// flush tick. Returns what changed. Thread-safe; allocates the result.
     std::vector<setting_change> optimize_for_throughput() {
         const std::lock_guard lock(tuning_);
         const runtime_settings now = settings();
-        runtime_settings next = now;
-        next.gc_target_percent =
-            std::clamp(std::max(now.gc_target_percent, 2 * Policy::gc_target_percent),
-                       Policy::gc_target_min_percent, Policy::gc_target_max_percent);
-        next.batch_width = Policy::batch_width;
-        next.flush_interval = std::clamp(std::max(now.flush_interval, 2 * Policy::flush_interval),
-                                         min_flush_interval, max_flush_interval);
-        return apply_settings(now, next);
+        return apply_settings(now, throughput_preset<Policy>(now));
     }
 
-    /// The seed's "optimize for latency": reclamation target down (half the policy's, within
-    /// its minimum: smaller, more frequent reclamations), batches a quarter of the policy's
-    /// width, and a flush tick a quarter of the policy's (results reach the sink sooner). Never
-    /// raises a value the operator lowered further. Returns what changed. Thread-safe;
-    /// allocates the result.
+    /// Applies `latency_preset` (tuning.hpp): smaller, more frequent reclamations, narrower
+    /// batches, a shorter flush tick. Returns what changed. Thread-safe; allocates the result.
     std::vector<setting_change> optimize_for_latency() {
         const std::lock_guard lock(tuning_);
         const runtime_settings now = settings();
-        runtime_settings next = now;
-        next.gc_target_percent =
-            std::clamp(std::min(now.gc_target_percent, Policy::gc_target_percent / 2),
-                       Policy::gc_target_min_percent, Policy::gc_target_max_percent);
-        next.batch_width = std::max<std::size_t>(1, Policy::batch_width / 4);
-        next.flush_interval = std::clamp(std::min(now.flush_interval, Policy::flush_interval / 4),
-                                         min_flush_interval, max_flush_interval);
-        return apply_settings(now, next);
+        return apply_settings(now, latency_preset<Policy>(now));
     }
 
     /// The shard that owns a token (stable hash of its string). Precondition: interned.
@@ -574,8 +542,7 @@ private:
         return id.reason;
     }
 
-    /// Validates a trade at push; with `refuse_new_tokens`, also refuses a token without state
-    /// while a limit is reached.
+    /// Moves each setting that differs from `now` to its value in `next`; returns the changes.
     std::vector<setting_change> apply_settings(const runtime_settings& now,
                                                const runtime_settings& next) {
         std::vector<setting_change> changed;
@@ -597,6 +564,8 @@ private:
         return changed;
     }
 
+    /// Validates a trade at push; with `refuse_new_tokens`, also refuses a token without state
+    /// while a limit is reached.
     reject_reason check(const trade& t) const noexcept {
         if (!table_.contains(t.token)) {
             return reject_reason::unknown_token;
@@ -619,60 +588,6 @@ private:
 
     static trade clock_marker(timestamp_ms t) noexcept {
         return trade{clock_token, side::buy, 0.0, 0.0, t, 0};
-    }
-
-    /// Runs `f` counted as a push in flight on the shared queues (`stop()` and a token release
-    /// wait for those); while the pipeline is paused, waits first.
-    template <class F>
-    auto with_shared_in_flight(F&& f) {
-        struct in_flight {
-            explicit in_flight(pipeline& p) noexcept : n(p.shared_in_flight_) {
-                p.enter_unpaused([&] { n.fetch_add(1, std::memory_order_seq_cst); },
-                                 [&] { n.fetch_sub(1, std::memory_order_release); });
-            }
-            ~in_flight() { n.fetch_sub(1, std::memory_order_release); }
-            in_flight(const in_flight&) = delete;
-            in_flight& operator=(const in_flight&) = delete;
-            std::atomic<int>& n;
-        } guard(*this);
-        return f();
-    }
-
-    /// Marks a push as in progress (`mark`, seq_cst) unless the pipeline is paused; while it
-    /// is, takes the mark back (`unmark`) and waits. The seq_cst pair means a pause either sees
-    /// the mark or is seen by the check.
-    template <class Mark, class Unmark>
-    void enter_unpaused(Mark&& mark, Unmark&& unmark) const noexcept {
-        for (;;) {
-            mark();
-            if (!paused_.load(std::memory_order_seq_cst)) {
-                return;
-            }
-            unmark();
-            while (paused_.load(std::memory_order_acquire)) {
-                std::this_thread::sleep_for(std::chrono::microseconds(50));
-            }
-        }
-    }
-
-    /// Waits, up to `limit`, until no producer is inside a push. Precondition: `paused_`.
-    bool wait_quiescent(std::chrono::milliseconds limit) const {
-        const auto deadline = std::chrono::steady_clock::now() + limit;
-        const auto idle = [this] {
-            for (std::size_t i = 0; i < Policy::max_producers; ++i) {
-                if (slots_[i].busy.load(std::memory_order_seq_cst)) {
-                    return false;
-                }
-            }
-            return shared_in_flight_.load(std::memory_order_seq_cst) == 0;
-        };
-        while (!idle()) {
-            if (std::chrono::steady_clock::now() >= deadline) {
-                return false;
-            }
-            std::this_thread::yield();
-        }
-        return true;
     }
 
     /// Runs a reclamation on every shard and waits for all of them: each on its own thread
@@ -702,13 +617,13 @@ private:
     /// from the token table. Gives up (returns 0) if producers do not pause within 100 ms
     /// (one waiting at a limit holds its push open). Precondition: `control_` is held.
     std::size_t release_unused_tokens_locked() {
-        paused_.store(true, std::memory_order_seq_cst);
+        gate_.pause();
         std::size_t released = 0;
-        if (wait_quiescent(std::chrono::milliseconds(100))) {
+        if (gate_.wait_quiescent(std::chrono::milliseconds(100))) {
             (void)reclaim_shards(true);
             released = table_.release_unused();
         }
-        paused_.store(false, std::memory_order_seq_cst);
+        gate_.resume();
         released_tokens_.fetch_add(released, std::memory_order_relaxed);
         return released;
     }
@@ -728,7 +643,7 @@ private:
     }
 
     push_result try_push_shared(const trade& t) {
-        return with_shared_in_flight([&] { return try_push_shared_counted(t); });
+        return gate_.shared_push([&] { return try_push_shared_counted(t); });
     }
 
     push_result try_push_shared_counted(const trade& t) {
@@ -774,6 +689,7 @@ private:
     token_table table_;
     memory_budget budget_;
     std::unique_ptr<detail::producer_slot[]> slots_;
+    detail::push_gate gate_;
     std::vector<std::unique_ptr<shard_type>> shards_;
 
     std::mutex control_;
@@ -784,11 +700,9 @@ private:
     std::atomic<bool> workers_done_{false}; ///< `stop()` joined the workers: no resync now
 
     alignas(cache_line_size) std::atomic<bool> accepting_{true};
-    std::atomic<bool> paused_{false}; ///< producers wait: tokens are being released
     std::atomic<std::int64_t> last_release_ns_{0};
     std::atomic<std::uint64_t> released_tokens_{0};
-    alignas(cache_line_size) std::atomic<int> shared_in_flight_{0};
-    std::atomic<std::uint64_t> shared_sample_{0};
+    alignas(cache_line_size) std::atomic<std::uint64_t> shared_sample_{0};
     std::array<std::atomic<std::uint64_t>, reject_reason_count> shared_rejected_{};
     std::atomic<std::uint64_t> shared_waits_{0};
     std::atomic<std::uint64_t> shared_full_{0};

@@ -188,8 +188,8 @@ private:
     /// push is half done; while the pipeline is paused, waits before marking.
     struct busy_scope {
         busy_scope(Pipeline& p, detail::producer_slot& s) noexcept : slot(s) {
-            p.enter_unpaused([&] { slot.busy.store(true, std::memory_order_seq_cst); },
-                             [&] { slot.busy.store(false, std::memory_order_release); });
+            p.gate_.enter_unpaused([&] { slot.busy.store(true, std::memory_order_seq_cst); },
+                                   [&] { slot.busy.store(false, std::memory_order_release); });
         }
         ~busy_scope() { slot.busy.store(false, std::memory_order_release); }
         busy_scope(const busy_scope&) = delete;

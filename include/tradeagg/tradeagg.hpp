@@ -1,6 +1,7 @@
 #pragma once
 // The umbrella header: everything of the core library (no Redis, no HTTP).
 
+#include <tradeagg/alerts.hpp>
 #include <tradeagg/arena.hpp>
 #include <tradeagg/candle.hpp>
 #include <tradeagg/config.hpp>
@@ -8,9 +9,11 @@
 #include <tradeagg/interval.hpp>
 #include <tradeagg/latency_histogram.hpp>
 #include <tradeagg/monitor.hpp>
+#include <tradeagg/monitor_target.hpp>
 #include <tradeagg/pipeline.hpp>
 #include <tradeagg/policy.hpp>
 #include <tradeagg/process_stats.hpp>
+#include <tradeagg/push_gate.hpp>
 #include <tradeagg/reclaimer.hpp>
 #include <tradeagg/rolling_window.hpp>
 #include <tradeagg/runtime_config.hpp>
@@ -21,6 +24,8 @@
 #include <tradeagg/sink/null_sink.hpp>
 #include <tradeagg/stats.hpp>
 #include <tradeagg/token_book.hpp>
+#include <tradeagg/token_state.hpp>
 #include <tradeagg/token_table.hpp>
 #include <tradeagg/trade.hpp>
+#include <tradeagg/tuning.hpp>
 #include <tradeagg/wait_strategy.hpp>
