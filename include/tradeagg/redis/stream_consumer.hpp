@@ -79,6 +79,8 @@
 #include <tradeagg/redis/keys.hpp>
 #include <tradeagg/redis/lease.hpp>
 #include <tradeagg/redis/slots.hpp>
+#include <tradeagg/redis/stream_consumer_config.hpp>
+#include <tradeagg/redis/stream_consumer_stats.hpp>
 #include <tradeagg/redis/stream_entry.hpp>
 #include <tradeagg/runtime_config.hpp>
 #include <tradeagg/shard.hpp>
@@ -86,41 +88,6 @@
 #include <tradeagg/token_table.hpp>
 
 namespace tradeagg::redis {
-
-struct stream_consumer_config {
-    std::string key_prefix = "tradeagg";
-    std::size_t partitions = 4; ///< INGEST_STREAMS: streams the producers write
-    std::string instance;       ///< INSTANCE_ID: unique among live instances; the consumer name
-    std::string group = "tradeagg";
-    std::chrono::milliseconds lease_ttl{5'000};
-    std::size_t read_count = 4'096; ///< entries read per partition per round
-    std::size_t candle_retention_intervals = 1'000;
-    /// How long a stream keeps an entry after its append (its id's time), once the group has
-    /// delivered and acknowledged it: nothing is `exact_retention()`, zero never trims.
-    std::optional<std::chrono::milliseconds> retention;
-    cluster_client::options redis;
-};
-
-struct stream_consumer_stats {
-    std::uint64_t rounds = 0;
-    std::uint64_t entries_read = 0;     ///< delivered by XREADGROUP
-    std::uint64_t entries_replayed = 0; ///< read again by rebuilds (XRANGE)
-    std::uint64_t entries_skipped = 0;  ///< of those, already applied in Redis
-    std::uint64_t entries_invalid = 0;
-    std::uint64_t trades_late = 0;    ///< later than the allowed lateness in their stream's order
-    std::uint64_t trades_applied = 0; ///< entries applied and written (rounds and rebuilds)
-    std::uint64_t token_writes = 0;   ///< acknowledged token writes
-    std::uint64_t write_retries = 0;
-    std::uint64_t entries_acked = 0;
-    std::uint64_t entries_trimmed = 0; ///< removed from the streams (XTRIM MINID)
-    std::uint64_t acquired = 0;        ///< leases taken (each one a rebuild)
-    std::uint64_t released = 0;        ///< leases given up for balance or at stop
-    std::uint64_t lost = 0;            ///< leases lost: fenced, lapsed, or not renewed in time
-    std::size_t partitions_held = 0;
-    std::size_t live_instances = 0;
-    std::string held; ///< the partitions held, e.g. "0,2"
-    std::string last_error;
-};
 
 template <policy Policy>
 class stream_consumer {
