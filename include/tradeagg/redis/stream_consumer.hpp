@@ -78,6 +78,7 @@
 #include <tradeagg/redis/cluster_client.hpp>
 #include <tradeagg/redis/keys.hpp>
 #include <tradeagg/redis/lease.hpp>
+#include <tradeagg/redis/script_client.hpp>
 #include <tradeagg/redis/slots.hpp>
 #include <tradeagg/redis/stream_consumer_config.hpp>
 #include <tradeagg/redis/stream_consumer_stats.hpp>
@@ -266,79 +267,6 @@ private:
         f(published_);
     }
 
-    // ---- scripts ----------------------------------------------------------------------------
-
-    /// EVALSHA of `script` (loaded on first use): a node that does not have it answers NOSCRIPT,
-    /// and the command is sent again as EVAL, which loads it there.
-    cluster_command script(std::string_view body, std::uint16_t slot,
-                           std::vector<std::string> keys_and_args, std::size_t keys) {
-        cluster_command c;
-        c.slot = slot;
-        c.args.reserve(3 + keys_and_args.size());
-        c.args.emplace_back("EVALSHA");
-        c.args.emplace_back(sha_of(body));
-        c.args.emplace_back(std::to_string(keys));
-        for (std::string& s : keys_and_args) {
-            c.args.push_back(std::move(s));
-        }
-        return c;
-    }
-
-    /// The script's SHA1, as SCRIPT LOAD answers it; until that succeeds, a name no script has
-    /// ("unloaded:" and the script's address), which NOSCRIPT sends as EVAL.
-    std::string sha_of(std::string_view body) {
-        auto it = shas_.find(body.data());
-        if (it != shas_.end()) {
-            return it->second;
-        }
-        command_result r =
-            client_.run_one(cluster_command{{"SCRIPT", "LOAD", std::string(body)}, 0});
-        if (r.ok() && r.reply->type == REDIS_REPLY_STRING) {
-            return shas_.emplace(body.data(), std::string(r.reply->str, r.reply->len))
-                .first->second;
-        }
-        bodies_.emplace(unloaded_name(body), body);
-        return unloaded_name(body);
-    }
-
-    static std::string unloaded_name(std::string_view body) {
-        return "unloaded:" + std::to_string(reinterpret_cast<std::uintptr_t>(
-                                 static_cast<const void*>(body.data())));
-    }
-
-    /// Runs a batch of commands, sending NOSCRIPT ones again as EVAL.
-    void run(std::vector<cluster_command>& cmds, std::vector<command_result>& results) {
-        client_.run(cmds, results);
-        std::vector<std::size_t> again;
-        for (std::size_t i = 0; i < cmds.size(); ++i) {
-            if (!results[i].ok() && results[i].error.starts_with("NOSCRIPT")) {
-                again.push_back(i);
-            }
-        }
-        if (again.empty()) {
-            return;
-        }
-        std::vector<cluster_command> retry;
-        for (const std::size_t i : again) {
-            cluster_command c = cmds[i];
-            c.args[0] = "EVAL";
-            for (const auto& [body, sha] : shas_) {
-                if (sha == c.args[1]) {
-                    c.args[1] = body;
-                }
-            }
-            if (const auto named = bodies_.find(c.args[1]); named != bodies_.end()) {
-                c.args[1] = std::string(named->second);
-            }
-            retry.push_back(std::move(c));
-        }
-        std::vector<command_result> second;
-        client_.run(retry, second);
-        for (std::size_t k = 0; k < again.size(); ++k) {
-            results[again[k]] = std::move(second[k]);
-        }
-    }
-
     // ---- the loop ---------------------------------------------------------------------------
 
     void run() {
@@ -379,7 +307,7 @@ private:
             {{"ZREMRANGEBYSCORE", members, "-inf", std::to_string(now)}, slot},
             {{"ZCARD", members}, slot}};
         std::vector<command_result> r;
-        run(cmds, r);
+        client_.run(cmds, r);
         if (!r[2].ok() || r[2].reply->type != REDIS_REPLY_INTEGER) {
             note_error("instances: " + r[2].error);
             return;
@@ -428,9 +356,9 @@ private:
 
     bool acquire(partition& p) {
         const auto sent = clock::now();
-        command_result r = run_one(
-            script(lease_scripts::acquire, p.slot,
-                   {p.lease, p.epoch_key, holder_, std::to_string(cfg_.lease_ttl.count())}, 2));
+        command_result r = client_.run_one(client_.script(
+            lease_scripts::acquire, p.slot,
+            {p.lease, p.epoch_key, holder_, std::to_string(cfg_.lease_ttl.count())}, 2));
         if (!r.ok() || r.reply->type != REDIS_REPLY_INTEGER) {
             if (!r.ok()) {
                 note_error("lease " + p.lease + ": " + r.error);
@@ -452,16 +380,9 @@ private:
         return true;
     }
 
-    command_result run_one(cluster_command c) {
-        std::vector<cluster_command> cmds{std::move(c)};
-        std::vector<command_result> r;
-        run(cmds, r);
-        return std::move(r.front());
-    }
-
     void release(partition& p) {
-        (void)run_one(
-            script(lease_scripts::release, p.slot, {p.lease, holder_, std::to_string(p.epoch)}, 1));
+        (void)client_.run_one(client_.script(lease_scripts::release, p.slot,
+                                             {p.lease, holder_, std::to_string(p.epoch)}, 1));
         p.epoch = 0;
         p.state.reset();
         update([](stream_consumer_stats& s) { ++s.released; });
@@ -474,7 +395,8 @@ private:
             }
         }
         const std::string members = cfg_.key_prefix + ":instances";
-        (void)client_.run_one(cluster_command{{"ZREM", members, cfg_.instance}, key_slot(members)});
+        (void)client_.cluster().run_one(
+            cluster_command{{"ZREM", members, cfg_.instance}, key_slot(members)});
         publish_held();
     }
 
@@ -499,10 +421,10 @@ private:
         const auto now = clock::now();
         for (partition& p : partitions_) {
             if (p.epoch != 0 && now >= p.renew_at) {
-                cmds.push_back(script(lease_scripts::renew, p.slot,
-                                      {p.lease, holder_, std::to_string(p.epoch),
-                                       std::to_string(cfg_.lease_ttl.count())},
-                                      1));
+                cmds.push_back(client_.script(lease_scripts::renew, p.slot,
+                                              {p.lease, holder_, std::to_string(p.epoch),
+                                               std::to_string(cfg_.lease_ttl.count())},
+                                              1));
                 who.push_back(&p);
             }
         }
@@ -510,7 +432,7 @@ private:
             return;
         }
         std::vector<command_result> r;
-        run(cmds, r);
+        client_.run(cmds, r);
         for (std::size_t i = 0; i < who.size(); ++i) {
             partition& p = *who[i];
             if (r[i].ok() && r[i].reply->type == REDIS_REPLY_INTEGER && r[i].reply->integer == 1) {
@@ -578,10 +500,11 @@ private:
         std::vector<partition*> who;
         for (partition& p : partitions_) {
             if (p.epoch != 0) {
-                reads.push_back(script(lease_scripts::read, p.slot,
-                                       {p.lease, p.stream, holder_, std::to_string(p.epoch),
-                                        cfg_.group, cfg_.instance, std::to_string(cfg_.read_count)},
-                                       2));
+                reads.push_back(
+                    client_.script(lease_scripts::read, p.slot,
+                                   {p.lease, p.stream, holder_, std::to_string(p.epoch), cfg_.group,
+                                    cfg_.instance, std::to_string(cfg_.read_count)},
+                                   2));
                 who.push_back(&p);
             }
         }
@@ -589,7 +512,7 @@ private:
             return 0;
         }
         std::vector<command_result> replies;
-        run(reads, replies);
+        client_.run(reads, replies);
         std::size_t total = 0;
         std::vector<entry> entries;
         for (std::size_t i = 0; i < who.size(); ++i) {
@@ -680,7 +603,8 @@ private:
                     candle_ttl_ms(cfg_.candle_retention_intervals, c.width.count())));
                 pairs(c.data, candle_fields.size());
             }
-            out.push_back(script(lease_scripts::token_write, token_slot(name), std::move(a), keys));
+            out.push_back(
+                client_.script(lease_scripts::token_write, token_slot(name), std::move(a), keys));
         }
         p.state->sink.tokens.clear();
     }
@@ -700,7 +624,7 @@ private:
         std::uint64_t retries = 0;
         while (!cmds.empty()) {
             std::vector<command_result> r;
-            run(cmds, r);
+            client_.run(cmds, r);
             std::vector<cluster_command> again;
             std::vector<partition*> again_owner;
             for (std::size_t i = 0; i < cmds.size(); ++i) {
@@ -788,7 +712,7 @@ private:
             if (attempt > 0) {
                 std::this_thread::sleep_for(std::chrono::milliseconds(50) * attempt);
             }
-            run(cmds, r);
+            client_.run(cmds, r);
             std::vector<cluster_command> again;
             for (std::size_t i = 0; i < cmds.size(); ++i) {
                 if (!r[i].ok()) {
@@ -825,7 +749,7 @@ private:
             return;
         }
         std::vector<command_result> r;
-        run(cmds, r);
+        client_.run(cmds, r);
         const auto age = wall_ms() - keep.count();
         std::vector<cluster_command> trims;
         for (std::size_t i = 0; i < who.size(); ++i) {
@@ -852,7 +776,7 @@ private:
         if (trims.empty()) {
             return;
         }
-        run(trims, r);
+        client_.run(trims, r);
         std::uint64_t removed = 0;
         for (const command_result& t : r) {
             if (t.ok() && t.reply->type == REDIS_REPLY_INTEGER && t.reply->integer > 0) {
@@ -871,13 +795,14 @@ private:
     bool rebuild(partition& p) {
         p.state = std::make_unique<engine>(pipeline_);
         // The group (created with the stream if need be), and how far it has delivered.
-        command_result created = run_one(
+        command_result created = client_.run_one(
             cluster_command{{"XGROUP", "CREATE", p.stream, cfg_.group, "0", "MKSTREAM"}, p.slot});
         if (!created.ok() && !created.error.starts_with("BUSYGROUP")) {
             note_error(p.stream + ": XGROUP CREATE: " + created.error);
             return false;
         }
-        command_result info = run_one(cluster_command{{"XINFO", "GROUPS", p.stream}, p.slot});
+        command_result info =
+            client_.run_one(cluster_command{{"XINFO", "GROUPS", p.stream}, p.slot});
         if (!info.ok()) {
             note_error(p.stream + ": XINFO GROUPS: " + info.error);
             return false;
@@ -894,7 +819,7 @@ private:
         std::vector<entry> old_entries;
         std::vector<entry> new_entries;
         while (*delivered != stream_id{} && p.epoch != 0) {
-            command_result r = run_one(cluster_command{
+            command_result r = client_.run_one(cluster_command{
                 {"XRANGE", p.stream, from, to, "COUNT", std::to_string(cfg_.read_count)}, p.slot});
             if (!r.ok()) {
                 note_error(p.stream + ": XRANGE: " + r.error);
@@ -976,7 +901,7 @@ private:
         }
         std::vector<command_result> r;
         for (int attempt = 0;; ++attempt) {
-            run(cmds, r);
+            client_.run(cmds, r);
             const bool all = std::all_of(r.begin(), r.end(), [](auto& x) { return x.ok(); });
             if (all) {
                 break;
@@ -985,7 +910,7 @@ private:
                 for (const std::string& n : names) {
                     stored.erase(n);
                 }
-                note_error("reading stored stream ids: " + client_.last_error());
+                note_error("reading stored stream ids: " + client_.cluster().last_error());
                 return false;
             }
             std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -1005,9 +930,9 @@ private:
         std::string cursor = "0-0";
         do {
             command_result r =
-                run_one(cluster_command{{"XAUTOCLAIM", p.stream, cfg_.group, cfg_.instance, "0",
-                                         cursor, "COUNT", "1000", "JUSTID"},
-                                        p.slot});
+                client_.run_one(cluster_command{{"XAUTOCLAIM", p.stream, cfg_.group, cfg_.instance,
+                                                 "0", cursor, "COUNT", "1000", "JUSTID"},
+                                                p.slot});
             if (!r.ok() || r.reply->type != REDIS_REPLY_ARRAY || r.reply->elements < 2 ||
                 r.reply->element[0]->type != REDIS_REPLY_STRING) {
                 note_error(p.stream + ": XAUTOCLAIM: " + r.error);
@@ -1029,11 +954,9 @@ private:
 
     stream_consumer_config cfg_;
     resolved_config<Policy> pipeline_;
-    cluster_client client_;
-    std::string holder_; ///< the lease holder's name: instance and a per-process nonce
+    detail::script_client client_; ///< runs the lease scripts (lease.hpp) by SHA1
+    std::string holder_;           ///< the lease holder's name: instance and a per-process nonce
     std::vector<partition> partitions_;
-    std::unordered_map<const char*, std::string> shas_;        ///< script text's address -> SHA1
-    std::unordered_map<std::string, std::string_view> bodies_; ///< unloaded name -> script
     std::thread thread_;
     std::atomic<bool> stopping_{false};
     bool rebalance_ = false; ///< a partition was put down: take leases again at once
