@@ -83,6 +83,7 @@
 #include <tradeagg/redis/stream_consumer_config.hpp>
 #include <tradeagg/redis/stream_consumer_stats.hpp>
 #include <tradeagg/redis/stream_entry.hpp>
+#include <tradeagg/redis/stream_reply.hpp>
 #include <tradeagg/runtime_config.hpp>
 #include <tradeagg/shard.hpp>
 #include <tradeagg/sink.hpp>
@@ -235,14 +236,6 @@ private:
         std::unique_ptr<engine> state;
         std::vector<std::string> to_ack; ///< entries of the round, acknowledged after its writes
         bool lost = false;               ///< dropped during the round
-    };
-
-    /// A stream entry as read: its id and the trade (views into the reply).
-    struct entry {
-        stream_id id;
-        std::string_view id_text;
-        std::optional<trade_view> trade;
-        std::string_view why;
     };
 
     static std::string nonce() {
@@ -450,33 +443,10 @@ private:
 
     // ---- reading and applying ---------------------------------------------------------------
 
-    /// Reads a stream reply's entries (`[[id, [field, value, ...]], ...]`).
-    static void parse_entries(const redisReply* list, std::vector<entry>& out) {
-        if (list == nullptr || list->type != REDIS_REPLY_ARRAY) {
-            return;
-        }
-        for (std::size_t i = 0; i < list->elements; ++i) {
-            const redisReply* e = list->element[i];
-            if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
-                e->element[0]->type != REDIS_REPLY_STRING) {
-                continue;
-            }
-            entry x;
-            x.id_text = std::string_view(e->element[0]->str, e->element[0]->len);
-            const std::optional<stream_id> id = stream_id::parse(x.id_text);
-            if (!id) {
-                continue;
-            }
-            x.id = *id;
-            x.trade = trade_from_entry(entry_fields(e->element[1]), x.why);
-            out.push_back(x);
-        }
-    }
-
     /// Applies entries to a partition's state; invalid ones are counted and reported.
-    void apply(partition& p, const std::vector<entry>& entries) {
+    void apply(partition& p, const std::vector<detail::stream_entry_view>& entries) {
         std::uint64_t invalid = 0;
-        for (const entry& e : entries) {
+        for (const detail::stream_entry_view& e : entries) {
             std::string_view why = e.why;
             if (e.trade && p.state->push(*e.trade, why)) {
                 tradeagg::detail::find_or_add(p.state->applied, e.trade->token) = e.id;
@@ -514,7 +484,7 @@ private:
         std::vector<command_result> replies;
         client_.run(reads, replies);
         std::size_t total = 0;
-        std::vector<entry> entries;
+        std::vector<detail::stream_entry_view> entries;
         for (std::size_t i = 0; i < who.size(); ++i) {
             partition& p = *who[i];
             const command_result& r = replies[i];
@@ -549,9 +519,9 @@ private:
                 continue;
             }
             entries.clear();
-            parse_entries(stream->element[1], entries);
+            detail::parse_entries(stream->element[1], entries);
             total += entries.size();
-            for (const entry& e : entries) {
+            for (const detail::stream_entry_view& e : entries) {
                 p.to_ack.emplace_back(e.id_text);
             }
             apply(p, entries);
@@ -756,7 +726,7 @@ private:
             const command_result& info = r[2 * i];
             const command_result& pending = r[2 * i + 1];
             const std::optional<stream_id> delivered =
-                info.ok() ? last_delivered(info.reply.get()) : std::nullopt;
+                info.ok() ? detail::last_delivered(info.reply.get(), cfg_.group) : std::nullopt;
             if (!delivered || !pending.ok() || pending.reply->type != REDIS_REPLY_ARRAY ||
                 pending.reply->elements < 2) {
                 continue; // not known now: next time
@@ -807,7 +777,8 @@ private:
             note_error(p.stream + ": XINFO GROUPS: " + info.error);
             return false;
         }
-        const std::optional<stream_id> delivered = last_delivered(info.reply.get());
+        const std::optional<stream_id> delivered =
+            detail::last_delivered(info.reply.get(), cfg_.group);
         if (!delivered) {
             note_error(p.stream + ": XINFO GROUPS has no group " + cfg_.group);
             return false;
@@ -815,9 +786,9 @@ private:
         std::string from = "-";
         const std::string to = delivered->text();
         std::unordered_map<std::string, std::optional<stream_id>> stored;
-        std::vector<entry> entries;
-        std::vector<entry> old_entries;
-        std::vector<entry> new_entries;
+        std::vector<detail::stream_entry_view> entries;
+        std::vector<detail::stream_entry_view> old_entries;
+        std::vector<detail::stream_entry_view> new_entries;
         while (*delivered != stream_id{} && p.epoch != 0) {
             command_result r = client_.run_one(cluster_command{
                 {"XRANGE", p.stream, from, to, "COUNT", std::to_string(cfg_.read_count)}, p.slot});
@@ -826,7 +797,7 @@ private:
                 return false;
             }
             entries.clear();
-            parse_entries(r.reply.get(), entries);
+            detail::parse_entries(r.reply.get(), entries);
             if (entries.empty()) {
                 break;
             }
@@ -835,7 +806,7 @@ private:
             }
             old_entries.clear();
             new_entries.clear();
-            for (const entry& e : entries) {
+            for (const detail::stream_entry_view& e : entries) {
                 const auto s = e.trade ? stored.find(std::string(e.trade->token)) : stored.end();
                 const bool done = s != stored.end() && s->second && e.id <= *s->second;
                 (done ? old_entries : new_entries).push_back(e);
@@ -862,28 +833,12 @@ private:
         return claim_pending(p);
     }
 
-    /// The last id delivered to the consumer group, from XINFO GROUPS (a list of groups, each
-    /// a list of field, value).
-    std::optional<stream_id> last_delivered(const redisReply* groups) const {
-        if (groups == nullptr || groups->type != REDIS_REPLY_ARRAY) {
-            return std::nullopt;
-        }
-        for (std::size_t g = 0; g < groups->elements; ++g) {
-            const auto field = entry_fields(groups->element[g]);
-            if (field("name") == std::string_view(cfg_.group)) {
-                const auto last = field("last-delivered-id");
-                return last ? stream_id::parse(*last) : std::nullopt;
-            }
-        }
-        return std::nullopt;
-    }
-
     /// Reads the stored `stream_id` of every token of `entries` not looked up yet.
-    bool load_stored(const std::vector<entry>& entries,
+    bool load_stored(const std::vector<detail::stream_entry_view>& entries,
                      std::unordered_map<std::string, std::optional<stream_id>>& stored) {
         std::vector<cluster_command> cmds;
         std::vector<std::string> names;
-        for (const entry& e : entries) {
+        for (const detail::stream_entry_view& e : entries) {
             if (!e.trade) {
                 continue;
             }
