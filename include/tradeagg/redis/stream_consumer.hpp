@@ -78,12 +78,14 @@
 #include <tradeagg/redis/cluster_client.hpp>
 #include <tradeagg/redis/keys.hpp>
 #include <tradeagg/redis/lease.hpp>
+#include <tradeagg/redis/partition_engine.hpp>
 #include <tradeagg/redis/script_client.hpp>
 #include <tradeagg/redis/slots.hpp>
 #include <tradeagg/redis/stream_consumer_config.hpp>
 #include <tradeagg/redis/stream_consumer_stats.hpp>
 #include <tradeagg/redis/stream_entry.hpp>
 #include <tradeagg/redis/stream_reply.hpp>
+#include <tradeagg/redis/token_write.hpp>
 #include <tradeagg/runtime_config.hpp>
 #include <tradeagg/shard.hpp>
 #include <tradeagg/sink.hpp>
@@ -160,71 +162,7 @@ public:
 private:
     using clock = std::chrono::steady_clock;
 
-    /// What a round's flushes changed, per token: copied out of the shard's batches.
-    struct token_changes {
-        bool has_token = false;
-        latest_trade latest;
-        rolling_stats rolling;
-        std::vector<candle_update> candles; ///< `name` not kept: the map's key is the name
-    };
-
-    struct capture_sink {
-        tradeagg::detail::string_map<token_changes> tokens;
-
-        void consume(const flush_batch& b) {
-            for (const candle_update& c : b.candles) {
-                token_changes& t = tradeagg::detail::find_or_add(tokens, c.name);
-                const auto same = std::find_if(t.candles.begin(), t.candles.end(), [&](auto& o) {
-                    return o.interval_index == c.interval_index &&
-                           o.data.open_time == c.data.open_time;
-                });
-                candle_update copy = c;
-                copy.name = {};
-                if (same != t.candles.end()) {
-                    *same = copy;
-                } else {
-                    t.candles.push_back(copy);
-                }
-            }
-            for (const token_update& u : b.tokens) {
-                token_changes& t = tradeagg::detail::find_or_add(tokens, u.name);
-                t.has_token = true;
-                t.latest = u.latest;
-                t.rolling = u.rolling;
-            }
-        }
-    };
-
-    /// A partition's aggregation state: its own token table and shard, driven on this thread.
-    struct engine {
-        explicit engine(const resolved_config<Policy>& rc)
-            : table(rc.max_tokens, 1), budget(1, rc.memory_limit_mb << 20, rc.max_active_tokens),
-              worker(0, rc, on_late, table, budget, sink), ring(&worker.ring_for(0)) {}
-
-        capture_sink sink;
-        std::uint64_t late = 0; ///< trades found late, since the consumer last took the count
-        std::function<void(const late_trade&)> on_late = [this](const late_trade&) { ++late; };
-        token_table table;
-        memory_budget budget;
-        shard<Policy, capture_sink> worker;
-        ingress_ring* ring;
-        tradeagg::detail::string_map<stream_id> applied; ///< last entry applied, per token
-
-        /// Queues a trade (applying what is queued when the ring is full). False with `why`
-        /// if the token cannot be taken.
-        bool push(const trade_view& t, std::string_view& why) {
-            const token_table::intern_result r = table.intern(t.token);
-            if (r.reason != reject_reason::none) {
-                why = to_string(r.reason);
-                return false;
-            }
-            const ingress_record rec{trade{r.id, t.taker, t.price, t.quantity, t.ts_ms, t.id}, 0};
-            while (!ring->push(rec)) {
-                worker.apply_here();
-            }
-            return true;
-        }
-    };
+    using engine = detail::partition_engine<Policy>;
 
     struct partition {
         std::size_t index = 0;
@@ -543,38 +481,13 @@ private:
     /// Builds the token writes of a partition's changes (and clears them).
     void build_writes(partition& p, std::vector<cluster_command>& out) {
         for (auto& [name, t] : p.state->sink.tokens) {
-            std::vector<std::string> a;
-            a.reserve(8 + t.candles.size() * 34);
-            a.push_back(latest_key(cfg_.key_prefix, name));
-            a.push_back(rolling_key(cfg_.key_prefix, name));
-            for (const candle_update& c : t.candles) {
-                a.push_back(candle_key(cfg_.key_prefix, name, c.width, c.data.open_time));
-            }
-            const std::size_t keys = a.size();
-            a.push_back(std::to_string(p.epoch));
             const auto id = p.state->applied.find(name);
-            a.push_back(id != p.state->applied.end() ? id->second.text() : std::string());
-            const auto pairs = [&a](auto const& value, std::size_t n) {
-                a.push_back(std::to_string(n));
-                for_each_field(value, [&a](std::string_view f, std::string_view v) {
-                    a.emplace_back(f);
-                    a.emplace_back(v);
-                });
-            };
-            if (t.has_token) {
-                pairs(t.latest, latest_fields.size());
-                pairs(t.rolling, rolling_fields.size());
-            } else {
-                a.emplace_back("0");
-                a.emplace_back("0");
-            }
-            for (const candle_update& c : t.candles) {
-                a.push_back(std::to_string(
-                    candle_ttl_ms(cfg_.candle_retention_intervals, c.width.count())));
-                pairs(c.data, candle_fields.size());
-            }
-            out.push_back(
-                client_.script(lease_scripts::token_write, token_slot(name), std::move(a), keys));
+            detail::token_write_arguments w(cfg_.key_prefix, name, t, p.epoch,
+                                            id != p.state->applied.end() ? id->second.text()
+                                                                         : std::string(),
+                                            cfg_.candle_retention_intervals);
+            out.push_back(client_.script(lease_scripts::token_write, token_slot(name),
+                                         std::move(w.keys_and_args), w.keys));
         }
         p.state->sink.tokens.clear();
     }
