@@ -76,9 +76,11 @@
 #include <tradeagg/policy.hpp>
 #include <tradeagg/reclaimer.hpp>
 #include <tradeagg/redis/cluster_client.hpp>
+#include <tradeagg/redis/consumer_control.hpp>
 #include <tradeagg/redis/keys.hpp>
 #include <tradeagg/redis/lease.hpp>
 #include <tradeagg/redis/partition_engine.hpp>
+#include <tradeagg/redis/partition_leases.hpp>
 #include <tradeagg/redis/script_client.hpp>
 #include <tradeagg/redis/slots.hpp>
 #include <tradeagg/redis/stream_consumer_config.hpp>
@@ -98,18 +100,9 @@ class stream_consumer {
 public:
     stream_consumer(stream_consumer_config cfg, const resolved_config<Policy>& pipeline)
         : cfg_(std::move(cfg)), pipeline_(pipeline), client_(cfg_.redis),
-          holder_(cfg_.instance + "#" + nonce()) {
+          leases_(cfg_, client_, control_) {
         if (cfg_.partitions == 0 || cfg_.instance.empty()) {
             throw std::invalid_argument("stream_consumer: partitions > 0 and an instance name");
-        }
-        partitions_.resize(cfg_.partitions);
-        for (std::size_t k = 0; k < cfg_.partitions; ++k) {
-            partition& p = partitions_[k];
-            p.index = k;
-            p.stream = stream_key(cfg_.key_prefix, k);
-            p.lease = lease_key(cfg_.key_prefix, k);
-            p.epoch_key = epoch_key(cfg_.key_prefix, k);
-            p.slot = key_slot(p.stream);
         }
     }
 
@@ -132,18 +125,11 @@ public:
     /// `deadline`), releases every lease, and joins. True if nothing was left unwritten; what
     /// was is still in the streams, for the next holder.
     bool stop(std::chrono::milliseconds deadline) {
-        {
-            const std::lock_guard lock(mutex_);
-            if (!stop_at_) {
-                stop_at_ = clock::now() + deadline;
-            }
-        }
-        stopping_.store(true);
-        wake_.notify_all();
+        control_.request_stop(deadline);
         if (thread_.joinable()) {
             thread_.join();
         }
-        return clean_stop_;
+        return control_.clean_stop();
     }
 
     /// The retention that keeps rebuilds exact: every entry a candle or the rolling window
@@ -154,49 +140,14 @@ public:
                Policy::allowed_lateness;
     }
 
-    [[nodiscard]] stream_consumer_stats stats() const {
-        const std::lock_guard lock(mutex_);
-        return published_;
-    }
+    [[nodiscard]] stream_consumer_stats stats() const { return control_.stats(); }
 
 private:
     using clock = std::chrono::steady_clock;
 
     using engine = detail::partition_engine<Policy>;
 
-    struct partition {
-        std::size_t index = 0;
-        std::string stream, lease, epoch_key;
-        std::uint16_t slot = 0;
-        std::uint64_t epoch = 0; ///< 0: not held
-        clock::time_point renew_at{};
-        clock::time_point valid_until{}; ///< the lease may have lapsed after this
-        std::unique_ptr<engine> state;
-        std::vector<std::string> to_ack; ///< entries of the round, acknowledged after its writes
-        bool lost = false;               ///< dropped during the round
-    };
-
-    static std::string nonce() {
-        std::random_device rd;
-        return std::to_string(rd()) + std::to_string(rd());
-    }
-
-    static std::int64_t wall_ms() {
-        return std::chrono::duration_cast<std::chrono::milliseconds>(
-                   std::chrono::system_clock::now().time_since_epoch())
-            .count();
-    }
-
-    void note_error(std::string what) {
-        const std::lock_guard lock(mutex_);
-        published_.last_error = std::move(what);
-    }
-
-    template <class F>
-    void update(F&& f) {
-        const std::lock_guard lock(mutex_);
-        f(published_);
-    }
+    using partition = detail::stream_partition<Policy>;
 
     // ---- the loop ---------------------------------------------------------------------------
 
@@ -204,179 +155,27 @@ private:
         auto idle = std::chrono::milliseconds(1);
         clock::time_point next_balance{};
         clock::time_point next_trim = clock::now() + cfg_.lease_ttl;
-        while (!stopping_.load()) {
+        while (!control_.stopping()) {
             const auto now = clock::now();
             if (now >= next_balance || rebalance_) {
                 rebalance_ = false;
-                balance();
+                leases_.balance([this](partition& p) { return rebuild(p); });
                 next_balance = clock::now() + cfg_.lease_ttl / 3;
             }
-            renew_due();
+            leases_.renew_due();
             if (now >= next_trim) {
                 trim();
                 next_trim = clock::now() + cfg_.lease_ttl;
             }
             const std::size_t read = round();
             if (read == 0) {
-                std::unique_lock lock(mutex_);
-                wake_.wait_for(lock, idle, [this] { return stopping_.load(); });
+                control_.wait_for_stop(idle);
                 idle = std::min(idle * 2, std::chrono::milliseconds(20));
             } else {
                 idle = std::chrono::milliseconds(1);
             }
         }
-        release_all();
-    }
-
-    /// Announces this instance and takes or gives up leases toward its share.
-    void balance() {
-        const std::string members = cfg_.key_prefix + ":instances";
-        const std::uint16_t slot = key_slot(members);
-        const std::int64_t now = wall_ms();
-        std::vector<cluster_command> cmds{
-            {{"ZADD", members, std::to_string(now + cfg_.lease_ttl.count()), cfg_.instance}, slot},
-            {{"ZREMRANGEBYSCORE", members, "-inf", std::to_string(now)}, slot},
-            {{"ZCARD", members}, slot}};
-        std::vector<command_result> r;
-        client_.run(cmds, r);
-        if (!r[2].ok() || r[2].reply->type != REDIS_REPLY_INTEGER) {
-            note_error("instances: " + r[2].error);
-            return;
-        }
-        const auto live = std::max<std::size_t>(static_cast<std::size_t>(r[2].reply->integer), 1);
-        const std::size_t share = (cfg_.partitions + live - 1) / live;
-        update([&](stream_consumer_stats& s) { s.live_instances = live; });
-        std::size_t held = held_count();
-        // Preference order: starting at this instance's hash, so instances try different
-        // partitions first.
-        const std::size_t start = std::hash<std::string>{}(cfg_.instance) % cfg_.partitions;
-        for (std::size_t n = 0; n < cfg_.partitions && held > share; ++n) {
-            partition& p = partitions_[(start + cfg_.partitions - 1 - n) % cfg_.partitions];
-            if (p.epoch != 0) {
-                release(p);
-                --held;
-            }
-        }
-        for (std::size_t n = 0; n < cfg_.partitions && held < share && !stopping_.load(); ++n) {
-            partition& p = partitions_[(start + n) % cfg_.partitions];
-            if (p.epoch == 0 && acquire(p)) {
-                ++held;
-            }
-        }
-        publish_held();
-    }
-
-    std::size_t held_count() const {
-        return static_cast<std::size_t>(
-            std::count_if(partitions_.begin(), partitions_.end(),
-                          [](const partition& p) { return p.epoch != 0; }));
-    }
-
-    void publish_held() {
-        std::string list;
-        for (const partition& p : partitions_) {
-            if (p.epoch != 0) {
-                list += (list.empty() ? "" : ",") + std::to_string(p.index);
-            }
-        }
-        update([&](stream_consumer_stats& s) {
-            s.partitions_held = held_count();
-            s.held = list;
-        });
-    }
-
-    bool acquire(partition& p) {
-        const auto sent = clock::now();
-        command_result r = client_.run_one(client_.script(
-            lease_scripts::acquire, p.slot,
-            {p.lease, p.epoch_key, holder_, std::to_string(cfg_.lease_ttl.count())}, 2));
-        if (!r.ok() || r.reply->type != REDIS_REPLY_INTEGER) {
-            if (!r.ok()) {
-                note_error("lease " + p.lease + ": " + r.error);
-            }
-            return false;
-        }
-        if (r.reply->integer <= 0) {
-            return false; // another instance holds it
-        }
-        p.epoch = static_cast<std::uint64_t>(r.reply->integer);
-        p.valid_until = sent + cfg_.lease_ttl - cfg_.lease_ttl / 5;
-        p.renew_at = sent + cfg_.lease_ttl / 3;
-        p.lost = false;
-        update([](stream_consumer_stats& s) { ++s.acquired; });
-        if (!rebuild(p)) {
-            drop(p, "rebuild of " + p.stream + " did not finish");
-            return false;
-        }
-        return true;
-    }
-
-    void release(partition& p) {
-        (void)client_.run_one(client_.script(lease_scripts::release, p.slot,
-                                             {p.lease, holder_, std::to_string(p.epoch)}, 1));
-        p.epoch = 0;
-        p.state.reset();
-        update([](stream_consumer_stats& s) { ++s.released; });
-    }
-
-    void release_all() {
-        for (partition& p : partitions_) {
-            if (p.epoch != 0) {
-                release(p);
-            }
-        }
-        const std::string members = cfg_.key_prefix + ":instances";
-        (void)client_.cluster().run_one(
-            cluster_command{{"ZREM", members, cfg_.instance}, key_slot(members)});
-        publish_held();
-    }
-
-    /// Stops using a partition whose lease is gone or in doubt. Its unacknowledged entries stay
-    /// pending, for whoever holds it next.
-    void drop(partition& p, std::string why) {
-        if (p.epoch == 0) {
-            return;
-        }
-        p.epoch = 0;
-        p.lost = true;
-        p.state.reset();
-        p.to_ack.clear();
-        note_error(std::move(why));
-        update([](stream_consumer_stats& s) { ++s.lost; });
-        publish_held();
-    }
-
-    void renew_due() {
-        std::vector<cluster_command> cmds;
-        std::vector<partition*> who;
-        const auto now = clock::now();
-        for (partition& p : partitions_) {
-            if (p.epoch != 0 && now >= p.renew_at) {
-                cmds.push_back(client_.script(lease_scripts::renew, p.slot,
-                                              {p.lease, holder_, std::to_string(p.epoch),
-                                               std::to_string(cfg_.lease_ttl.count())},
-                                              1));
-                who.push_back(&p);
-            }
-        }
-        if (cmds.empty()) {
-            return;
-        }
-        std::vector<command_result> r;
-        client_.run(cmds, r);
-        for (std::size_t i = 0; i < who.size(); ++i) {
-            partition& p = *who[i];
-            if (r[i].ok() && r[i].reply->type == REDIS_REPLY_INTEGER && r[i].reply->integer == 1) {
-                p.valid_until = now + cfg_.lease_ttl - cfg_.lease_ttl / 5;
-                p.renew_at = now + cfg_.lease_ttl / 3;
-            } else if (r[i].ok()) {
-                drop(p, "lease " + p.lease + " was taken over");
-            } else if (clock::now() >= p.valid_until) {
-                drop(p, "lease " + p.lease + " could not be renewed in time: " + r[i].error);
-            } else {
-                p.renew_at = now + std::chrono::milliseconds(50);
-            }
-        }
+        leases_.release_all();
     }
 
     // ---- reading and applying ---------------------------------------------------------------
@@ -391,12 +190,12 @@ private:
                 continue;
             }
             ++invalid;
-            note_error(p.stream + " entry " + std::string(e.id_text) +
-                       " skipped: " + std::string(why));
+            control_.note_error(p.stream + " entry " + std::string(e.id_text) +
+                                " skipped: " + std::string(why));
         }
         p.state->worker.apply_here();
         const std::uint64_t late = std::exchange(p.state->late, 0);
-        update([&](stream_consumer_stats& s) {
+        control_.update([&](stream_consumer_stats& s) {
             s.entries_invalid += invalid;
             s.trades_late += late;
         });
@@ -406,12 +205,12 @@ private:
     std::size_t round() {
         std::vector<cluster_command> reads;
         std::vector<partition*> who;
-        for (partition& p : partitions_) {
+        for (partition& p : leases_.all()) {
             if (p.epoch != 0) {
                 reads.push_back(
                     client_.script(lease_scripts::read, p.slot,
-                                   {p.lease, p.stream, holder_, std::to_string(p.epoch), cfg_.group,
-                                    cfg_.instance, std::to_string(cfg_.read_count)},
+                                   {p.lease, p.stream, leases_.holder(), std::to_string(p.epoch),
+                                    cfg_.group, cfg_.instance, std::to_string(cfg_.read_count)},
                                    2));
                 who.push_back(&p);
             }
@@ -429,24 +228,25 @@ private:
             if (!r.ok()) {
                 if (r.error.starts_with("NOGROUP")) {
                     // The stream was deleted: its group with it. Start over on it.
-                    drop(p, p.stream + ": " + r.error);
+                    leases_.drop(p, p.stream + ": " + r.error);
                 } else if (r.reply == nullptr) {
                     // No reply: entries may have been delivered to this consumer and lost on
                     // the way, or the read may still sit unread at the node. Acquire the lease
                     // again, under a new epoch, which fences that read, and rebuild the
                     // partition, which applies every entry delivered before once.
-                    note_error(p.stream + ": " + r.error + " (rebuilding the partition)");
+                    control_.note_error(p.stream + ": " + r.error + " (rebuilding the partition)");
                     p.epoch = 0;
                     p.state.reset();
                     p.to_ack.clear();
                     rebalance_ = true;
                 } else {
-                    note_error(p.stream + ": " + r.error); // not run: read again next round
+                    control_.note_error(p.stream + ": " +
+                                        r.error); // not run: read again next round
                 }
                 continue;
             }
             if (r.reply->type == REDIS_REPLY_INTEGER) {
-                drop(p, "lease " + p.lease + " is no longer held");
+                leases_.drop(p, "lease " + p.lease + " is no longer held");
                 continue;
             }
             if (r.reply->type != REDIS_REPLY_ARRAY || r.reply->elements == 0) {
@@ -464,7 +264,7 @@ private:
             }
             apply(p, entries);
         }
-        update([&](stream_consumer_stats& s) {
+        control_.update([&](stream_consumer_stats& s) {
             ++s.rounds;
             s.entries_read += total;
         });
@@ -517,16 +317,17 @@ private:
                 }
                 if (r[i].ok() && r[i].reply->type == REDIS_REPLY_INTEGER) {
                     if (r[i].reply->integer == 0) {
-                        drop(p, "partition " + std::to_string(p.index) +
-                                    ": a token holds a newer epoch (taken over)");
+                        leases_.drop(p, "partition " + std::to_string(p.index) +
+                                            ": a token holds a newer epoch (taken over)");
                     } else {
                         ++written;
                     }
                     continue;
                 }
-                note_error("token write: " + r[i].error);
-                if (clock::now() >= p.valid_until && !renewed(p)) {
-                    drop(p, "lease " + p.lease + " lapsed while writes failed: " + r[i].error);
+                control_.note_error("token write: " + r[i].error);
+                if (clock::now() >= p.valid_until && !leases_.renewed(p)) {
+                    leases_.drop(p,
+                                 "lease " + p.lease + " lapsed while writes failed: " + r[i].error);
                     continue;
                 }
                 again.push_back(std::move(cmds[i]));
@@ -538,34 +339,22 @@ private:
                 retries += cmds.size();
                 std::this_thread::sleep_for(backoff);
                 backoff = std::min(backoff * 2, std::chrono::milliseconds(500));
-                renew_due();
-                if (stopping_.load() && clock::now() >= stop_deadline()) {
-                    clean_stop_ = false;
+                leases_.renew_due();
+                if (control_.stopping() && clock::now() >= control_.stop_deadline()) {
+                    control_.stopped_unclean();
                     for (partition* p : owner) {
-                        drop(*p, "stopped with writes unacknowledged");
+                        leases_.drop(*p, "stopped with writes unacknowledged");
                     }
                     break;
                 }
             }
         }
-        update([&](stream_consumer_stats& s) {
+        control_.update([&](stream_consumer_stats& s) {
             s.token_writes += written;
             s.write_retries += retries;
             s.trades_applied += applied;
         });
         ack(parts);
-    }
-
-    /// Renews `p`'s lease now; true if it is still this instance's.
-    bool renewed(partition& p) {
-        p.renew_at = clock::time_point{};
-        renew_due();
-        return p.epoch != 0 && clock::now() < p.valid_until;
-    }
-
-    clock::time_point stop_deadline() {
-        const std::lock_guard lock(mutex_);
-        return stop_at_.value_or(clock::time_point::max());
     }
 
     void ack(const std::vector<partition*>& parts) {
@@ -599,7 +388,7 @@ private:
             std::vector<cluster_command> again;
             for (std::size_t i = 0; i < cmds.size(); ++i) {
                 if (!r[i].ok()) {
-                    note_error("XACK: " + r[i].error);
+                    control_.note_error("XACK: " + r[i].error);
                     again.push_back(std::move(cmds[i]));
                 }
             }
@@ -607,7 +396,7 @@ private:
         }
         // What is still unacknowledged stays pending: harmless, as the next holder of the
         // partition claims and acknowledges it.
-        update([&](stream_consumer_stats& s) { s.entries_acked += count; });
+        control_.update([&](stream_consumer_stats& s) { s.entries_acked += count; });
     }
 
     // ---- trimming ------------------------------------------------------------------------------
@@ -621,7 +410,7 @@ private:
         }
         std::vector<cluster_command> cmds;
         std::vector<partition*> who;
-        for (partition& p : partitions_) {
+        for (partition& p : leases_.all()) {
             if (p.epoch != 0) {
                 cmds.push_back({{"XINFO", "GROUPS", p.stream}, p.slot});
                 cmds.push_back({{"XPENDING", p.stream, cfg_.group}, p.slot});
@@ -633,7 +422,7 @@ private:
         }
         std::vector<command_result> r;
         client_.run(cmds, r);
-        const auto age = wall_ms() - keep.count();
+        const auto age = detail::wall_ms() - keep.count();
         std::vector<cluster_command> trims;
         for (std::size_t i = 0; i < who.size(); ++i) {
             const command_result& info = r[2 * i];
@@ -665,10 +454,10 @@ private:
             if (t.ok() && t.reply->type == REDIS_REPLY_INTEGER && t.reply->integer > 0) {
                 removed += static_cast<std::uint64_t>(t.reply->integer);
             } else if (!t.ok()) {
-                note_error("XTRIM: " + t.error);
+                control_.note_error("XTRIM: " + t.error);
             }
         }
-        update([&](stream_consumer_stats& s) { s.entries_trimmed += removed; });
+        control_.update([&](stream_consumer_stats& s) { s.entries_trimmed += removed; });
     }
 
     // ---- rebuilding a partition -------------------------------------------------------------
@@ -681,19 +470,19 @@ private:
         command_result created = client_.run_one(
             cluster_command{{"XGROUP", "CREATE", p.stream, cfg_.group, "0", "MKSTREAM"}, p.slot});
         if (!created.ok() && !created.error.starts_with("BUSYGROUP")) {
-            note_error(p.stream + ": XGROUP CREATE: " + created.error);
+            control_.note_error(p.stream + ": XGROUP CREATE: " + created.error);
             return false;
         }
         command_result info =
             client_.run_one(cluster_command{{"XINFO", "GROUPS", p.stream}, p.slot});
         if (!info.ok()) {
-            note_error(p.stream + ": XINFO GROUPS: " + info.error);
+            control_.note_error(p.stream + ": XINFO GROUPS: " + info.error);
             return false;
         }
         const std::optional<stream_id> delivered =
             detail::last_delivered(info.reply.get(), cfg_.group);
         if (!delivered) {
-            note_error(p.stream + ": XINFO GROUPS has no group " + cfg_.group);
+            control_.note_error(p.stream + ": XINFO GROUPS has no group " + cfg_.group);
             return false;
         }
         std::string from = "-";
@@ -706,7 +495,7 @@ private:
             command_result r = client_.run_one(cluster_command{
                 {"XRANGE", p.stream, from, to, "COUNT", std::to_string(cfg_.read_count)}, p.slot});
             if (!r.ok()) {
-                note_error(p.stream + ": XRANGE: " + r.error);
+                control_.note_error(p.stream + ": XRANGE: " + r.error);
                 return false;
             }
             entries.clear();
@@ -727,14 +516,14 @@ private:
             apply(p, old_entries);
             p.state->sink.tokens.clear(); // in Redis already
             apply(p, new_entries);
-            update([&](stream_consumer_stats& s) {
+            control_.update([&](stream_consumer_stats& s) {
                 s.entries_replayed += entries.size();
                 s.entries_skipped += old_entries.size();
             });
             std::vector<partition*> one{&p};
             write_and_ack(one, new_entries.size());
             // A long stream takes a while: keep every lease held meanwhile (this one too).
-            renew_due();
+            leases_.renew_due();
             from = "(" + std::string(entries.back().id_text);
             if (entries.back().id >= *delivered) {
                 break;
@@ -774,11 +563,11 @@ private:
             if (all) {
                 break;
             }
-            if (attempt == 20 || stopping_.load()) {
+            if (attempt == 20 || control_.stopping()) {
                 for (const std::string& n : names) {
                     stored.erase(n);
                 }
-                note_error("reading stored stream ids: " + client_.cluster().last_error());
+                control_.note_error("reading stored stream ids: " + client_.cluster().last_error());
                 return false;
             }
             std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -803,7 +592,7 @@ private:
                                                 p.slot});
             if (!r.ok() || r.reply->type != REDIS_REPLY_ARRAY || r.reply->elements < 2 ||
                 r.reply->element[0]->type != REDIS_REPLY_STRING) {
-                note_error(p.stream + ": XAUTOCLAIM: " + r.error);
+                control_.note_error(p.stream + ": XAUTOCLAIM: " + r.error);
                 return false;
             }
             cursor.assign(r.reply->element[0]->str, r.reply->element[0]->len);
@@ -815,7 +604,7 @@ private:
             }
             std::vector<partition*> one{&p};
             ack(one);
-            renew_due();
+            leases_.renew_due();
         } while (cursor != "0-0" && p.epoch != 0);
         return p.epoch != 0;
     }
@@ -823,16 +612,10 @@ private:
     stream_consumer_config cfg_;
     resolved_config<Policy> pipeline_;
     detail::script_client client_; ///< runs the lease scripts (lease.hpp) by SHA1
-    std::string holder_;           ///< the lease holder's name: instance and a per-process nonce
-    std::vector<partition> partitions_;
+    detail::consumer_control control_;
+    detail::partition_leases<Policy> leases_;
     std::thread thread_;
-    std::atomic<bool> stopping_{false};
     bool rebalance_ = false; ///< a partition was put down: take leases again at once
-    bool clean_stop_ = true;
-    mutable std::mutex mutex_;
-    std::condition_variable wake_;
-    std::optional<clock::time_point> stop_at_;
-    stream_consumer_stats published_;
 };
 
 } // namespace tradeagg::redis
