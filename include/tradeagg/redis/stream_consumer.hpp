@@ -48,50 +48,45 @@
 // trades are applied in stream order, so a producer must append them in its arrival order: one
 // later than the allowed lateness (a retried append that landed after newer ones, say) is late,
 // counted (`trades_late`) and not merged, as in a pipeline.
+//
+// The parts, each in a header of its own: the partitions and their leases
+// (partition_leases.hpp); a partition's state (partition_engine.hpp); applying, writing and
+// acknowledging, steps 2 to 4 (partition_writer.hpp, token_write.hpp); rebuilds
+// (partition_rebuilder.hpp); stream replies (stream_reply.hpp); running the scripts
+// (script_client.hpp); what the consumer's thread shares with the threads that stop and watch
+// it (consumer_control.hpp). This header keeps the loop, the reads of a round, and trimming.
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
-#include <cmath>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
-#include <memory>
-#include <mutex>
 #include <optional>
-#include <random>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <thread>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include <pthread.h>
 #include <signal.h>
 
-#include <tradeagg/detail/string_map.hpp>
+#include <hiredis/hiredis.h>
+
 #include <tradeagg/detail/thread_name.hpp>
 #include <tradeagg/policy.hpp>
-#include <tradeagg/reclaimer.hpp>
 #include <tradeagg/redis/cluster_client.hpp>
 #include <tradeagg/redis/consumer_control.hpp>
-#include <tradeagg/redis/keys.hpp>
 #include <tradeagg/redis/lease.hpp>
-#include <tradeagg/redis/partition_engine.hpp>
 #include <tradeagg/redis/partition_leases.hpp>
+#include <tradeagg/redis/partition_rebuilder.hpp>
+#include <tradeagg/redis/partition_writer.hpp>
 #include <tradeagg/redis/script_client.hpp>
-#include <tradeagg/redis/slots.hpp>
 #include <tradeagg/redis/stream_consumer_config.hpp>
 #include <tradeagg/redis/stream_consumer_stats.hpp>
 #include <tradeagg/redis/stream_entry.hpp>
 #include <tradeagg/redis/stream_reply.hpp>
-#include <tradeagg/redis/token_write.hpp>
 #include <tradeagg/runtime_config.hpp>
-#include <tradeagg/shard.hpp>
-#include <tradeagg/sink.hpp>
-#include <tradeagg/token_table.hpp>
 
 namespace tradeagg::redis {
 
@@ -100,7 +95,8 @@ class stream_consumer {
 public:
     stream_consumer(stream_consumer_config cfg, const resolved_config<Policy>& pipeline)
         : cfg_(std::move(cfg)), pipeline_(pipeline), client_(cfg_.redis),
-          leases_(cfg_, client_, control_) {
+          leases_(cfg_, client_, control_), writer_(cfg_, client_, leases_, control_),
+          rebuilder_(cfg_, pipeline_, client_, leases_, writer_, control_) {
         if (cfg_.partitions == 0 || cfg_.instance.empty()) {
             throw std::invalid_argument("stream_consumer: partitions > 0 and an instance name");
         }
@@ -145,8 +141,6 @@ public:
 private:
     using clock = std::chrono::steady_clock;
 
-    using engine = detail::partition_engine<Policy>;
-
     using partition = detail::stream_partition<Policy>;
 
     // ---- the loop ---------------------------------------------------------------------------
@@ -159,7 +153,7 @@ private:
             const auto now = clock::now();
             if (now >= next_balance || rebalance_) {
                 rebalance_ = false;
-                leases_.balance([this](partition& p) { return rebuild(p); });
+                leases_.balance([this](partition& p) { return rebuilder_.rebuild(p); });
                 next_balance = clock::now() + cfg_.lease_ttl / 3;
             }
             leases_.renew_due();
@@ -179,27 +173,6 @@ private:
     }
 
     // ---- reading and applying ---------------------------------------------------------------
-
-    /// Applies entries to a partition's state; invalid ones are counted and reported.
-    void apply(partition& p, const std::vector<detail::stream_entry_view>& entries) {
-        std::uint64_t invalid = 0;
-        for (const detail::stream_entry_view& e : entries) {
-            std::string_view why = e.why;
-            if (e.trade && p.state->push(*e.trade, why)) {
-                tradeagg::detail::find_or_add(p.state->applied, e.trade->token) = e.id;
-                continue;
-            }
-            ++invalid;
-            control_.note_error(p.stream + " entry " + std::string(e.id_text) +
-                                " skipped: " + std::string(why));
-        }
-        p.state->worker.apply_here();
-        const std::uint64_t late = std::exchange(p.state->late, 0);
-        control_.update([&](stream_consumer_stats& s) {
-            s.entries_invalid += invalid;
-            s.trades_late += late;
-        });
-    }
 
     /// One round over every partition held. Returns the entries read.
     std::size_t round() {
@@ -240,8 +213,8 @@ private:
                     p.to_ack.clear();
                     rebalance_ = true;
                 } else {
-                    control_.note_error(p.stream + ": " +
-                                        r.error); // not run: read again next round
+                    // Not run: read again next round.
+                    control_.note_error(p.stream + ": " + r.error);
                 }
                 continue;
             }
@@ -262,7 +235,7 @@ private:
             for (const detail::stream_entry_view& e : entries) {
                 p.to_ack.emplace_back(e.id_text);
             }
-            apply(p, entries);
+            writer_.apply(p, entries);
         }
         control_.update([&](stream_consumer_stats& s) {
             ++s.rounds;
@@ -274,129 +247,8 @@ private:
                 writing.push_back(p);
             }
         }
-        write_and_ack(writing, total);
+        writer_.write_and_ack(writing, total);
         return total;
-    }
-
-    /// Builds the token writes of a partition's changes (and clears them).
-    void build_writes(partition& p, std::vector<cluster_command>& out) {
-        for (auto& [name, t] : p.state->sink.tokens) {
-            const auto id = p.state->applied.find(name);
-            detail::token_write_arguments w(cfg_.key_prefix, name, t, p.epoch,
-                                            id != p.state->applied.end() ? id->second.text()
-                                                                         : std::string(),
-                                            cfg_.candle_retention_intervals);
-            out.push_back(client_.script(lease_scripts::token_write, token_slot(name),
-                                         std::move(w.keys_and_args), w.keys));
-        }
-        p.state->sink.tokens.clear();
-    }
-
-    /// Writes the partitions' changes until Redis has acknowledged all of them (retrying while
-    /// each lease is valid), then acknowledges their entries. `applied` is counted as applied.
-    void write_and_ack(const std::vector<partition*>& parts, std::size_t applied) {
-        std::vector<cluster_command> cmds;
-        std::vector<partition*> owner;
-        for (partition* p : parts) {
-            const std::size_t before = cmds.size();
-            build_writes(*p, cmds);
-            owner.insert(owner.end(), cmds.size() - before, p);
-        }
-        auto backoff = std::chrono::milliseconds(20);
-        std::uint64_t written = 0;
-        std::uint64_t retries = 0;
-        while (!cmds.empty()) {
-            std::vector<command_result> r;
-            client_.run(cmds, r);
-            std::vector<cluster_command> again;
-            std::vector<partition*> again_owner;
-            for (std::size_t i = 0; i < cmds.size(); ++i) {
-                partition& p = *owner[i];
-                if (p.epoch == 0) {
-                    continue; // dropped meanwhile
-                }
-                if (r[i].ok() && r[i].reply->type == REDIS_REPLY_INTEGER) {
-                    if (r[i].reply->integer == 0) {
-                        leases_.drop(p, "partition " + std::to_string(p.index) +
-                                            ": a token holds a newer epoch (taken over)");
-                    } else {
-                        ++written;
-                    }
-                    continue;
-                }
-                control_.note_error("token write: " + r[i].error);
-                if (clock::now() >= p.valid_until && !leases_.renewed(p)) {
-                    leases_.drop(p,
-                                 "lease " + p.lease + " lapsed while writes failed: " + r[i].error);
-                    continue;
-                }
-                again.push_back(std::move(cmds[i]));
-                again_owner.push_back(&p);
-            }
-            cmds = std::move(again);
-            owner = std::move(again_owner);
-            if (!cmds.empty()) {
-                retries += cmds.size();
-                std::this_thread::sleep_for(backoff);
-                backoff = std::min(backoff * 2, std::chrono::milliseconds(500));
-                leases_.renew_due();
-                if (control_.stopping() && clock::now() >= control_.stop_deadline()) {
-                    control_.stopped_unclean();
-                    for (partition* p : owner) {
-                        leases_.drop(*p, "stopped with writes unacknowledged");
-                    }
-                    break;
-                }
-            }
-        }
-        control_.update([&](stream_consumer_stats& s) {
-            s.token_writes += written;
-            s.write_retries += retries;
-            s.trades_applied += applied;
-        });
-        ack(parts);
-    }
-
-    void ack(const std::vector<partition*>& parts) {
-        std::vector<cluster_command> cmds;
-        std::uint64_t count = 0;
-        for (partition* p : parts) {
-            if (p->epoch == 0 || p->to_ack.empty()) {
-                continue;
-            }
-            constexpr std::size_t chunk = 1'000;
-            for (std::size_t from = 0; from < p->to_ack.size(); from += chunk) {
-                cluster_command c{{"XACK", p->stream, cfg_.group}, p->slot};
-                const std::size_t to = std::min(p->to_ack.size(), from + chunk);
-                for (std::size_t i = from; i < to; ++i) {
-                    c.args.push_back(std::move(p->to_ack[i]));
-                }
-                count += to - from;
-                cmds.push_back(std::move(c));
-            }
-            p->to_ack.clear();
-        }
-        if (cmds.empty()) {
-            return;
-        }
-        std::vector<command_result> r;
-        for (int attempt = 0; attempt < 10 && !cmds.empty(); ++attempt) {
-            if (attempt > 0) {
-                std::this_thread::sleep_for(std::chrono::milliseconds(50) * attempt);
-            }
-            client_.run(cmds, r);
-            std::vector<cluster_command> again;
-            for (std::size_t i = 0; i < cmds.size(); ++i) {
-                if (!r[i].ok()) {
-                    control_.note_error("XACK: " + r[i].error);
-                    again.push_back(std::move(cmds[i]));
-                }
-            }
-            cmds = std::move(again);
-        }
-        // What is still unacknowledged stays pending: harmless, as the next holder of the
-        // partition claims and acknowledges it.
-        control_.update([&](stream_consumer_stats& s) { s.entries_acked += count; });
     }
 
     // ---- trimming ------------------------------------------------------------------------------
@@ -460,160 +312,13 @@ private:
         control_.update([&](stream_consumer_stats& s) { s.entries_trimmed += removed; });
     }
 
-    // ---- rebuilding a partition -------------------------------------------------------------
-
-    /// Builds the state of a partition just acquired from its stream, writes what Redis lacks,
-    /// and acknowledges what the group had delivered. False if Redis did not let it finish.
-    bool rebuild(partition& p) {
-        p.state = std::make_unique<engine>(pipeline_);
-        // The group (created with the stream if need be), and how far it has delivered.
-        command_result created = client_.run_one(
-            cluster_command{{"XGROUP", "CREATE", p.stream, cfg_.group, "0", "MKSTREAM"}, p.slot});
-        if (!created.ok() && !created.error.starts_with("BUSYGROUP")) {
-            control_.note_error(p.stream + ": XGROUP CREATE: " + created.error);
-            return false;
-        }
-        command_result info =
-            client_.run_one(cluster_command{{"XINFO", "GROUPS", p.stream}, p.slot});
-        if (!info.ok()) {
-            control_.note_error(p.stream + ": XINFO GROUPS: " + info.error);
-            return false;
-        }
-        const std::optional<stream_id> delivered =
-            detail::last_delivered(info.reply.get(), cfg_.group);
-        if (!delivered) {
-            control_.note_error(p.stream + ": XINFO GROUPS has no group " + cfg_.group);
-            return false;
-        }
-        std::string from = "-";
-        const std::string to = delivered->text();
-        std::unordered_map<std::string, std::optional<stream_id>> stored;
-        std::vector<detail::stream_entry_view> entries;
-        std::vector<detail::stream_entry_view> old_entries;
-        std::vector<detail::stream_entry_view> new_entries;
-        while (*delivered != stream_id{} && p.epoch != 0) {
-            command_result r = client_.run_one(cluster_command{
-                {"XRANGE", p.stream, from, to, "COUNT", std::to_string(cfg_.read_count)}, p.slot});
-            if (!r.ok()) {
-                control_.note_error(p.stream + ": XRANGE: " + r.error);
-                return false;
-            }
-            entries.clear();
-            detail::parse_entries(r.reply.get(), entries);
-            if (entries.empty()) {
-                break;
-            }
-            if (!load_stored(entries, stored)) {
-                return false;
-            }
-            old_entries.clear();
-            new_entries.clear();
-            for (const detail::stream_entry_view& e : entries) {
-                const auto s = e.trade ? stored.find(std::string(e.trade->token)) : stored.end();
-                const bool done = s != stored.end() && s->second && e.id <= *s->second;
-                (done ? old_entries : new_entries).push_back(e);
-            }
-            apply(p, old_entries);
-            p.state->sink.tokens.clear(); // in Redis already
-            apply(p, new_entries);
-            control_.update([&](stream_consumer_stats& s) {
-                s.entries_replayed += entries.size();
-                s.entries_skipped += old_entries.size();
-            });
-            std::vector<partition*> one{&p};
-            write_and_ack(one, new_entries.size());
-            // A long stream takes a while: keep every lease held meanwhile (this one too).
-            leases_.renew_due();
-            from = "(" + std::string(entries.back().id_text);
-            if (entries.back().id >= *delivered) {
-                break;
-            }
-        }
-        if (p.epoch == 0) {
-            return false;
-        }
-        return claim_pending(p);
-    }
-
-    /// Reads the stored `stream_id` of every token of `entries` not looked up yet.
-    bool load_stored(const std::vector<detail::stream_entry_view>& entries,
-                     std::unordered_map<std::string, std::optional<stream_id>>& stored) {
-        std::vector<cluster_command> cmds;
-        std::vector<std::string> names;
-        for (const detail::stream_entry_view& e : entries) {
-            if (!e.trade) {
-                continue;
-            }
-            std::string name(e.trade->token);
-            if (stored.contains(name)) {
-                continue;
-            }
-            stored.emplace(name, std::nullopt);
-            cmds.push_back(cluster_command{{"HGET", latest_key(cfg_.key_prefix, name), "stream_id"},
-                                           token_slot(name)});
-            names.push_back(std::move(name));
-        }
-        if (cmds.empty()) {
-            return true;
-        }
-        std::vector<command_result> r;
-        for (int attempt = 0;; ++attempt) {
-            client_.run(cmds, r);
-            const bool all = std::all_of(r.begin(), r.end(), [](auto& x) { return x.ok(); });
-            if (all) {
-                break;
-            }
-            if (attempt == 20 || control_.stopping()) {
-                for (const std::string& n : names) {
-                    stored.erase(n);
-                }
-                control_.note_error("reading stored stream ids: " + client_.cluster().last_error());
-                return false;
-            }
-            std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        }
-        for (std::size_t i = 0; i < names.size(); ++i) {
-            if (r[i].reply->type == REDIS_REPLY_STRING) {
-                stored[names[i]] =
-                    stream_id::parse(std::string_view(r[i].reply->str, r[i].reply->len));
-            }
-        }
-        return true;
-    }
-
-    /// Takes the group's pending entries (delivered to a former holder, or to this instance
-    /// before a restart) and acknowledges them: the rebuild has applied every delivered entry.
-    bool claim_pending(partition& p) {
-        std::string cursor = "0-0";
-        do {
-            command_result r =
-                client_.run_one(cluster_command{{"XAUTOCLAIM", p.stream, cfg_.group, cfg_.instance,
-                                                 "0", cursor, "COUNT", "1000", "JUSTID"},
-                                                p.slot});
-            if (!r.ok() || r.reply->type != REDIS_REPLY_ARRAY || r.reply->elements < 2 ||
-                r.reply->element[0]->type != REDIS_REPLY_STRING) {
-                control_.note_error(p.stream + ": XAUTOCLAIM: " + r.error);
-                return false;
-            }
-            cursor.assign(r.reply->element[0]->str, r.reply->element[0]->len);
-            const redisReply* ids = r.reply->element[1];
-            for (std::size_t i = 0; ids->type == REDIS_REPLY_ARRAY && i < ids->elements; ++i) {
-                if (ids->element[i]->type == REDIS_REPLY_STRING) {
-                    p.to_ack.emplace_back(ids->element[i]->str, ids->element[i]->len);
-                }
-            }
-            std::vector<partition*> one{&p};
-            ack(one);
-            leases_.renew_due();
-        } while (cursor != "0-0" && p.epoch != 0);
-        return p.epoch != 0;
-    }
-
     stream_consumer_config cfg_;
     resolved_config<Policy> pipeline_;
     detail::script_client client_; ///< runs the lease scripts (lease.hpp) by SHA1
     detail::consumer_control control_;
     detail::partition_leases<Policy> leases_;
+    detail::partition_writer<Policy> writer_;
+    detail::partition_rebuilder<Policy> rebuilder_;
     std::thread thread_;
     bool rebalance_ = false; ///< a partition was put down: take leases again at once
 };
