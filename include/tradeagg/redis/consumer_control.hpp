@@ -35,10 +35,9 @@ public:
     /// A stop was asked for. Any thread; never blocks.
     [[nodiscard]] bool stopping() const noexcept { return stopping_.load(); }
 
-    /// When the stop asked for must be done: the far future until one is.
-    [[nodiscard]] clock::time_point stop_deadline() const {
-        const std::lock_guard lock(mutex_);
-        return stop_at_.value_or(clock::time_point::max());
+    /// A stop was asked for and its deadline has passed. Takes the mutex once a stop is asked.
+    [[nodiscard]] bool stop_overdue() const {
+        return stopping() && clock::now() >= stop_deadline();
     }
 
     /// Waits `at_most`, or less if a stop is asked for. The consumer's thread.
@@ -73,6 +72,12 @@ public:
     }
 
 private:
+    /// When the stop asked for must be done: the far future until one is.
+    clock::time_point stop_deadline() const {
+        const std::lock_guard lock(mutex_);
+        return stop_at_.value_or(clock::time_point::max());
+    }
+
     std::atomic<bool> stopping_{false};
     bool clean_stop_ = true;
     mutable std::mutex mutex_;

@@ -38,10 +38,10 @@ namespace tradeagg::redis::detail {
 /// Starts a partition over from its stream. The consumer's thread only.
 template <policy Policy>
 class partition_rebuilder {
-public:
     using partition = stream_partition<Policy>;
     using engine = partition_engine<Policy>;
 
+public:
     partition_rebuilder(const stream_consumer_config& cfg, const resolved_config<Policy>& pipeline,
                         script_client& client, partition_leases<Policy>& leases,
                         partition_writer<Policy>& writer, consumer_control& control)

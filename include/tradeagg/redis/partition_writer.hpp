@@ -35,7 +35,6 @@ namespace tradeagg::redis::detail {
 template <policy Policy>
 class partition_writer {
 public:
-    using clock = std::chrono::steady_clock;
     using partition = stream_partition<Policy>;
 
     partition_writer(const stream_consumer_config& cfg, script_client& client,
@@ -99,7 +98,7 @@ public:
                     continue;
                 }
                 control_.note_error("token write: " + r[i].error);
-                if (clock::now() >= p.valid_until && !leases_.renewed(p)) {
+                if (partition::clock::now() >= p.valid_until && !leases_.renewed(p)) {
                     leases_.drop(p,
                                  "lease " + p.lease + " lapsed while writes failed: " + r[i].error);
                     continue;
@@ -114,7 +113,7 @@ public:
                 std::this_thread::sleep_for(backoff);
                 backoff = std::min(backoff * 2, std::chrono::milliseconds(500));
                 leases_.renew_due();
-                if (control_.stopping() && clock::now() >= control_.stop_deadline()) {
+                if (control_.stop_overdue()) {
                     control_.stopped_unclean();
                     for (partition* p : owner) {
                         leases_.drop(*p, "stopped with writes unacknowledged");

@@ -49,12 +49,13 @@
 // later than the allowed lateness (a retried append that landed after newer ones, say) is late,
 // counted (`trades_late`) and not merged, as in a pipeline.
 //
-// The parts, each in a header of its own: the partitions and their leases
-// (partition_leases.hpp); a partition's state (partition_engine.hpp); applying, writing and
-// acknowledging, steps 2 to 4 (partition_writer.hpp, token_write.hpp); rebuilds
-// (partition_rebuilder.hpp); stream replies (stream_reply.hpp); running the scripts
-// (script_client.hpp); what the consumer's thread shares with the threads that stop and watch
-// it (consumer_control.hpp). This header keeps the loop, the reads of a round, and trimming.
+// The parts, each in a header of its own: the settings and figures (stream_consumer_config.hpp,
+// stream_consumer_stats.hpp); the partitions and their leases (partition_leases.hpp); a
+// partition's state (partition_engine.hpp); applying, writing and acknowledging, steps 2 to 4
+// (partition_writer.hpp, token_write.hpp); rebuilds (partition_rebuilder.hpp); stream replies
+// (stream_reply.hpp); running the scripts (script_client.hpp); what the consumer's thread
+// shares with the threads that stop and watch it (consumer_control.hpp). This header keeps the
+// loop, the reads of a round, and trimming.
 
 #include <algorithm>
 #include <chrono>
