@@ -48,97 +48,58 @@
 // trades are applied in stream order, so a producer must append them in its arrival order: one
 // later than the allowed lateness (a retried append that landed after newer ones, say) is late,
 // counted (`trades_late`) and not merged, as in a pipeline.
+//
+// The parts, each in a header of its own: the settings and figures (stream_consumer_config.hpp,
+// stream_consumer_stats.hpp); the partitions and their leases (partition_leases.hpp); a
+// partition's state (partition_engine.hpp); applying, writing and acknowledging, steps 2 to 4
+// (partition_writer.hpp, token_write.hpp); rebuilds (partition_rebuilder.hpp); stream replies
+// (stream_reply.hpp); running the scripts (script_client.hpp); what the consumer's thread
+// shares with the threads that stop and watch it (consumer_control.hpp). This header keeps the
+// loop, the reads of a round, and trimming.
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
-#include <cmath>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
-#include <memory>
-#include <mutex>
 #include <optional>
-#include <random>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <thread>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include <pthread.h>
 #include <signal.h>
 
-#include <tradeagg/detail/string_map.hpp>
+#include <hiredis/hiredis.h>
+
 #include <tradeagg/detail/thread_name.hpp>
 #include <tradeagg/policy.hpp>
-#include <tradeagg/reclaimer.hpp>
 #include <tradeagg/redis/cluster_client.hpp>
-#include <tradeagg/redis/keys.hpp>
+#include <tradeagg/redis/consumer_control.hpp>
 #include <tradeagg/redis/lease.hpp>
-#include <tradeagg/redis/slots.hpp>
+#include <tradeagg/redis/partition_leases.hpp>
+#include <tradeagg/redis/partition_rebuilder.hpp>
+#include <tradeagg/redis/partition_writer.hpp>
+#include <tradeagg/redis/script_client.hpp>
+#include <tradeagg/redis/stream_consumer_config.hpp>
+#include <tradeagg/redis/stream_consumer_stats.hpp>
 #include <tradeagg/redis/stream_entry.hpp>
+#include <tradeagg/redis/stream_reply.hpp>
 #include <tradeagg/runtime_config.hpp>
-#include <tradeagg/shard.hpp>
-#include <tradeagg/sink.hpp>
-#include <tradeagg/token_table.hpp>
 
 namespace tradeagg::redis {
-
-struct stream_consumer_config {
-    std::string key_prefix = "tradeagg";
-    std::size_t partitions = 4; ///< INGEST_STREAMS: streams the producers write
-    std::string instance;       ///< INSTANCE_ID: unique among live instances; the consumer name
-    std::string group = "tradeagg";
-    std::chrono::milliseconds lease_ttl{5'000};
-    std::size_t read_count = 4'096; ///< entries read per partition per round
-    std::size_t candle_retention_intervals = 1'000;
-    /// How long a stream keeps an entry after its append (its id's time), once the group has
-    /// delivered and acknowledged it: nothing is `exact_retention()`, zero never trims.
-    std::optional<std::chrono::milliseconds> retention;
-    cluster_client::options redis;
-};
-
-struct stream_consumer_stats {
-    std::uint64_t rounds = 0;
-    std::uint64_t entries_read = 0;     ///< delivered by XREADGROUP
-    std::uint64_t entries_replayed = 0; ///< read again by rebuilds (XRANGE)
-    std::uint64_t entries_skipped = 0;  ///< of those, already applied in Redis
-    std::uint64_t entries_invalid = 0;
-    std::uint64_t trades_late = 0;    ///< later than the allowed lateness in their stream's order
-    std::uint64_t trades_applied = 0; ///< entries applied and written (rounds and rebuilds)
-    std::uint64_t token_writes = 0;   ///< acknowledged token writes
-    std::uint64_t write_retries = 0;
-    std::uint64_t entries_acked = 0;
-    std::uint64_t entries_trimmed = 0; ///< removed from the streams (XTRIM MINID)
-    std::uint64_t acquired = 0;        ///< leases taken (each one a rebuild)
-    std::uint64_t released = 0;        ///< leases given up for balance or at stop
-    std::uint64_t lost = 0;            ///< leases lost: fenced, lapsed, or not renewed in time
-    std::size_t partitions_held = 0;
-    std::size_t live_instances = 0;
-    std::string held; ///< the partitions held, e.g. "0,2"
-    std::string last_error;
-};
 
 template <policy Policy>
 class stream_consumer {
 public:
     stream_consumer(stream_consumer_config cfg, const resolved_config<Policy>& pipeline)
         : cfg_(std::move(cfg)), pipeline_(pipeline), client_(cfg_.redis),
-          holder_(cfg_.instance + "#" + nonce()) {
+          leases_(cfg_, client_, control_), writer_(cfg_, client_, leases_, control_),
+          rebuilder_(cfg_, pipeline_, client_, leases_, writer_, control_) {
         if (cfg_.partitions == 0 || cfg_.instance.empty()) {
             throw std::invalid_argument("stream_consumer: partitions > 0 and an instance name");
-        }
-        partitions_.resize(cfg_.partitions);
-        for (std::size_t k = 0; k < cfg_.partitions; ++k) {
-            partition& p = partitions_[k];
-            p.index = k;
-            p.stream = stream_key(cfg_.key_prefix, k);
-            p.lease = lease_key(cfg_.key_prefix, k);
-            p.epoch_key = epoch_key(cfg_.key_prefix, k);
-            p.slot = key_slot(p.stream);
         }
     }
 
@@ -161,18 +122,11 @@ public:
     /// `deadline`), releases every lease, and joins. True if nothing was left unwritten; what
     /// was is still in the streams, for the next holder.
     bool stop(std::chrono::milliseconds deadline) {
-        {
-            const std::lock_guard lock(mutex_);
-            if (!stop_at_) {
-                stop_at_ = clock::now() + deadline;
-            }
-        }
-        stopping_.store(true);
-        wake_.notify_all();
+        control_.request_stop(deadline);
         if (thread_.joinable()) {
             thread_.join();
         }
-        return clean_stop_;
+        return control_.clean_stop();
     }
 
     /// The retention that keeps rebuilds exact: every entry a candle or the rolling window
@@ -183,194 +137,12 @@ public:
                Policy::allowed_lateness;
     }
 
-    [[nodiscard]] stream_consumer_stats stats() const {
-        const std::lock_guard lock(mutex_);
-        return published_;
-    }
+    [[nodiscard]] stream_consumer_stats stats() const { return control_.stats(); }
 
 private:
     using clock = std::chrono::steady_clock;
 
-    /// What a round's flushes changed, per token: copied out of the shard's batches.
-    struct token_changes {
-        bool has_token = false;
-        latest_trade latest;
-        rolling_stats rolling;
-        std::vector<candle_update> candles; ///< `name` not kept: the map's key is the name
-    };
-
-    struct capture_sink {
-        tradeagg::detail::string_map<token_changes> tokens;
-
-        void consume(const flush_batch& b) {
-            for (const candle_update& c : b.candles) {
-                token_changes& t = tradeagg::detail::find_or_add(tokens, c.name);
-                const auto same = std::find_if(t.candles.begin(), t.candles.end(), [&](auto& o) {
-                    return o.interval_index == c.interval_index &&
-                           o.data.open_time == c.data.open_time;
-                });
-                candle_update copy = c;
-                copy.name = {};
-                if (same != t.candles.end()) {
-                    *same = copy;
-                } else {
-                    t.candles.push_back(copy);
-                }
-            }
-            for (const token_update& u : b.tokens) {
-                token_changes& t = tradeagg::detail::find_or_add(tokens, u.name);
-                t.has_token = true;
-                t.latest = u.latest;
-                t.rolling = u.rolling;
-            }
-        }
-    };
-
-    /// A partition's aggregation state: its own token table and shard, driven on this thread.
-    struct engine {
-        explicit engine(const resolved_config<Policy>& rc)
-            : table(rc.max_tokens, 1), budget(1, rc.memory_limit_mb << 20, rc.max_active_tokens),
-              worker(0, rc, on_late, table, budget, sink), ring(&worker.ring_for(0)) {}
-
-        capture_sink sink;
-        std::uint64_t late = 0; ///< trades found late, since the consumer last took the count
-        std::function<void(const late_trade&)> on_late = [this](const late_trade&) { ++late; };
-        token_table table;
-        memory_budget budget;
-        shard<Policy, capture_sink> worker;
-        ingress_ring* ring;
-        tradeagg::detail::string_map<stream_id> applied; ///< last entry applied, per token
-
-        /// Queues a trade (applying what is queued when the ring is full). False with `why`
-        /// if the token cannot be taken.
-        bool push(const trade_view& t, std::string_view& why) {
-            const token_table::intern_result r = table.intern(t.token);
-            if (r.reason != reject_reason::none) {
-                why = to_string(r.reason);
-                return false;
-            }
-            const ingress_record rec{trade{r.id, t.taker, t.price, t.quantity, t.ts_ms, t.id}, 0};
-            while (!ring->push(rec)) {
-                worker.apply_here();
-            }
-            return true;
-        }
-    };
-
-    struct partition {
-        std::size_t index = 0;
-        std::string stream, lease, epoch_key;
-        std::uint16_t slot = 0;
-        std::uint64_t epoch = 0; ///< 0: not held
-        clock::time_point renew_at{};
-        clock::time_point valid_until{}; ///< the lease may have lapsed after this
-        std::unique_ptr<engine> state;
-        std::vector<std::string> to_ack; ///< entries of the round, acknowledged after its writes
-        bool lost = false;               ///< dropped during the round
-    };
-
-    /// A stream entry as read: its id and the trade (views into the reply).
-    struct entry {
-        stream_id id;
-        std::string_view id_text;
-        std::optional<trade_view> trade;
-        std::string_view why;
-    };
-
-    static std::string nonce() {
-        std::random_device rd;
-        return std::to_string(rd()) + std::to_string(rd());
-    }
-
-    static std::int64_t wall_ms() {
-        return std::chrono::duration_cast<std::chrono::milliseconds>(
-                   std::chrono::system_clock::now().time_since_epoch())
-            .count();
-    }
-
-    void note_error(std::string what) {
-        const std::lock_guard lock(mutex_);
-        published_.last_error = std::move(what);
-    }
-
-    template <class F>
-    void update(F&& f) {
-        const std::lock_guard lock(mutex_);
-        f(published_);
-    }
-
-    // ---- scripts ----------------------------------------------------------------------------
-
-    /// EVALSHA of `script` (loaded on first use): a node that does not have it answers NOSCRIPT,
-    /// and the command is sent again as EVAL, which loads it there.
-    cluster_command script(std::string_view body, std::uint16_t slot,
-                           std::vector<std::string> keys_and_args, std::size_t keys) {
-        cluster_command c;
-        c.slot = slot;
-        c.args.reserve(3 + keys_and_args.size());
-        c.args.emplace_back("EVALSHA");
-        c.args.emplace_back(sha_of(body));
-        c.args.emplace_back(std::to_string(keys));
-        for (std::string& s : keys_and_args) {
-            c.args.push_back(std::move(s));
-        }
-        return c;
-    }
-
-    /// The script's SHA1, as SCRIPT LOAD answers it; until that succeeds, a name no script has
-    /// ("unloaded:" and the script's address), which NOSCRIPT sends as EVAL.
-    std::string sha_of(std::string_view body) {
-        auto it = shas_.find(body.data());
-        if (it != shas_.end()) {
-            return it->second;
-        }
-        command_result r =
-            client_.run_one(cluster_command{{"SCRIPT", "LOAD", std::string(body)}, 0});
-        if (r.ok() && r.reply->type == REDIS_REPLY_STRING) {
-            return shas_.emplace(body.data(), std::string(r.reply->str, r.reply->len))
-                .first->second;
-        }
-        bodies_.emplace(unloaded_name(body), body);
-        return unloaded_name(body);
-    }
-
-    static std::string unloaded_name(std::string_view body) {
-        return "unloaded:" + std::to_string(reinterpret_cast<std::uintptr_t>(
-                                 static_cast<const void*>(body.data())));
-    }
-
-    /// Runs a batch of commands, sending NOSCRIPT ones again as EVAL.
-    void run(std::vector<cluster_command>& cmds, std::vector<command_result>& results) {
-        client_.run(cmds, results);
-        std::vector<std::size_t> again;
-        for (std::size_t i = 0; i < cmds.size(); ++i) {
-            if (!results[i].ok() && results[i].error.starts_with("NOSCRIPT")) {
-                again.push_back(i);
-            }
-        }
-        if (again.empty()) {
-            return;
-        }
-        std::vector<cluster_command> retry;
-        for (const std::size_t i : again) {
-            cluster_command c = cmds[i];
-            c.args[0] = "EVAL";
-            for (const auto& [body, sha] : shas_) {
-                if (sha == c.args[1]) {
-                    c.args[1] = body;
-                }
-            }
-            if (const auto named = bodies_.find(c.args[1]); named != bodies_.end()) {
-                c.args[1] = std::string(named->second);
-            }
-            retry.push_back(std::move(c));
-        }
-        std::vector<command_result> second;
-        client_.run(retry, second);
-        for (std::size_t k = 0; k < again.size(); ++k) {
-            results[again[k]] = std::move(second[k]);
-        }
-    }
+    using partition = detail::stream_partition<Policy>;
 
     // ---- the loop ---------------------------------------------------------------------------
 
@@ -378,243 +150,42 @@ private:
         auto idle = std::chrono::milliseconds(1);
         clock::time_point next_balance{};
         clock::time_point next_trim = clock::now() + cfg_.lease_ttl;
-        while (!stopping_.load()) {
+        while (!control_.stopping()) {
             const auto now = clock::now();
             if (now >= next_balance || rebalance_) {
                 rebalance_ = false;
-                balance();
+                leases_.balance([this](partition& p) { return rebuilder_.rebuild(p); });
                 next_balance = clock::now() + cfg_.lease_ttl / 3;
             }
-            renew_due();
+            leases_.renew_due();
             if (now >= next_trim) {
                 trim();
                 next_trim = clock::now() + cfg_.lease_ttl;
             }
             const std::size_t read = round();
             if (read == 0) {
-                std::unique_lock lock(mutex_);
-                wake_.wait_for(lock, idle, [this] { return stopping_.load(); });
+                control_.wait_for_stop(idle);
                 idle = std::min(idle * 2, std::chrono::milliseconds(20));
             } else {
                 idle = std::chrono::milliseconds(1);
             }
         }
-        release_all();
-    }
-
-    /// Announces this instance and takes or gives up leases toward its share.
-    void balance() {
-        const std::string members = cfg_.key_prefix + ":instances";
-        const std::uint16_t slot = key_slot(members);
-        const std::int64_t now = wall_ms();
-        std::vector<cluster_command> cmds{
-            {{"ZADD", members, std::to_string(now + cfg_.lease_ttl.count()), cfg_.instance}, slot},
-            {{"ZREMRANGEBYSCORE", members, "-inf", std::to_string(now)}, slot},
-            {{"ZCARD", members}, slot}};
-        std::vector<command_result> r;
-        run(cmds, r);
-        if (!r[2].ok() || r[2].reply->type != REDIS_REPLY_INTEGER) {
-            note_error("instances: " + r[2].error);
-            return;
-        }
-        const auto live = std::max<std::size_t>(static_cast<std::size_t>(r[2].reply->integer), 1);
-        const std::size_t share = (cfg_.partitions + live - 1) / live;
-        update([&](stream_consumer_stats& s) { s.live_instances = live; });
-        std::size_t held = held_count();
-        // Preference order: starting at this instance's hash, so instances try different
-        // partitions first.
-        const std::size_t start = std::hash<std::string>{}(cfg_.instance) % cfg_.partitions;
-        for (std::size_t n = 0; n < cfg_.partitions && held > share; ++n) {
-            partition& p = partitions_[(start + cfg_.partitions - 1 - n) % cfg_.partitions];
-            if (p.epoch != 0) {
-                release(p);
-                --held;
-            }
-        }
-        for (std::size_t n = 0; n < cfg_.partitions && held < share && !stopping_.load(); ++n) {
-            partition& p = partitions_[(start + n) % cfg_.partitions];
-            if (p.epoch == 0 && acquire(p)) {
-                ++held;
-            }
-        }
-        publish_held();
-    }
-
-    std::size_t held_count() const {
-        return static_cast<std::size_t>(
-            std::count_if(partitions_.begin(), partitions_.end(),
-                          [](const partition& p) { return p.epoch != 0; }));
-    }
-
-    void publish_held() {
-        std::string list;
-        for (const partition& p : partitions_) {
-            if (p.epoch != 0) {
-                list += (list.empty() ? "" : ",") + std::to_string(p.index);
-            }
-        }
-        update([&](stream_consumer_stats& s) {
-            s.partitions_held = held_count();
-            s.held = list;
-        });
-    }
-
-    bool acquire(partition& p) {
-        const auto sent = clock::now();
-        command_result r = run_one(
-            script(lease_scripts::acquire, p.slot,
-                   {p.lease, p.epoch_key, holder_, std::to_string(cfg_.lease_ttl.count())}, 2));
-        if (!r.ok() || r.reply->type != REDIS_REPLY_INTEGER) {
-            if (!r.ok()) {
-                note_error("lease " + p.lease + ": " + r.error);
-            }
-            return false;
-        }
-        if (r.reply->integer <= 0) {
-            return false; // another instance holds it
-        }
-        p.epoch = static_cast<std::uint64_t>(r.reply->integer);
-        p.valid_until = sent + cfg_.lease_ttl - cfg_.lease_ttl / 5;
-        p.renew_at = sent + cfg_.lease_ttl / 3;
-        p.lost = false;
-        update([](stream_consumer_stats& s) { ++s.acquired; });
-        if (!rebuild(p)) {
-            drop(p, "rebuild of " + p.stream + " did not finish");
-            return false;
-        }
-        return true;
-    }
-
-    command_result run_one(cluster_command c) {
-        std::vector<cluster_command> cmds{std::move(c)};
-        std::vector<command_result> r;
-        run(cmds, r);
-        return std::move(r.front());
-    }
-
-    void release(partition& p) {
-        (void)run_one(
-            script(lease_scripts::release, p.slot, {p.lease, holder_, std::to_string(p.epoch)}, 1));
-        p.epoch = 0;
-        p.state.reset();
-        update([](stream_consumer_stats& s) { ++s.released; });
-    }
-
-    void release_all() {
-        for (partition& p : partitions_) {
-            if (p.epoch != 0) {
-                release(p);
-            }
-        }
-        const std::string members = cfg_.key_prefix + ":instances";
-        (void)client_.run_one(cluster_command{{"ZREM", members, cfg_.instance}, key_slot(members)});
-        publish_held();
-    }
-
-    /// Stops using a partition whose lease is gone or in doubt. Its unacknowledged entries stay
-    /// pending, for whoever holds it next.
-    void drop(partition& p, std::string why) {
-        if (p.epoch == 0) {
-            return;
-        }
-        p.epoch = 0;
-        p.lost = true;
-        p.state.reset();
-        p.to_ack.clear();
-        note_error(std::move(why));
-        update([](stream_consumer_stats& s) { ++s.lost; });
-        publish_held();
-    }
-
-    void renew_due() {
-        std::vector<cluster_command> cmds;
-        std::vector<partition*> who;
-        const auto now = clock::now();
-        for (partition& p : partitions_) {
-            if (p.epoch != 0 && now >= p.renew_at) {
-                cmds.push_back(script(lease_scripts::renew, p.slot,
-                                      {p.lease, holder_, std::to_string(p.epoch),
-                                       std::to_string(cfg_.lease_ttl.count())},
-                                      1));
-                who.push_back(&p);
-            }
-        }
-        if (cmds.empty()) {
-            return;
-        }
-        std::vector<command_result> r;
-        run(cmds, r);
-        for (std::size_t i = 0; i < who.size(); ++i) {
-            partition& p = *who[i];
-            if (r[i].ok() && r[i].reply->type == REDIS_REPLY_INTEGER && r[i].reply->integer == 1) {
-                p.valid_until = now + cfg_.lease_ttl - cfg_.lease_ttl / 5;
-                p.renew_at = now + cfg_.lease_ttl / 3;
-            } else if (r[i].ok()) {
-                drop(p, "lease " + p.lease + " was taken over");
-            } else if (clock::now() >= p.valid_until) {
-                drop(p, "lease " + p.lease + " could not be renewed in time: " + r[i].error);
-            } else {
-                p.renew_at = now + std::chrono::milliseconds(50);
-            }
-        }
+        leases_.release_all();
     }
 
     // ---- reading and applying ---------------------------------------------------------------
-
-    /// Reads a stream reply's entries (`[[id, [field, value, ...]], ...]`).
-    static void parse_entries(const redisReply* list, std::vector<entry>& out) {
-        if (list == nullptr || list->type != REDIS_REPLY_ARRAY) {
-            return;
-        }
-        for (std::size_t i = 0; i < list->elements; ++i) {
-            const redisReply* e = list->element[i];
-            if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
-                e->element[0]->type != REDIS_REPLY_STRING) {
-                continue;
-            }
-            entry x;
-            x.id_text = std::string_view(e->element[0]->str, e->element[0]->len);
-            const std::optional<stream_id> id = stream_id::parse(x.id_text);
-            if (!id) {
-                continue;
-            }
-            x.id = *id;
-            x.trade = trade_from_entry(entry_fields(e->element[1]), x.why);
-            out.push_back(x);
-        }
-    }
-
-    /// Applies entries to a partition's state; invalid ones are counted and reported.
-    void apply(partition& p, const std::vector<entry>& entries) {
-        std::uint64_t invalid = 0;
-        for (const entry& e : entries) {
-            std::string_view why = e.why;
-            if (e.trade && p.state->push(*e.trade, why)) {
-                tradeagg::detail::find_or_add(p.state->applied, e.trade->token) = e.id;
-                continue;
-            }
-            ++invalid;
-            note_error(p.stream + " entry " + std::string(e.id_text) +
-                       " skipped: " + std::string(why));
-        }
-        p.state->worker.apply_here();
-        const std::uint64_t late = std::exchange(p.state->late, 0);
-        update([&](stream_consumer_stats& s) {
-            s.entries_invalid += invalid;
-            s.trades_late += late;
-        });
-    }
 
     /// One round over every partition held. Returns the entries read.
     std::size_t round() {
         std::vector<cluster_command> reads;
         std::vector<partition*> who;
-        for (partition& p : partitions_) {
+        for (partition& p : leases_.all()) {
             if (p.epoch != 0) {
-                reads.push_back(script(lease_scripts::read, p.slot,
-                                       {p.lease, p.stream, holder_, std::to_string(p.epoch),
-                                        cfg_.group, cfg_.instance, std::to_string(cfg_.read_count)},
-                                       2));
+                reads.push_back(
+                    client_.script(lease_scripts::read, p.slot,
+                                   {p.lease, p.stream, leases_.holder(), std::to_string(p.epoch),
+                                    cfg_.group, cfg_.instance, std::to_string(cfg_.read_count)},
+                                   2));
                 who.push_back(&p);
             }
         }
@@ -622,33 +193,34 @@ private:
             return 0;
         }
         std::vector<command_result> replies;
-        run(reads, replies);
+        client_.run(reads, replies);
         std::size_t total = 0;
-        std::vector<entry> entries;
+        std::vector<detail::stream_entry_view> entries;
         for (std::size_t i = 0; i < who.size(); ++i) {
             partition& p = *who[i];
             const command_result& r = replies[i];
             if (!r.ok()) {
                 if (r.error.starts_with("NOGROUP")) {
                     // The stream was deleted: its group with it. Start over on it.
-                    drop(p, p.stream + ": " + r.error);
+                    leases_.drop(p, p.stream + ": " + r.error);
                 } else if (r.reply == nullptr) {
                     // No reply: entries may have been delivered to this consumer and lost on
                     // the way, or the read may still sit unread at the node. Acquire the lease
                     // again, under a new epoch, which fences that read, and rebuild the
                     // partition, which applies every entry delivered before once.
-                    note_error(p.stream + ": " + r.error + " (rebuilding the partition)");
+                    control_.note_error(p.stream + ": " + r.error + " (rebuilding the partition)");
                     p.epoch = 0;
                     p.state.reset();
                     p.to_ack.clear();
                     rebalance_ = true;
                 } else {
-                    note_error(p.stream + ": " + r.error); // not run: read again next round
+                    // Not run: read again next round.
+                    control_.note_error(p.stream + ": " + r.error);
                 }
                 continue;
             }
             if (r.reply->type == REDIS_REPLY_INTEGER) {
-                drop(p, "lease " + p.lease + " is no longer held");
+                leases_.drop(p, "lease " + p.lease + " is no longer held");
                 continue;
             }
             if (r.reply->type != REDIS_REPLY_ARRAY || r.reply->elements == 0) {
@@ -659,14 +231,14 @@ private:
                 continue;
             }
             entries.clear();
-            parse_entries(stream->element[1], entries);
+            detail::parse_entries(stream->element[1], entries);
             total += entries.size();
-            for (const entry& e : entries) {
+            for (const detail::stream_entry_view& e : entries) {
                 p.to_ack.emplace_back(e.id_text);
             }
-            apply(p, entries);
+            writer_.apply(p, entries);
         }
-        update([&](stream_consumer_stats& s) {
+        control_.update([&](stream_consumer_stats& s) {
             ++s.rounds;
             s.entries_read += total;
         });
@@ -676,164 +248,8 @@ private:
                 writing.push_back(p);
             }
         }
-        write_and_ack(writing, total);
+        writer_.write_and_ack(writing, total);
         return total;
-    }
-
-    /// Builds the token writes of a partition's changes (and clears them).
-    void build_writes(partition& p, std::vector<cluster_command>& out) {
-        for (auto& [name, t] : p.state->sink.tokens) {
-            std::vector<std::string> a;
-            a.reserve(8 + t.candles.size() * 34);
-            a.push_back(latest_key(cfg_.key_prefix, name));
-            a.push_back(rolling_key(cfg_.key_prefix, name));
-            for (const candle_update& c : t.candles) {
-                a.push_back(candle_key(cfg_.key_prefix, name, c.width, c.data.open_time));
-            }
-            const std::size_t keys = a.size();
-            a.push_back(std::to_string(p.epoch));
-            const auto id = p.state->applied.find(name);
-            a.push_back(id != p.state->applied.end() ? id->second.text() : std::string());
-            const auto pairs = [&a](auto const& value, std::size_t n) {
-                a.push_back(std::to_string(n));
-                for_each_field(value, [&a](std::string_view f, std::string_view v) {
-                    a.emplace_back(f);
-                    a.emplace_back(v);
-                });
-            };
-            if (t.has_token) {
-                pairs(t.latest, latest_fields.size());
-                pairs(t.rolling, rolling_fields.size());
-            } else {
-                a.emplace_back("0");
-                a.emplace_back("0");
-            }
-            for (const candle_update& c : t.candles) {
-                a.push_back(std::to_string(
-                    candle_ttl_ms(cfg_.candle_retention_intervals, c.width.count())));
-                pairs(c.data, candle_fields.size());
-            }
-            out.push_back(script(lease_scripts::token_write, token_slot(name), std::move(a), keys));
-        }
-        p.state->sink.tokens.clear();
-    }
-
-    /// Writes the partitions' changes until Redis has acknowledged all of them (retrying while
-    /// each lease is valid), then acknowledges their entries. `applied` is counted as applied.
-    void write_and_ack(const std::vector<partition*>& parts, std::size_t applied) {
-        std::vector<cluster_command> cmds;
-        std::vector<partition*> owner;
-        for (partition* p : parts) {
-            const std::size_t before = cmds.size();
-            build_writes(*p, cmds);
-            owner.insert(owner.end(), cmds.size() - before, p);
-        }
-        auto backoff = std::chrono::milliseconds(20);
-        std::uint64_t written = 0;
-        std::uint64_t retries = 0;
-        while (!cmds.empty()) {
-            std::vector<command_result> r;
-            run(cmds, r);
-            std::vector<cluster_command> again;
-            std::vector<partition*> again_owner;
-            for (std::size_t i = 0; i < cmds.size(); ++i) {
-                partition& p = *owner[i];
-                if (p.epoch == 0) {
-                    continue; // dropped meanwhile
-                }
-                if (r[i].ok() && r[i].reply->type == REDIS_REPLY_INTEGER) {
-                    if (r[i].reply->integer == 0) {
-                        drop(p, "partition " + std::to_string(p.index) +
-                                    ": a token holds a newer epoch (taken over)");
-                    } else {
-                        ++written;
-                    }
-                    continue;
-                }
-                note_error("token write: " + r[i].error);
-                if (clock::now() >= p.valid_until && !renewed(p)) {
-                    drop(p, "lease " + p.lease + " lapsed while writes failed: " + r[i].error);
-                    continue;
-                }
-                again.push_back(std::move(cmds[i]));
-                again_owner.push_back(&p);
-            }
-            cmds = std::move(again);
-            owner = std::move(again_owner);
-            if (!cmds.empty()) {
-                retries += cmds.size();
-                std::this_thread::sleep_for(backoff);
-                backoff = std::min(backoff * 2, std::chrono::milliseconds(500));
-                renew_due();
-                if (stopping_.load() && clock::now() >= stop_deadline()) {
-                    clean_stop_ = false;
-                    for (partition* p : owner) {
-                        drop(*p, "stopped with writes unacknowledged");
-                    }
-                    break;
-                }
-            }
-        }
-        update([&](stream_consumer_stats& s) {
-            s.token_writes += written;
-            s.write_retries += retries;
-            s.trades_applied += applied;
-        });
-        ack(parts);
-    }
-
-    /// Renews `p`'s lease now; true if it is still this instance's.
-    bool renewed(partition& p) {
-        p.renew_at = clock::time_point{};
-        renew_due();
-        return p.epoch != 0 && clock::now() < p.valid_until;
-    }
-
-    clock::time_point stop_deadline() {
-        const std::lock_guard lock(mutex_);
-        return stop_at_.value_or(clock::time_point::max());
-    }
-
-    void ack(const std::vector<partition*>& parts) {
-        std::vector<cluster_command> cmds;
-        std::uint64_t count = 0;
-        for (partition* p : parts) {
-            if (p->epoch == 0 || p->to_ack.empty()) {
-                continue;
-            }
-            constexpr std::size_t chunk = 1'000;
-            for (std::size_t from = 0; from < p->to_ack.size(); from += chunk) {
-                cluster_command c{{"XACK", p->stream, cfg_.group}, p->slot};
-                const std::size_t to = std::min(p->to_ack.size(), from + chunk);
-                for (std::size_t i = from; i < to; ++i) {
-                    c.args.push_back(std::move(p->to_ack[i]));
-                }
-                count += to - from;
-                cmds.push_back(std::move(c));
-            }
-            p->to_ack.clear();
-        }
-        if (cmds.empty()) {
-            return;
-        }
-        std::vector<command_result> r;
-        for (int attempt = 0; attempt < 10 && !cmds.empty(); ++attempt) {
-            if (attempt > 0) {
-                std::this_thread::sleep_for(std::chrono::milliseconds(50) * attempt);
-            }
-            run(cmds, r);
-            std::vector<cluster_command> again;
-            for (std::size_t i = 0; i < cmds.size(); ++i) {
-                if (!r[i].ok()) {
-                    note_error("XACK: " + r[i].error);
-                    again.push_back(std::move(cmds[i]));
-                }
-            }
-            cmds = std::move(again);
-        }
-        // What is still unacknowledged stays pending: harmless, as the next holder of the
-        // partition claims and acknowledges it.
-        update([&](stream_consumer_stats& s) { s.entries_acked += count; });
     }
 
     // ---- trimming ------------------------------------------------------------------------------
@@ -847,7 +263,7 @@ private:
         }
         std::vector<cluster_command> cmds;
         std::vector<partition*> who;
-        for (partition& p : partitions_) {
+        for (partition& p : leases_.all()) {
             if (p.epoch != 0) {
                 cmds.push_back({{"XINFO", "GROUPS", p.stream}, p.slot});
                 cmds.push_back({{"XPENDING", p.stream, cfg_.group}, p.slot});
@@ -858,14 +274,14 @@ private:
             return;
         }
         std::vector<command_result> r;
-        run(cmds, r);
-        const auto age = wall_ms() - keep.count();
+        client_.run(cmds, r);
+        const auto age = detail::wall_ms() - keep.count();
         std::vector<cluster_command> trims;
         for (std::size_t i = 0; i < who.size(); ++i) {
             const command_result& info = r[2 * i];
             const command_result& pending = r[2 * i + 1];
             const std::optional<stream_id> delivered =
-                info.ok() ? last_delivered(info.reply.get()) : std::nullopt;
+                info.ok() ? detail::last_delivered(info.reply.get(), cfg_.group) : std::nullopt;
             if (!delivered || !pending.ok() || pending.reply->type != REDIS_REPLY_ARRAY ||
                 pending.reply->elements < 2) {
                 continue; // not known now: next time
@@ -885,196 +301,27 @@ private:
         if (trims.empty()) {
             return;
         }
-        run(trims, r);
+        client_.run(trims, r);
         std::uint64_t removed = 0;
         for (const command_result& t : r) {
             if (t.ok() && t.reply->type == REDIS_REPLY_INTEGER && t.reply->integer > 0) {
                 removed += static_cast<std::uint64_t>(t.reply->integer);
             } else if (!t.ok()) {
-                note_error("XTRIM: " + t.error);
+                control_.note_error("XTRIM: " + t.error);
             }
         }
-        update([&](stream_consumer_stats& s) { s.entries_trimmed += removed; });
-    }
-
-    // ---- rebuilding a partition -------------------------------------------------------------
-
-    /// Builds the state of a partition just acquired from its stream, writes what Redis lacks,
-    /// and acknowledges what the group had delivered. False if Redis did not let it finish.
-    bool rebuild(partition& p) {
-        p.state = std::make_unique<engine>(pipeline_);
-        // The group (created with the stream if need be), and how far it has delivered.
-        command_result created = run_one(
-            cluster_command{{"XGROUP", "CREATE", p.stream, cfg_.group, "0", "MKSTREAM"}, p.slot});
-        if (!created.ok() && !created.error.starts_with("BUSYGROUP")) {
-            note_error(p.stream + ": XGROUP CREATE: " + created.error);
-            return false;
-        }
-        command_result info = run_one(cluster_command{{"XINFO", "GROUPS", p.stream}, p.slot});
-        if (!info.ok()) {
-            note_error(p.stream + ": XINFO GROUPS: " + info.error);
-            return false;
-        }
-        const std::optional<stream_id> delivered = last_delivered(info.reply.get());
-        if (!delivered) {
-            note_error(p.stream + ": XINFO GROUPS has no group " + cfg_.group);
-            return false;
-        }
-        std::string from = "-";
-        const std::string to = delivered->text();
-        std::unordered_map<std::string, std::optional<stream_id>> stored;
-        std::vector<entry> entries;
-        std::vector<entry> old_entries;
-        std::vector<entry> new_entries;
-        while (*delivered != stream_id{} && p.epoch != 0) {
-            command_result r = run_one(cluster_command{
-                {"XRANGE", p.stream, from, to, "COUNT", std::to_string(cfg_.read_count)}, p.slot});
-            if (!r.ok()) {
-                note_error(p.stream + ": XRANGE: " + r.error);
-                return false;
-            }
-            entries.clear();
-            parse_entries(r.reply.get(), entries);
-            if (entries.empty()) {
-                break;
-            }
-            if (!load_stored(entries, stored)) {
-                return false;
-            }
-            old_entries.clear();
-            new_entries.clear();
-            for (const entry& e : entries) {
-                const auto s = e.trade ? stored.find(std::string(e.trade->token)) : stored.end();
-                const bool done = s != stored.end() && s->second && e.id <= *s->second;
-                (done ? old_entries : new_entries).push_back(e);
-            }
-            apply(p, old_entries);
-            p.state->sink.tokens.clear(); // in Redis already
-            apply(p, new_entries);
-            update([&](stream_consumer_stats& s) {
-                s.entries_replayed += entries.size();
-                s.entries_skipped += old_entries.size();
-            });
-            std::vector<partition*> one{&p};
-            write_and_ack(one, new_entries.size());
-            // A long stream takes a while: keep every lease held meanwhile (this one too).
-            renew_due();
-            from = "(" + std::string(entries.back().id_text);
-            if (entries.back().id >= *delivered) {
-                break;
-            }
-        }
-        if (p.epoch == 0) {
-            return false;
-        }
-        return claim_pending(p);
-    }
-
-    /// The last id delivered to the consumer group, from XINFO GROUPS (a list of groups, each
-    /// a list of field, value).
-    std::optional<stream_id> last_delivered(const redisReply* groups) const {
-        if (groups == nullptr || groups->type != REDIS_REPLY_ARRAY) {
-            return std::nullopt;
-        }
-        for (std::size_t g = 0; g < groups->elements; ++g) {
-            const auto field = entry_fields(groups->element[g]);
-            if (field("name") == std::string_view(cfg_.group)) {
-                const auto last = field("last-delivered-id");
-                return last ? stream_id::parse(*last) : std::nullopt;
-            }
-        }
-        return std::nullopt;
-    }
-
-    /// Reads the stored `stream_id` of every token of `entries` not looked up yet.
-    bool load_stored(const std::vector<entry>& entries,
-                     std::unordered_map<std::string, std::optional<stream_id>>& stored) {
-        std::vector<cluster_command> cmds;
-        std::vector<std::string> names;
-        for (const entry& e : entries) {
-            if (!e.trade) {
-                continue;
-            }
-            std::string name(e.trade->token);
-            if (stored.contains(name)) {
-                continue;
-            }
-            stored.emplace(name, std::nullopt);
-            cmds.push_back(cluster_command{{"HGET", latest_key(cfg_.key_prefix, name), "stream_id"},
-                                           token_slot(name)});
-            names.push_back(std::move(name));
-        }
-        if (cmds.empty()) {
-            return true;
-        }
-        std::vector<command_result> r;
-        for (int attempt = 0;; ++attempt) {
-            run(cmds, r);
-            const bool all = std::all_of(r.begin(), r.end(), [](auto& x) { return x.ok(); });
-            if (all) {
-                break;
-            }
-            if (attempt == 20 || stopping_.load()) {
-                for (const std::string& n : names) {
-                    stored.erase(n);
-                }
-                note_error("reading stored stream ids: " + client_.last_error());
-                return false;
-            }
-            std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        }
-        for (std::size_t i = 0; i < names.size(); ++i) {
-            if (r[i].reply->type == REDIS_REPLY_STRING) {
-                stored[names[i]] =
-                    stream_id::parse(std::string_view(r[i].reply->str, r[i].reply->len));
-            }
-        }
-        return true;
-    }
-
-    /// Takes the group's pending entries (delivered to a former holder, or to this instance
-    /// before a restart) and acknowledges them: the rebuild has applied every delivered entry.
-    bool claim_pending(partition& p) {
-        std::string cursor = "0-0";
-        do {
-            command_result r =
-                run_one(cluster_command{{"XAUTOCLAIM", p.stream, cfg_.group, cfg_.instance, "0",
-                                         cursor, "COUNT", "1000", "JUSTID"},
-                                        p.slot});
-            if (!r.ok() || r.reply->type != REDIS_REPLY_ARRAY || r.reply->elements < 2 ||
-                r.reply->element[0]->type != REDIS_REPLY_STRING) {
-                note_error(p.stream + ": XAUTOCLAIM: " + r.error);
-                return false;
-            }
-            cursor.assign(r.reply->element[0]->str, r.reply->element[0]->len);
-            const redisReply* ids = r.reply->element[1];
-            for (std::size_t i = 0; ids->type == REDIS_REPLY_ARRAY && i < ids->elements; ++i) {
-                if (ids->element[i]->type == REDIS_REPLY_STRING) {
-                    p.to_ack.emplace_back(ids->element[i]->str, ids->element[i]->len);
-                }
-            }
-            std::vector<partition*> one{&p};
-            ack(one);
-            renew_due();
-        } while (cursor != "0-0" && p.epoch != 0);
-        return p.epoch != 0;
+        control_.update([&](stream_consumer_stats& s) { s.entries_trimmed += removed; });
     }
 
     stream_consumer_config cfg_;
     resolved_config<Policy> pipeline_;
-    cluster_client client_;
-    std::string holder_; ///< the lease holder's name: instance and a per-process nonce
-    std::vector<partition> partitions_;
-    std::unordered_map<const char*, std::string> shas_;        ///< script text's address -> SHA1
-    std::unordered_map<std::string, std::string_view> bodies_; ///< unloaded name -> script
+    detail::script_client client_; ///< runs the lease scripts (lease.hpp) by SHA1
+    detail::consumer_control control_;
+    detail::partition_leases<Policy> leases_;
+    detail::partition_writer<Policy> writer_;
+    detail::partition_rebuilder<Policy> rebuilder_;
     std::thread thread_;
-    std::atomic<bool> stopping_{false};
     bool rebalance_ = false; ///< a partition was put down: take leases again at once
-    bool clean_stop_ = true;
-    mutable std::mutex mutex_;
-    std::condition_variable wake_;
-    std::optional<clock::time_point> stop_at_;
-    stream_consumer_stats published_;
 };
 
 } // namespace tradeagg::redis

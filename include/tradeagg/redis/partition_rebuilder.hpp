@@ -1,0 +1,209 @@
+#pragma once
+// Rebuilding a partition a stream consumer has just acquired ("Exactly once" in
+// stream_consumer.hpp): its state is read again from its stream up to what the group had
+// delivered, only what Redis lacks is written, and the group's pending entries are claimed and
+// acknowledged.
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <hiredis/hiredis.h>
+
+#include <tradeagg/policy.hpp>
+#include <tradeagg/redis/cluster_client.hpp>
+#include <tradeagg/redis/consumer_control.hpp>
+#include <tradeagg/redis/keys.hpp>
+#include <tradeagg/redis/partition_engine.hpp>
+#include <tradeagg/redis/partition_leases.hpp>
+#include <tradeagg/redis/partition_writer.hpp>
+#include <tradeagg/redis/script_client.hpp>
+#include <tradeagg/redis/slots.hpp>
+#include <tradeagg/redis/stream_consumer_config.hpp>
+#include <tradeagg/redis/stream_consumer_stats.hpp>
+#include <tradeagg/redis/stream_entry.hpp>
+#include <tradeagg/redis/stream_reply.hpp>
+#include <tradeagg/runtime_config.hpp>
+
+namespace tradeagg::redis::detail {
+
+/// Starts a partition over from its stream. The consumer's thread only.
+template <policy Policy>
+class partition_rebuilder {
+    using partition = stream_partition<Policy>;
+    using engine = partition_engine<Policy>;
+
+public:
+    partition_rebuilder(const stream_consumer_config& cfg, const resolved_config<Policy>& pipeline,
+                        script_client& client, partition_leases<Policy>& leases,
+                        partition_writer<Policy>& writer, consumer_control& control)
+        : cfg_(cfg), pipeline_(pipeline), client_(client), leases_(leases), writer_(writer),
+          control_(control) {}
+
+    partition_rebuilder(const partition_rebuilder&) = delete;
+    partition_rebuilder& operator=(const partition_rebuilder&) = delete;
+
+    /// Builds the state of a partition just acquired from its stream, writes what Redis lacks,
+    /// and acknowledges what the group had delivered. False if Redis did not let it finish.
+    bool rebuild(partition& p) {
+        p.state = std::make_unique<engine>(pipeline_);
+        // The group (created with the stream if need be), and how far it has delivered.
+        command_result created = client_.run_one(
+            cluster_command{{"XGROUP", "CREATE", p.stream, cfg_.group, "0", "MKSTREAM"}, p.slot});
+        if (!created.ok() && !created.error.starts_with("BUSYGROUP")) {
+            control_.note_error(p.stream + ": XGROUP CREATE: " + created.error);
+            return false;
+        }
+        command_result info =
+            client_.run_one(cluster_command{{"XINFO", "GROUPS", p.stream}, p.slot});
+        if (!info.ok()) {
+            control_.note_error(p.stream + ": XINFO GROUPS: " + info.error);
+            return false;
+        }
+        const std::optional<stream_id> delivered = last_delivered(info.reply.get(), cfg_.group);
+        if (!delivered) {
+            control_.note_error(p.stream + ": XINFO GROUPS has no group " + cfg_.group);
+            return false;
+        }
+        std::string from = "-";
+        const std::string to = delivered->text();
+        std::unordered_map<std::string, std::optional<stream_id>> stored;
+        std::vector<stream_entry_view> entries;
+        std::vector<stream_entry_view> old_entries;
+        std::vector<stream_entry_view> new_entries;
+        while (*delivered != stream_id{} && p.epoch != 0) {
+            command_result r = client_.run_one(cluster_command{
+                {"XRANGE", p.stream, from, to, "COUNT", std::to_string(cfg_.read_count)}, p.slot});
+            if (!r.ok()) {
+                control_.note_error(p.stream + ": XRANGE: " + r.error);
+                return false;
+            }
+            entries.clear();
+            parse_entries(r.reply.get(), entries);
+            if (entries.empty()) {
+                break;
+            }
+            if (!load_stored(entries, stored)) {
+                return false;
+            }
+            old_entries.clear();
+            new_entries.clear();
+            for (const stream_entry_view& e : entries) {
+                const auto s = e.trade ? stored.find(std::string(e.trade->token)) : stored.end();
+                const bool done = s != stored.end() && s->second && e.id <= *s->second;
+                (done ? old_entries : new_entries).push_back(e);
+            }
+            writer_.apply(p, old_entries);
+            p.state->sink.tokens.clear(); // in Redis already
+            writer_.apply(p, new_entries);
+            control_.update([&](stream_consumer_stats& s) {
+                s.entries_replayed += entries.size();
+                s.entries_skipped += old_entries.size();
+            });
+            std::vector<partition*> one{&p};
+            writer_.write_and_ack(one, new_entries.size());
+            // A long stream takes a while: keep every lease held meanwhile (this one too).
+            leases_.renew_due();
+            from = "(" + std::string(entries.back().id_text);
+            if (entries.back().id >= *delivered) {
+                break;
+            }
+        }
+        if (p.epoch == 0) {
+            return false;
+        }
+        return claim_pending(p);
+    }
+
+private:
+    /// Reads the stored `stream_id` of every token of `entries` not looked up yet.
+    bool load_stored(const std::vector<stream_entry_view>& entries,
+                     std::unordered_map<std::string, std::optional<stream_id>>& stored) {
+        std::vector<cluster_command> cmds;
+        std::vector<std::string> names;
+        for (const stream_entry_view& e : entries) {
+            if (!e.trade) {
+                continue;
+            }
+            std::string name(e.trade->token);
+            if (stored.contains(name)) {
+                continue;
+            }
+            stored.emplace(name, std::nullopt);
+            cmds.push_back(cluster_command{{"HGET", latest_key(cfg_.key_prefix, name), "stream_id"},
+                                           token_slot(name)});
+            names.push_back(std::move(name));
+        }
+        if (cmds.empty()) {
+            return true;
+        }
+        std::vector<command_result> r;
+        for (int attempt = 0;; ++attempt) {
+            client_.run(cmds, r);
+            const bool all = std::all_of(r.begin(), r.end(), [](auto& x) { return x.ok(); });
+            if (all) {
+                break;
+            }
+            if (attempt == 20 || control_.stopping()) {
+                for (const std::string& n : names) {
+                    stored.erase(n);
+                }
+                control_.note_error("reading stored stream ids: " + client_.cluster().last_error());
+                return false;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+        for (std::size_t i = 0; i < names.size(); ++i) {
+            if (r[i].reply->type == REDIS_REPLY_STRING) {
+                stored[names[i]] =
+                    stream_id::parse(std::string_view(r[i].reply->str, r[i].reply->len));
+            }
+        }
+        return true;
+    }
+
+    /// Takes the group's pending entries (delivered to a former holder, or to this instance
+    /// before a restart) and acknowledges them: the rebuild has applied every delivered entry.
+    bool claim_pending(partition& p) {
+        std::string cursor = "0-0";
+        do {
+            command_result r =
+                client_.run_one(cluster_command{{"XAUTOCLAIM", p.stream, cfg_.group, cfg_.instance,
+                                                 "0", cursor, "COUNT", "1000", "JUSTID"},
+                                                p.slot});
+            if (!r.ok() || r.reply->type != REDIS_REPLY_ARRAY || r.reply->elements < 2 ||
+                r.reply->element[0]->type != REDIS_REPLY_STRING) {
+                control_.note_error(p.stream + ": XAUTOCLAIM: " + r.error);
+                return false;
+            }
+            cursor.assign(r.reply->element[0]->str, r.reply->element[0]->len);
+            const redisReply* ids = r.reply->element[1];
+            for (std::size_t i = 0; ids->type == REDIS_REPLY_ARRAY && i < ids->elements; ++i) {
+                if (ids->element[i]->type == REDIS_REPLY_STRING) {
+                    p.to_ack.emplace_back(ids->element[i]->str, ids->element[i]->len);
+                }
+            }
+            std::vector<partition*> one{&p};
+            writer_.ack(one);
+            leases_.renew_due();
+        } while (cursor != "0-0" && p.epoch != 0);
+        return p.epoch != 0;
+    }
+
+    const stream_consumer_config& cfg_;
+    const resolved_config<Policy>& pipeline_;
+    script_client& client_;
+    partition_leases<Policy>& leases_;
+    partition_writer<Policy>& writer_;
+    consumer_control& control_;
+};
+
+} // namespace tradeagg::redis::detail
