@@ -1,6 +1,6 @@
 #pragma once
 // The Redis the BM_redis_* benchmarks write to. (The BM_stream_* benchmarks use a cluster of
-// their own.)
+// their own: partition_streams.hpp.)
 
 #include <cstdlib>
 #include <optional>
