@@ -2,6 +2,8 @@
 // The benchmark groups of tradeagg_redis_bench, one .cpp file each, and what they share with
 // main: how a benchmark is registered, and how it reports an error.
 
+#include <cstdint>
+#include <exception>
 #include <string>
 
 #include <benchmark/benchmark.h>
@@ -14,6 +16,38 @@ inline int failed_benchmarks = 0;
 inline void skip_with_error(benchmark::State& state, const std::string& message) {
     ++failed_benchmarks;
     state.SkipWithError(message.c_str());
+}
+
+/// Runs a benchmark's iterations; an exception from them fails the benchmark with
+/// "`name`: what". Returns false then.
+template <class Run>
+bool run_or_fail(benchmark::State& state, const std::string& name, Run&& run) {
+    try {
+        run();
+        return true;
+    } catch (const std::exception& e) {
+        skip_with_error(state, name + ": " + e.what());
+        return false;
+    }
+}
+
+/// A check's verdict: an empty `wrong` passes; otherwise the benchmark fails with
+/// "`name`: `wrong`". Returns true if it failed.
+inline bool check_failed(benchmark::State& state, const std::string& name,
+                         const std::string& wrong) {
+    if (wrong.empty()) {
+        return false;
+    }
+    skip_with_error(state, name + ": " + wrong);
+    return true;
+}
+
+/// What every benchmark here reports: the trades it moved, as items and as the `trades` and
+/// `trades_per_second` counters.
+inline void report_trades(benchmark::State& state, std::uint64_t trades, double seconds) {
+    state.SetItemsProcessed(static_cast<std::int64_t>(trades));
+    state.counters["trades_per_second"] = static_cast<double>(trades) / seconds;
+    state.counters["trades"] = static_cast<double>(trades);
 }
 
 /// One iteration is one run (`run_seconds` of writing, or one pass over the streams);

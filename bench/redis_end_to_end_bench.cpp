@@ -114,7 +114,7 @@ void bm_redis_end_to_end(benchmark::State& state) {
     double applied_seconds = 0.0;
     tradeagg::redis::sink_stats sink_stats;
     std::vector<double> lags;
-    try {
+    const bool ran = run_or_fail(state, name, [&] {
         const synthetic::stream& s = bench_stream();
         tradeagg::redis::redis_config where = target();
         where.key_prefix = std::string(key_prefix);
@@ -177,19 +177,16 @@ void bm_redis_end_to_end(benchmark::State& state) {
                                            " keys not written: " + report.stats.last_error);
                 break;
             }
-            if (const std::string wrong =
-                    check_against_memory<Policy>(s, chunk_times, probe.trades(), where);
-                !wrong.empty()) {
-                skip_with_error(state, name + ": " + wrong);
+            if (check_failed(state, name,
+                             check_against_memory<Policy>(s, chunk_times, probe.trades(), where))) {
                 break;
             }
         }
-    } catch (const std::exception& e) {
-        skip_with_error(state, name + ": " + e.what());
+    });
+    if (!ran) {
         return;
     }
-    state.SetItemsProcessed(static_cast<std::int64_t>(pushed));
-    state.counters["trades_per_second"] = static_cast<double>(pushed) / persisted_seconds;
+    report_trades(state, pushed, persisted_seconds);
     state.counters["applied_trades_per_second"] = static_cast<double>(pushed) / applied_seconds;
     state.counters["commands_per_second"] =
         static_cast<double>(sink_stats.commands_sent) / persisted_seconds;
@@ -200,7 +197,6 @@ void bm_redis_end_to_end(benchmark::State& state) {
     state.counters["lag_p50_ms"] = percentile(lags, 0.50);
     state.counters["lag_p99_ms"] = percentile(lags, 0.99);
     state.counters["lag_samples"] = static_cast<double>(lags.size());
-    state.counters["trades"] = static_cast<double>(pushed);
 }
 
 } // namespace

@@ -134,7 +134,7 @@ void bm_redis_per_trade(benchmark::State& state) {
     std::size_t sent = 0;
     std::uint64_t commands = 0;
     double seconds = 0.0;
-    try {
+    const bool ran = run_or_fail(state, name, [&] {
         const synthetic::stream& s = bench_stream();
         const std::vector<tradeagg::trade>& trades = s.trades();
         const std::vector<std::string>& names = s.names();
@@ -161,21 +161,18 @@ void bm_redis_per_trade(benchmark::State& state) {
             commands = conn.commands();
             state.SetIterationTime(seconds);
 
-            if (const std::string wrong = check_candles(conn, s, sent); !wrong.empty()) {
-                skip_with_error(state, name + ": " + wrong);
+            if (check_failed(state, name, check_candles(conn, s, sent))) {
                 break;
             }
         }
-    } catch (const std::exception& e) {
-        skip_with_error(state, name + ": " + e.what());
+    });
+    if (!ran) {
         return;
     }
-    state.SetItemsProcessed(static_cast<std::int64_t>(sent));
-    state.counters["trades_per_second"] = static_cast<double>(sent) / seconds;
+    report_trades(state, sent, seconds);
     state.counters["commands_per_second"] = static_cast<double>(commands) / seconds;
     state.counters["commands_per_trade"] =
         static_cast<double>(commands) / static_cast<double>(sent);
-    state.counters["trades"] = static_cast<double>(sent);
 }
 
 } // namespace

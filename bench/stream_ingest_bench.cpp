@@ -126,7 +126,7 @@ void bm_stream_ingest(benchmark::State& state, std::size_t instances, std::size_
     double busiest_share = 0.0;                 // of the trades, read by the busiest instance
     tradeagg::redis::stream_consumer_stats sum; // over the instances, when the clock stopped
     std::size_t keys = 0;
-    try {
+    const bool ran = run_or_fail(state, name, [&] {
         const synthetic::stream& s = bench_stream();
         const tradeagg::resolved_config<tradeagg::throughput_policy> resolved =
             tradeagg::resolve<tradeagg::throughput_policy>(tradeagg::runtime_config{});
@@ -210,17 +210,15 @@ void bm_stream_ingest(benchmark::State& state, std::size_t instances, std::size_
                                            sum.last_error);
                 break;
             }
-            if (const std::string wrong = check_cluster(s, total, keys); !wrong.empty()) {
-                skip_with_error(state, name + ": " + wrong);
+            if (check_failed(state, name, check_cluster(s, total, keys))) {
                 break;
             }
         }
-    } catch (const std::exception& e) {
-        skip_with_error(state, name + ": " + e.what());
+    });
+    if (!ran) {
         return;
     }
-    state.SetItemsProcessed(static_cast<std::int64_t>(total));
-    state.counters["trades_per_second"] = static_cast<double>(total) / seconds;
+    report_trades(state, total, seconds);
     state.counters["token_writes_per_second"] = static_cast<double>(sum.token_writes) / seconds;
     state.counters["token_writes"] = static_cast<double>(sum.token_writes);
     state.counters["rounds"] = static_cast<double>(sum.rounds);
@@ -228,7 +226,6 @@ void bm_stream_ingest(benchmark::State& state, std::size_t instances, std::size_
     state.counters["entries_replayed"] = static_cast<double>(sum.entries_replayed);
     state.counters["largest_instance_share"] = busiest_share;
     state.counters["keys_compared"] = static_cast<double>(keys);
-    state.counters["trades"] = static_cast<double>(total);
 }
 
 } // namespace

@@ -48,7 +48,7 @@ void bm_stream_read_baseline(benchmark::State& state) {
     std::size_t total = 0;
     std::uint64_t read_commands = 0;
     double seconds = 0.0;
-    try {
+    const bool ran = run_or_fail(state, name, [&] {
         const synthetic::stream& s = bench_stream();
         std::array<std::string, stream_partitions> keys;
         for (std::size_t k = 0; k < stream_partitions; ++k) {
@@ -149,19 +149,16 @@ void bm_stream_read_baseline(benchmark::State& state) {
                                            " entries of " + std::to_string(total));
                 break;
             }
-            if (const std::string left = unacknowledged(client, staged); !left.empty()) {
-                skip_with_error(state, name + ": " + left);
+            if (check_failed(state, name, unacknowledged(client, staged))) {
                 break;
             }
         }
-    } catch (const std::exception& e) {
-        skip_with_error(state, name + ": " + e.what());
+    });
+    if (!ran) {
         return;
     }
-    state.SetItemsProcessed(static_cast<std::int64_t>(total));
-    state.counters["trades_per_second"] = static_cast<double>(total) / seconds;
+    report_trades(state, total, seconds);
     state.counters["read_commands"] = static_cast<double>(read_commands);
-    state.counters["trades"] = static_cast<double>(total);
 }
 
 } // namespace
