@@ -83,7 +83,7 @@
 #include "../../bench/stream.hpp"
 #include "stream_writer.hpp"
 
-namespace {
+namespace loadgen {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -1000,7 +1000,7 @@ void run_stream_connection(const run_plan& plan, std::size_t index, const synthe
     using namespace std::chrono_literals;
     const options& o = plan.opts;
     const std::string who = "stream connection " + std::to_string(index);
-    std::unique_ptr<loadgen::stream_writer> writer;
+    std::unique_ptr<stream_writer> writer;
     std::vector<tradeagg::trade_view> batch;
     batch.reserve(o.batch);
     const double connection_rate = o.rate / static_cast<double>(o.connections);
@@ -1010,7 +1010,7 @@ void run_stream_connection(const run_plan& plan, std::size_t index, const synthe
     while (!stop.requested()) {
         if (!writer) {
             try {
-                writer = std::make_unique<loadgen::stream_writer>(
+                writer = std::make_unique<stream_writer>(
                     plan.redis.host, std::stoi(plan.redis.port), o.prefix, o.streams);
             } catch (const std::exception& e) {
                 connection_stats::add(stats.io_errors, 1);
@@ -1308,8 +1308,8 @@ int run(const options& o) {
     if (streams) {
         plan.redis = parse_address(o.redis, "--redis");
         try {
-            const loadgen::stream_writer check(plan.redis.host, std::stoi(plan.redis.port),
-                                               o.prefix, o.streams);
+            const stream_writer check(plan.redis.host, std::stoi(plan.redis.port), o.prefix,
+                                      o.streams);
             cluster_note = check.cluster() ? "a Redis Cluster" : "one Redis";
         } catch (const std::exception& e) {
             throw run_error(e.what());
@@ -1457,19 +1457,20 @@ int run(const options& o) {
     return code;
 }
 
-} // namespace
+} // namespace loadgen
 
 int main(int argc, char** argv) {
+    using loadgen::program;
     try {
-        const std::optional<options> o = parse_options(argc, argv);
+        const std::optional<loadgen::options> o = loadgen::parse_options(argc, argv);
         if (!o) {
             return 0;
         }
         if (!o->sink.empty()) {
-            run_sink(*o);
+            loadgen::run_sink(*o);
         }
-        return run(*o);
-    } catch (const usage_error& e) {
+        return loadgen::run(*o);
+    } catch (const loadgen::usage_error& e) {
         std::fprintf(stderr, "%.*s: %s\n", static_cast<int>(program.size()), program.data(),
                      e.what());
         return 2;
