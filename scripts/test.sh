@@ -92,6 +92,11 @@ step_bench() {
     cmake --build build/release -j "$jobs" --target tradeagg_bench
     build/release/bench/tradeagg_bench --benchmark_min_time=0.01 --benchmark_format=json >/dev/null
     echo "tradeagg_bench ran every benchmark"
+    # Latency at fixed offered rates: a short run of each, to prove they run and check nothing.
+    cmake --build build/release -j "$jobs" --target tradeagg_latency_bench
+    TRADEAGG_LATENCY_BENCH_SECONDS=0.05 build/release/bench/tradeagg_latency_bench \
+        --benchmark_format=json >/dev/null
+    echo "tradeagg_latency_bench ran every benchmark"
     # The Redis benchmark starts its own redis-server and Redis Cluster (never one at REDIS_ADDR:
     # it empties the database it writes to); it exits non-zero if a run fails its check of Redis.
     cmake --build build/release -j "$jobs" --target tradeagg_redis_bench

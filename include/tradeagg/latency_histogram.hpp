@@ -60,6 +60,24 @@ public:
             return n;
         }
 
+        /// The `q`-quantile (0 <= q <= 1) of these counts: the upper bound of the bucket that
+        /// holds it, capped at the maximum; 0 without samples. Never allocates.
+        [[nodiscard]] double quantile(double q) const noexcept {
+            const std::uint64_t n = samples();
+            if (n == 0) {
+                return 0;
+            }
+            const auto rank = static_cast<std::uint64_t>(q * static_cast<double>(n - 1)) + 1;
+            std::uint64_t seen = 0;
+            for (std::size_t i = 0; i < bucket_count; ++i) {
+                seen += buckets[i];
+                if (seen >= rank) {
+                    return static_cast<double>(std::min(upper_bound_of(i), max_ns));
+                }
+            }
+            return static_cast<double>(max_ns);
+        }
+
         /// Percentiles of these counts.
         [[nodiscard]] latency_summary summary() const noexcept {
             latency_summary s;
@@ -67,22 +85,10 @@ public:
             if (s.samples == 0) {
                 return s;
             }
-            const auto at = [&](double q) {
-                const auto rank =
-                    static_cast<std::uint64_t>(q * static_cast<double>(s.samples - 1)) + 1;
-                std::uint64_t seen = 0;
-                for (std::size_t i = 0; i < bucket_count; ++i) {
-                    seen += buckets[i];
-                    if (seen >= rank) {
-                        return static_cast<double>(std::min(upper_bound_of(i), max_ns));
-                    }
-                }
-                return static_cast<double>(max_ns);
-            };
-            s.p50_ns = at(0.50);
-            s.p90_ns = at(0.90);
-            s.p99_ns = at(0.99);
-            s.p999_ns = at(0.999);
+            s.p50_ns = quantile(0.50);
+            s.p90_ns = quantile(0.90);
+            s.p99_ns = quantile(0.99);
+            s.p999_ns = quantile(0.999);
             s.max_ns = static_cast<double>(max_ns);
             return s;
         }

@@ -1,0 +1,320 @@
+// tradeagg's latency benchmark: latency below saturation, as the field measures it.
+//
+// Each run offers trades at a fixed rate from one producer thread to one shard and records, for
+// every trade, three latencies in full histograms (p50, p99, p99.9, p99.99, max):
+//
+//   push       what `producer::push` costs the caller (two clock reads included);
+//   applied    enqueue -> applied by the shard, as the pipeline records it (its own histogram;
+//              the benchmark's policies sample every trade instead of one in N);
+//   delivered  intended send time -> the sink sees the trade as its token's latest.
+//
+// Trade k is intended at t0 + k / rate. The producer spins until that instant (a sleep's
+// wake-up would itself be a tail), pushes, and moves on; a push that stalls makes the next
+// trades late, and `delivered` counts from the intended time, so a stall is never hidden (no
+// coordinated omission). `producer_late` reports how late the producer was at its sends, so a
+// reader can tell the pipeline's tail from the producer's.
+//
+//   BM_latency_ring/rate:<r>            a bare Boost.Lockfree SPSC ring of the same records,
+//                                       a consumer thread spinning on it: the one-way
+//                                       handoff (from enqueue, as `applied` is, and from the
+//                                       intended time) that the pipeline's figures sit on.
+//   BM_latency/<policy>/rate:<r>        tradeagg::pipeline<Policy>, one shard, one producer
+//                                       handle, a sink that records deliveries.
+//
+// Rates: 10 k, 100 k and 1 M trades/s, and half the policy's capacity (`rate:half`), measured
+// first in the same process by pushing as fast as the producer can. 1,000 tokens with Zipf
+// popularity; event time follows the offered time, so no trade is late. Each run lasts
+// TRADEAGG_LATENCY_BENCH_SECONDS (default 2). bench/run prints the table and the bars.
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <benchmark/benchmark.h>
+#include <boost/lockfree/spsc_queue.hpp>
+
+#include <tradeagg/tradeagg.hpp>
+
+#include "stream.hpp"
+
+namespace {
+
+using tradeagg::detail::now_ns;
+using histogram = tradeagg::latency_histogram;
+
+/// A shipped policy with every trade carrying its enqueue time, so that `applied` is a full
+/// histogram rather than one trade in 8 or 64. Costs each push and each apply a clock read,
+/// as the bare ring's records do.
+template <class Policy>
+struct every_trade_timed : Policy {
+    static constexpr std::uint32_t latency_sample_every = 1;
+};
+
+double run_seconds() {
+    static const double seconds = [] {
+        const char* text = std::getenv("TRADEAGG_LATENCY_BENCH_SECONDS");
+        if (text == nullptr || *text == '\0') {
+            return 2.0;
+        }
+        char* end = nullptr;
+        const double v = std::strtod(text, &end);
+        if (end == text || *end != '\0' || !(v > 0.0) || v > 3600.0) {
+            std::fprintf(stderr,
+                         "tradeagg_latency_bench: TRADEAGG_LATENCY_BENCH_SECONDS=\"%s\": expected "
+                         "seconds in (0, 3600]\n",
+                         text);
+            std::exit(2);
+        }
+        return v;
+    }();
+    return seconds;
+}
+
+/// The tokens and their popularity: 1,000 Zipf tokens, whose order of arrival repeats with a
+/// period long enough that no cache sees the repetition.
+const synthetic::stream& token_order() {
+    static const synthetic::stream s{synthetic::stream_config{.trades = 1 << 20, .tokens = 1'000}};
+    return s;
+}
+
+/// When trade k is meant to be sent.
+struct schedule {
+    std::int64_t t0_ns = 0;
+    double period_ns = 0;
+
+    [[nodiscard]] std::int64_t intended(std::uint64_t k) const noexcept {
+        return t0_ns + static_cast<std::int64_t>(static_cast<double>(k) * period_ns);
+    }
+};
+
+/// Trade k of a run: its token from the Zipf order, its event time following the offered
+/// time, its id k (so the sink can find its intended time).
+tradeagg::trade trade_at(const std::vector<tradeagg::trade>& order, std::uint64_t k,
+                         const schedule& when, tradeagg::timestamp_ms start_ms) {
+    tradeagg::trade t = order[k % order.size()];
+    t.ts_ms = start_ms + (when.intended(k) - when.t0_ns) / 1'000'000;
+    t.id = k;
+    return t;
+}
+
+/// Records when each token's latest trade reaches it, from that trade's intended time.
+/// Called on the shard's worker only (one shard), so the histogram has one writer.
+class delivery_sink {
+public:
+    void arm(const schedule& when) noexcept { when_ = when; }
+
+    void consume(const tradeagg::flush_batch& batch) {
+        const std::int64_t now = now_ns();
+        for (const tradeagg::token_update& u : batch.tokens) {
+            const std::int64_t lag = now - when_.intended(u.latest.id);
+            delivered_.record(lag > 0 ? static_cast<std::uint64_t>(lag) : 0);
+        }
+    }
+
+    [[nodiscard]] const histogram& delivered() const noexcept { return delivered_; }
+
+private:
+    schedule when_;
+    histogram delivered_;
+};
+static_assert(tradeagg::sink<delivery_sink>);
+
+/// Spins until `t_ns`; returns how late the caller already was (0 if on time).
+std::uint64_t wait_until(std::int64_t t_ns) noexcept {
+    std::int64_t now = now_ns();
+    if (now > t_ns) {
+        return static_cast<std::uint64_t>(now - t_ns);
+    }
+    while (now < t_ns) {
+        now = now_ns();
+    }
+    return 0;
+}
+
+void set_percentiles(benchmark::State& state, std::string_view what, const histogram::counts& c,
+                     double unit_ns) {
+    const std::string w(what);
+    state.counters[w + "_p50"] = c.quantile(0.50) / unit_ns;
+    state.counters[w + "_p99"] = c.quantile(0.99) / unit_ns;
+    state.counters[w + "_p999"] = c.quantile(0.999) / unit_ns;
+    state.counters[w + "_p9999"] = c.quantile(0.9999) / unit_ns;
+    state.counters[w + "_max"] = static_cast<double>(c.max_ns) / unit_ns;
+}
+
+std::string rate_name(std::optional<double> rate) {
+    if (!rate) {
+        return "half";
+    }
+    return std::to_string(static_cast<long long>(*rate));
+}
+
+/// The producer's ceiling under `Policy`: trades pushed as fast as one handle can, until the
+/// shard has applied them, per second. Measured once per policy.
+template <class Policy>
+double capacity() {
+    static const double measured = [] {
+        using timed = every_trade_timed<Policy>;
+        tradeagg::runtime_config cfg;
+        cfg.shards = 1;
+        tradeagg::pipeline<timed, tradeagg::null_sink> p{cfg};
+        const std::vector<tradeagg::trade> order = token_order().intern_into(p);
+        p.start();
+        auto producer = p.make_producer();
+        const std::uint64_t n = 1 << 20;
+        const schedule when{now_ns(), 1.0}; // event time only
+        const auto t0 = std::chrono::steady_clock::now();
+        for (std::uint64_t k = 0; k < n; ++k) {
+            (void)producer.push(trade_at(order, k, when, token_order().trades().front().ts_ms));
+        }
+        p.stop();
+        const double s =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        return static_cast<double>(n) / s;
+    }();
+    return measured;
+}
+
+template <class Policy>
+void bm_latency(benchmark::State& state, std::optional<double> fixed_rate) {
+    using timed = every_trade_timed<Policy>;
+    const double rate = fixed_rate ? *fixed_rate : capacity<Policy>() / 2.0;
+    const auto count = static_cast<std::uint64_t>(rate * run_seconds());
+    histogram push_cost;
+    histogram late;
+    std::optional<histogram::counts> applied;
+    delivery_sink sink;
+    double seconds = 0;
+    for (auto _ : state) {
+        tradeagg::runtime_config cfg;
+        cfg.shards = 1;
+        tradeagg::pipeline<timed, delivery_sink&> p{cfg, sink};
+        const std::vector<tradeagg::trade> order = token_order().intern_into(p);
+        const tradeagg::timestamp_ms start_ms = token_order().trades().front().ts_ms;
+        p.start();
+        auto producer = p.make_producer();
+        const schedule when{now_ns() + 10'000'000, 1e9 / rate};
+        sink.arm(when);
+        for (std::uint64_t k = 0; k < count; ++k) {
+            const tradeagg::trade t = trade_at(order, k, when, start_ms);
+            late.record(wait_until(when.intended(k)));
+            const std::int64_t before = now_ns();
+            (void)producer.push(t);
+            push_cost.record(static_cast<std::uint64_t>(now_ns() - before));
+        }
+        const std::int64_t sent = now_ns();
+        p.stop();
+        seconds = static_cast<double>(sent - when.t0_ns) / 1e9;
+        state.SetIterationTime(seconds);
+        applied = p.apply_latency_counts();
+    }
+    state.counters["offered_per_second"] = rate;
+    state.counters["sent_per_second"] = static_cast<double>(count) / seconds;
+    state.counters["trades"] = static_cast<double>(count);
+    set_percentiles(state, "push_ns", push_cost.read(), 1.0);
+    set_percentiles(state, "producer_late_us", late.read(), 1e3);
+    set_percentiles(state, "applied_us", *applied, 1e3);
+    set_percentiles(state, "delivered_us", sink.delivered().read(), 1e3);
+}
+
+/// The same records at the same rate through a bare SPSC ring, to a consumer spinning on it.
+void bm_latency_ring(benchmark::State& state, double rate) {
+    const auto count = static_cast<std::uint64_t>(rate * run_seconds());
+    histogram push_cost;
+    histogram late;
+    histogram handoff;          // from the record's enqueue stamp, as `applied` is measured
+    histogram handoff_intended; // from the intended send time, as `delivered` is measured
+    double seconds = 0;
+    for (auto _ : state) {
+        boost::lockfree::spsc_queue<tradeagg::ingress_record> ring(65'536);
+        const std::vector<tradeagg::trade>& order = token_order().trades();
+        const schedule when{now_ns() + 10'000'000, 1e9 / rate};
+        std::atomic<bool> done{false};
+        std::thread consumer([&] {
+            tradeagg::ingress_record r;
+            std::uint64_t seen = 0;
+            while (seen < count) {
+                if (!ring.pop(r)) {
+                    if (done.load(std::memory_order_acquire) && ring.read_available() == 0) {
+                        break;
+                    }
+                    continue;
+                }
+                const std::int64_t now = now_ns();
+                handoff.record(
+                    static_cast<std::uint64_t>(std::max<std::int64_t>(0, now - r.enqueued_ns)));
+                const std::int64_t lag = now - when.intended(r.t.id);
+                handoff_intended.record(lag > 0 ? static_cast<std::uint64_t>(lag) : 0);
+                ++seen;
+            }
+        });
+        for (std::uint64_t k = 0; k < count; ++k) {
+            const tradeagg::trade t = trade_at(order, k, when, order.front().ts_ms);
+            late.record(wait_until(when.intended(k)));
+            const std::int64_t before = now_ns();
+            while (!ring.push(tradeagg::ingress_record{t, before})) {
+            }
+            push_cost.record(static_cast<std::uint64_t>(now_ns() - before));
+        }
+        const std::int64_t sent = now_ns();
+        done.store(true, std::memory_order_release);
+        consumer.join();
+        seconds = static_cast<double>(sent - when.t0_ns) / 1e9;
+        state.SetIterationTime(seconds);
+    }
+    state.counters["offered_per_second"] = rate;
+    state.counters["sent_per_second"] = static_cast<double>(count) / seconds;
+    state.counters["trades"] = static_cast<double>(count);
+    set_percentiles(state, "push_ns", push_cost.read(), 1.0);
+    set_percentiles(state, "producer_late_us", late.read(), 1e3);
+    set_percentiles(state, "applied_us", handoff.read(), 1e3);
+    set_percentiles(state, "delivered_us", handoff_intended.read(), 1e3);
+}
+
+void configure(benchmark::internal::Benchmark* b) {
+    b->UseManualTime()->Iterations(1)->Unit(benchmark::kMillisecond);
+}
+
+template <class Policy>
+void register_policy() {
+    const std::string policy(Policy::name);
+    for (const std::optional<double> rate :
+         {std::optional<double>(10'000), std::optional<double>(100'000),
+          std::optional<double>(1'000'000), std::optional<double>()}) {
+        configure(benchmark::RegisterBenchmark(
+            ("BM_latency/" + policy + "/rate:" + rate_name(rate)).c_str(),
+            [rate](benchmark::State& s) { bm_latency<Policy>(s, rate); }));
+    }
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    (void)run_seconds(); // a malformed value fails before anything runs
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) {
+        return 1;
+    }
+    benchmark::AddCustomContext("run_seconds", std::to_string(run_seconds()));
+    benchmark::AddCustomContext("tokens", "1000");
+    for (const double rate : {10'000.0, 100'000.0, 1'000'000.0}) {
+        configure(benchmark::RegisterBenchmark(
+            ("BM_latency_ring/rate:" + rate_name(rate)).c_str(),
+            [rate](benchmark::State& s) { bm_latency_ring(s, rate); }));
+    }
+    register_policy<tradeagg::latency_policy>();
+    register_policy<tradeagg::throughput_policy>();
+    register_policy<tradeagg::memory_constrained_policy>();
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}
