@@ -3,6 +3,7 @@
 
 #include <array>
 #include <chrono>
+#include <concepts>
 #include <string>
 
 #include <doctest/doctest.h>
@@ -44,6 +45,14 @@ struct unknown_wait : throughput_policy {
     struct sleepy {};
     using wait = sleepy;
 };
+struct unknown_emission : throughput_policy {
+    struct sometimes {};
+    using emit = sometimes;
+};
+struct idle_emitting_throughput : throughput_policy {
+    using emit = emit_when_idle;
+};
+struct no_emit_member {};
 struct stateful : throughput_policy {
     int counter = 0; // a policy holds no data
 };
@@ -115,6 +124,13 @@ static_assert(!policy<zero_batch>);
 static_assert(!policy<wrong_type_batch>);
 static_assert(!policy<tiny_ring>);
 static_assert(!policy<unknown_wait>);
+static_assert(!policy<unknown_emission>);
+static_assert(policy<idle_emitting_throughput>);
+// A policy written before `emit` existed emits on the tick; the shipped ones say what they do.
+static_assert(std::same_as<emission_of_t<no_emit_member>, emit_on_tick>);
+static_assert(std::same_as<emission_of_t<throughput_policy>, emit_on_tick>);
+static_assert(std::same_as<emission_of_t<latency_policy>, emit_when_idle>);
+static_assert(std::same_as<emission_of_t<memory_constrained_policy>, emit_on_tick>);
 static_assert(!policy<stateful>);
 static_assert(!policy<non_static_member>);
 static_assert(!policy<decreasing_intervals>);

@@ -31,6 +31,9 @@
 // |                           |   wait_for_room              | the memory limit or the active-token cap         |
 // | wait                      | busy_spin | spin_then_yield  | how waiting threads wait                         |
 // |                           |   | block                    |                                                  |
+// | emit (optional)           | emit_on_tick |               | when a shard hands changes to its sink: on the   |
+// |                           |   emit_when_idle             | tick only (the default), or also whenever its    |
+// |                           |                              | rings run dry (emission.hpp)                     |
 // | max_shards                | std::size_t (1..1024)        | bound of the runtime `shards`                    |
 // | max_producers             | std::size_t (>= 1)           | producer handles alive at once                   |
 // | max_tokens                | std::size_t (>= 1)           | bound of the runtime `max_tokens` (interned) and |
@@ -53,6 +56,7 @@
 #include <type_traits>
 
 #include <tradeagg/config.hpp>
+#include <tradeagg/emission.hpp>
 #include <tradeagg/interval.hpp>
 #include <tradeagg/wait_strategy.hpp>
 
@@ -127,7 +131,8 @@ concept policy =
     (P::gc_target_min_percent >= 1) && (P::gc_target_min_percent <= P::gc_target_percent) &&
     (P::gc_target_percent <= P::gc_target_max_percent) &&
     detail::constant_of<decltype(P::memory_limit_mb), std::size_t>&& limit_behaviour<
-        typename P::at_limit>&& wait_strategy<typename P::wait>&& detail::
+        typename P::
+            at_limit>&& wait_strategy<typename P::wait>&& emission<emission_of_t<P>>&& detail::
         constant_of<decltype(P::max_shards), std::size_t> &&
     (P::max_shards >= 1) &&
     (P::max_shards <= 1024) && detail::constant_of<decltype(P::max_producers), std::size_t> &&
@@ -161,6 +166,7 @@ struct throughput_policy {
     static constexpr std::size_t memory_limit_mb = 0;
     using at_limit = refuse_new_tokens;
     using wait = spin_then_yield;
+    using emit = emit_on_tick;
     static constexpr std::size_t max_shards = 64;
     static constexpr std::size_t max_producers = 64;
     static constexpr std::size_t max_tokens = 1'000'000;
@@ -171,8 +177,9 @@ struct throughput_policy {
     static constexpr std::uint32_t latency_sample_every = 64;
 };
 
-/// Consistent response times: small rings (no queuing), narrow batches, busy-spinning workers,
-/// token state reserved up front, frequent reclamation (GC target 50 %).
+/// Consistent response times: small rings (no queuing), narrow batches, busy-spinning workers
+/// that hand changes to the sink as soon as their rings run dry (`emit_when_idle`), token state
+/// reserved up front, frequent reclamation (GC target 50 %).
 struct latency_policy {
     static constexpr std::string_view name = "latency_policy";
     static constexpr std::size_t ingress_capacity = 4'096;
@@ -187,6 +194,7 @@ struct latency_policy {
     static constexpr std::size_t memory_limit_mb = 0;
     using at_limit = refuse_new_tokens;
     using wait = busy_spin;
+    using emit = emit_when_idle;
     static constexpr std::size_t max_shards = 64;
     static constexpr std::size_t max_producers = 64;
     static constexpr std::size_t max_tokens = 1'000'000;
@@ -214,6 +222,7 @@ struct memory_constrained_policy {
     static constexpr std::size_t memory_limit_mb = 256;
     using at_limit = wait_for_room;
     using wait = block;
+    using emit = emit_on_tick;
     static constexpr std::size_t max_shards = 16;
     static constexpr std::size_t max_producers = 16;
     static constexpr std::size_t max_tokens = 100'000;

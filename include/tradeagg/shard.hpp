@@ -286,6 +286,13 @@ private:
             if (taken > 0) {
                 continue;
             }
+            if constexpr (emission_of_t<Policy>::when_idle) {
+                // The rings are dry: what changed goes to the sink now rather than at the tick.
+                if (book_.dirty_count() > 0 || !candles_.empty()) {
+                    flush_changes();
+                    continue;
+                }
+            }
             if (stop_requested_.load(std::memory_order_seq_cst)) {
                 // Producers have quiesced before the request, so empty rings stay empty.
                 if (drain_round() == 0) {

@@ -5,6 +5,7 @@
 #include <tradeagg/arena.hpp>
 #include <tradeagg/candle.hpp>
 #include <tradeagg/config.hpp>
+#include <tradeagg/emission.hpp>
 #include <tradeagg/ingress.hpp>
 #include <tradeagg/interval.hpp>
 #include <tradeagg/latency_histogram.hpp>
