@@ -216,6 +216,10 @@ void bm_latency(benchmark::State& state, std::optional<double> fixed_rate) {
         seconds = static_cast<double>(sent - when.t0_ns) / 1e9;
         state.SetIterationTime(seconds);
         applied = p.apply_latency_counts();
+        const tradeagg::pipeline_stats st = p.stats();
+        state.counters["flushes"] = static_cast<double>(st.flushes);
+        state.counters["reclamations"] = static_cast<double>(st.reclamations);
+        state.counters["reclaim_ms"] = st.reclaim_cpu_seconds * 1e3;
     }
     state.counters["offered_per_second"] = rate;
     state.counters["sent_per_second"] = static_cast<double>(count) / seconds;

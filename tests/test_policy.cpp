@@ -53,6 +53,18 @@ struct idle_emitting_throughput : throughput_policy {
     using emit = emit_when_idle;
 };
 struct no_emit_member {};
+struct patient_emission : throughput_policy {
+    struct later : emit_when_idle {
+        static constexpr std::chrono::microseconds min_interval{500};
+    };
+    using emit = later;
+};
+struct negative_emission_interval : throughput_policy {
+    struct never : emit_when_idle {
+        static constexpr std::chrono::microseconds min_interval{-1};
+    };
+    using emit = never;
+};
 struct stateful : throughput_policy {
     int counter = 0; // a policy holds no data
 };
@@ -126,6 +138,8 @@ static_assert(!policy<tiny_ring>);
 static_assert(!policy<unknown_wait>);
 static_assert(!policy<unknown_emission>);
 static_assert(policy<idle_emitting_throughput>);
+static_assert(policy<patient_emission>);
+static_assert(!policy<negative_emission_interval>);
 // A policy written before `emit` existed emits on the tick; the shipped ones say what they do.
 static_assert(std::same_as<emission_of_t<no_emit_member>, emit_on_tick>);
 static_assert(std::same_as<emission_of_t<throughput_policy>, emit_on_tick>);

@@ -6,8 +6,10 @@
 // changes coalesce while trades keep arriving: what differs is when the worker flushes besides
 // the tick and the `flush_threshold`.
 
+#include <chrono>
 #include <concepts>
 #include <string_view>
+#include <type_traits>
 
 namespace tradeagg {
 
@@ -15,21 +17,28 @@ namespace tradeagg {
 /// load an update waits up to one tick, and the sink sees few, large batches.
 struct emit_on_tick {
     static constexpr bool when_idle = false;
+    static constexpr std::chrono::microseconds min_interval{0}; ///< unused
     static constexpr std::string_view name = "emit_on_tick";
 };
 
-/// Also flushes whenever the worker finds its rings empty with changes not yet handed over: a
-/// quiet market's updates reach the sink within microseconds, and under load (rings never
-/// empty) changes still coalesce up to the tick or the threshold. Costs a sink call per idle
-/// moment with changes, so a slow sink sees many small batches.
+/// Also flushes whenever the worker finds its rings empty with changes not yet handed over, at
+/// most once per `min_interval`: a quiet market's updates reach the sink within microseconds;
+/// a busy one's coalesce over `min_interval` (about ten trades per sink call at 1 M trades/s),
+/// so idle flushes take a bounded share of the worker; under full load (rings never empty)
+/// changes coalesce up to the tick or the threshold as before. Derive to change the interval:
+/// `struct my_emit : tradeagg::emit_when_idle { static constexpr std::chrono::microseconds
+/// min_interval{50}; };`.
 struct emit_when_idle {
     static constexpr bool when_idle = true;
+    static constexpr std::chrono::microseconds min_interval{10};
     static constexpr std::string_view name = "emit_when_idle";
 };
 
-/// Accepts the two emission choices above.
+/// Accepts the two emission choices above, and types derived from them.
 template <class E>
-concept emission = std::same_as<E, emit_on_tick> || std::same_as<E, emit_when_idle>;
+concept emission = std::same_as < std::remove_cv_t<decltype(E::when_idle)>,
+bool > &&std::same_as<std::remove_cv_t<decltype(E::min_interval)>, std::chrono::microseconds> &&
+    (E::min_interval.count() >= 0);
 
 namespace detail {
 

@@ -286,11 +286,18 @@ private:
             if (taken > 0) {
                 continue;
             }
+            auto wake_by = next_flush;
             if constexpr (emission_of_t<Policy>::when_idle) {
-                // The rings are dry: what changed goes to the sink now rather than at the tick.
+                // The rings are dry: what changed goes to the sink now rather than at the tick,
+                // or once `min_interval` has passed since the last such hand-over.
                 if (book_.dirty_count() > 0 || !candles_.empty()) {
-                    flush_changes();
-                    continue;
+                    const auto due = last_emit_ + emission_of_t<Policy>::min_interval;
+                    if (now >= due) {
+                        emit_changes();
+                        last_emit_ = now;
+                        continue;
+                    }
+                    wake_by = std::min(wake_by, due);
                 }
             }
             if (stop_requested_.load(std::memory_order_seq_cst)) {
@@ -300,19 +307,20 @@ private:
                 }
                 continue;
             }
-            idle(idle_steps, next_flush);
+            idle(idle_steps, wake_by);
         }
         flush();
     }
 
-    void idle(unsigned& steps, clock::time_point next_flush) {
+    /// Waits as the policy does, no later than `wake_by` (the next tick or idle hand-over).
+    void idle(unsigned& steps, clock::time_point wake_by) {
         if (detail::backoff<Policy::wait::kind>(steps)) {
             return;
         }
         std::unique_lock lock(mutex_);
         sleeping_.exchange(1U, std::memory_order_acq_rel);
         if (!pending() && !stop_requested_.load(std::memory_order_seq_cst)) {
-            cv_.wait_until(lock, next_flush);
+            cv_.wait_until(lock, wake_by);
         }
         sleeping_.store(0U, std::memory_order_relaxed);
         steps = 0;
@@ -473,6 +481,14 @@ private:
         publish();
     }
 
+    /// An idle hand-over: what changed, without the byte counts a flush publishes (producers
+    /// read the memory budget on every push, and a store there on every hand-over would move
+    /// its cache line to the worker each time).
+    void emit_changes() {
+        book_.collect(candles_, tokens_);
+        hand_over();
+    }
+
     /// Hands the sink everything the book holds, with what changed since the last flush. In
     /// batches of at most `flush_threshold` tokens, as a flush has: the whole book at once
     /// would grow the flush buffers (and the sink's batch) to the size of the book.
@@ -569,6 +585,7 @@ private:
     timestamp_ms clock_ = std::numeric_limits<timestamp_ms>::min(); ///< worker's event clock
     std::uint64_t reclaim_taken_ = 0; ///< the last request the worker started on
     std::uint64_t resync_taken_ = 0;  ///< the last resync request the worker served
+    std::chrono::steady_clock::time_point last_emit_{}; ///< the worker's last idle hand-over
 
     std::unique_ptr<std::atomic<ingress_ring*>[]> rings_;
     std::vector<std::unique_ptr<ingress_ring>> owned_rings_;
