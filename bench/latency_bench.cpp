@@ -107,6 +107,11 @@ tradeagg::trade trade_at(const std::vector<tradeagg::trade>& order, std::uint64_
     return t;
 }
 
+/// Records `now - since_ns` (0 if negative: a clock read before the stamp it is compared to).
+void record_since(histogram& h, std::int64_t since_ns, std::int64_t now) noexcept {
+    h.record(now > since_ns ? static_cast<std::uint64_t>(now - since_ns) : 0);
+}
+
 /// Records when each token's latest trade reaches it, from that trade's intended time.
 /// Called on the shard's worker only (one shard), so the histogram has one writer.
 class delivery_sink {
@@ -116,8 +121,7 @@ public:
     void consume(const tradeagg::flush_batch& batch) {
         const std::int64_t now = now_ns();
         for (const tradeagg::token_update& u : batch.tokens) {
-            const std::int64_t lag = now - when_.intended(u.latest.id);
-            delivered_.record(lag > 0 ? static_cast<std::uint64_t>(lag) : 0);
+            record_since(delivered_, when_.intended(u.latest.id), now);
         }
     }
 
@@ -140,6 +144,57 @@ std::uint64_t wait_until(std::int64_t t_ns) noexcept {
     }
     return 0;
 }
+
+void set_percentiles(benchmark::State& state, std::string_view what, const histogram::counts& c,
+                     double unit_ns);
+
+/// The producer side of a run, the same for the pipeline and for the bare ring: `rate` trades
+/// per second for the run's length, trade k offered at its intended time; what each push cost
+/// and how late the producer was at each send.
+class paced_sender {
+public:
+    explicit paced_sender(double rate)
+        : rate_(rate), count_(static_cast<std::uint64_t>(rate * run_seconds())) {}
+
+    [[nodiscard]] std::uint64_t count() const noexcept { return count_; }
+
+    /// A schedule starting 10 ms from now, so that the consumer is running by its first trade.
+    [[nodiscard]] schedule start() const noexcept {
+        return schedule{now_ns() + 10'000'000, 1e9 / rate_};
+    }
+
+    /// Offers every trade, calling `push(trade, now_ns)` at its intended time; returns the
+    /// run's length from the schedule's start to the last send, in seconds.
+    template <class Push>
+    double run(const std::vector<tradeagg::trade>& order, const schedule& when,
+               tradeagg::timestamp_ms start_ms, Push&& push) {
+        for (std::uint64_t k = 0; k < count_; ++k) {
+            const tradeagg::trade t = trade_at(order, k, when, start_ms);
+            late_.record(wait_until(when.intended(k)));
+            const std::int64_t before = now_ns();
+            push(t, before);
+            push_cost_.record(static_cast<std::uint64_t>(now_ns() - before));
+        }
+        seconds_ = static_cast<double>(now_ns() - when.t0_ns) / 1e9;
+        return seconds_;
+    }
+
+    /// The rate, what was sent, the push cost and the producer's lateness, as counters.
+    void report(benchmark::State& state) const {
+        state.counters["offered_per_second"] = rate_;
+        state.counters["sent_per_second"] = static_cast<double>(count_) / seconds_;
+        state.counters["trades"] = static_cast<double>(count_);
+        set_percentiles(state, "push_ns", push_cost_.read(), 1.0);
+        set_percentiles(state, "producer_late_us", late_.read(), 1e3);
+    }
+
+private:
+    double rate_;
+    std::uint64_t count_;
+    double seconds_ = 0;
+    histogram push_cost_;
+    histogram late_;
+};
 
 void set_percentiles(benchmark::State& state, std::string_view what, const histogram::counts& c,
                      double unit_ns) {
@@ -187,13 +242,9 @@ double capacity() {
 template <class Policy>
 void bm_latency(benchmark::State& state, std::optional<double> fixed_rate) {
     using timed = every_trade_timed<Policy>;
-    const double rate = fixed_rate ? *fixed_rate : capacity<Policy>() / 2.0;
-    const auto count = static_cast<std::uint64_t>(rate * run_seconds());
-    histogram push_cost;
-    histogram late;
+    paced_sender sender(fixed_rate ? *fixed_rate : capacity<Policy>() / 2.0);
     std::optional<histogram::counts> applied;
     delivery_sink sink;
-    double seconds = 0;
     for (auto _ : state) {
         tradeagg::runtime_config cfg;
         cfg.shards = 1;
@@ -202,18 +253,12 @@ void bm_latency(benchmark::State& state, std::optional<double> fixed_rate) {
         const tradeagg::timestamp_ms start_ms = token_order().trades().front().ts_ms;
         p.start();
         auto producer = p.make_producer();
-        const schedule when{now_ns() + 10'000'000, 1e9 / rate};
+        const schedule when = sender.start();
         sink.arm(when);
-        for (std::uint64_t k = 0; k < count; ++k) {
-            const tradeagg::trade t = trade_at(order, k, when, start_ms);
-            late.record(wait_until(when.intended(k)));
-            const std::int64_t before = now_ns();
-            (void)producer.push(t);
-            push_cost.record(static_cast<std::uint64_t>(now_ns() - before));
-        }
-        const std::int64_t sent = now_ns();
+        const double seconds =
+            sender.run(order, when, start_ms,
+                       [&](const tradeagg::trade& t, std::int64_t) { (void)producer.push(t); });
         p.stop();
-        seconds = static_cast<double>(sent - when.t0_ns) / 1e9;
         state.SetIterationTime(seconds);
         applied = p.apply_latency_counts();
         const tradeagg::pipeline_stats st = p.stats();
@@ -221,27 +266,21 @@ void bm_latency(benchmark::State& state, std::optional<double> fixed_rate) {
         state.counters["reclamations"] = static_cast<double>(st.reclamations);
         state.counters["reclaim_ms"] = st.reclaim_cpu_seconds * 1e3;
     }
-    state.counters["offered_per_second"] = rate;
-    state.counters["sent_per_second"] = static_cast<double>(count) / seconds;
-    state.counters["trades"] = static_cast<double>(count);
-    set_percentiles(state, "push_ns", push_cost.read(), 1.0);
-    set_percentiles(state, "producer_late_us", late.read(), 1e3);
+    sender.report(state);
     set_percentiles(state, "applied_us", *applied, 1e3);
     set_percentiles(state, "delivered_us", sink.delivered().read(), 1e3);
 }
 
 /// The same records at the same rate through a bare SPSC ring, to a consumer spinning on it.
 void bm_latency_ring(benchmark::State& state, double rate) {
-    const auto count = static_cast<std::uint64_t>(rate * run_seconds());
-    histogram push_cost;
-    histogram late;
+    paced_sender sender(rate);
+    const std::uint64_t count = sender.count();
     histogram handoff;          // from the record's enqueue stamp, as `applied` is measured
     histogram handoff_intended; // from the intended send time, as `delivered` is measured
-    double seconds = 0;
     for (auto _ : state) {
         boost::lockfree::spsc_queue<tradeagg::ingress_record> ring(65'536);
         const std::vector<tradeagg::trade>& order = token_order().trades();
-        const schedule when{now_ns() + 10'000'000, 1e9 / rate};
+        const schedule when = sender.start();
         std::atomic<bool> done{false};
         std::thread consumer([&] {
             tradeagg::ingress_record r;
@@ -254,32 +293,21 @@ void bm_latency_ring(benchmark::State& state, double rate) {
                     continue;
                 }
                 const std::int64_t now = now_ns();
-                handoff.record(
-                    static_cast<std::uint64_t>(std::max<std::int64_t>(0, now - r.enqueued_ns)));
-                const std::int64_t lag = now - when.intended(r.t.id);
-                handoff_intended.record(lag > 0 ? static_cast<std::uint64_t>(lag) : 0);
+                record_since(handoff, r.enqueued_ns, now);
+                record_since(handoff_intended, when.intended(r.t.id), now);
                 ++seen;
             }
         });
-        for (std::uint64_t k = 0; k < count; ++k) {
-            const tradeagg::trade t = trade_at(order, k, when, order.front().ts_ms);
-            late.record(wait_until(when.intended(k)));
-            const std::int64_t before = now_ns();
-            while (!ring.push(tradeagg::ingress_record{t, before})) {
-            }
-            push_cost.record(static_cast<std::uint64_t>(now_ns() - before));
-        }
-        const std::int64_t sent = now_ns();
+        const double seconds = sender.run(order, when, order.front().ts_ms,
+                                          [&](const tradeagg::trade& t, std::int64_t now) {
+                                              while (!ring.push(tradeagg::ingress_record{t, now})) {
+                                              }
+                                          });
         done.store(true, std::memory_order_release);
         consumer.join();
-        seconds = static_cast<double>(sent - when.t0_ns) / 1e9;
         state.SetIterationTime(seconds);
     }
-    state.counters["offered_per_second"] = rate;
-    state.counters["sent_per_second"] = static_cast<double>(count) / seconds;
-    state.counters["trades"] = static_cast<double>(count);
-    set_percentiles(state, "push_ns", push_cost.read(), 1.0);
-    set_percentiles(state, "producer_late_us", late.read(), 1e3);
+    sender.report(state);
     set_percentiles(state, "applied_us", handoff.read(), 1e3);
     set_percentiles(state, "delivered_us", handoff_intended.read(), 1e3);
 }

@@ -7,7 +7,6 @@
 // the tick and the `flush_threshold`.
 
 #include <chrono>
-#include <concepts>
 #include <string_view>
 #include <type_traits>
 
@@ -36,8 +35,8 @@ struct emit_when_idle {
 
 /// Accepts the two emission choices above, and types derived from them.
 template <class E>
-concept emission = std::same_as < std::remove_cv_t<decltype(E::when_idle)>,
-bool > &&std::same_as<std::remove_cv_t<decltype(E::min_interval)>, std::chrono::microseconds> &&
+concept emission = std::is_same_v<const bool, decltype(E::when_idle)> &&
+    std::is_same_v<const std::chrono::microseconds, decltype(E::min_interval)> &&
     (E::min_interval.count() >= 0);
 
 namespace detail {

@@ -62,8 +62,26 @@ public:
 
         /// The `q`-quantile (0 <= q <= 1) of these counts: the upper bound of the bucket that
         /// holds it, capped at the maximum; 0 without samples. Never allocates.
-        [[nodiscard]] double quantile(double q) const noexcept {
-            const std::uint64_t n = samples();
+        [[nodiscard]] double quantile(double q) const noexcept { return quantile(q, samples()); }
+
+        /// Percentiles of these counts.
+        [[nodiscard]] latency_summary summary() const noexcept {
+            latency_summary s;
+            s.samples = samples();
+            if (s.samples == 0) {
+                return s;
+            }
+            s.p50_ns = quantile(0.50, s.samples);
+            s.p90_ns = quantile(0.90, s.samples);
+            s.p99_ns = quantile(0.99, s.samples);
+            s.p999_ns = quantile(0.999, s.samples);
+            s.max_ns = static_cast<double>(max_ns);
+            return s;
+        }
+
+    private:
+        /// `quantile(q)` of `n` samples, the sum of the buckets.
+        [[nodiscard]] double quantile(double q, std::uint64_t n) const noexcept {
             if (n == 0) {
                 return 0;
             }
@@ -76,21 +94,6 @@ public:
                 }
             }
             return static_cast<double>(max_ns);
-        }
-
-        /// Percentiles of these counts.
-        [[nodiscard]] latency_summary summary() const noexcept {
-            latency_summary s;
-            s.samples = samples();
-            if (s.samples == 0) {
-                return s;
-            }
-            s.p50_ns = quantile(0.50);
-            s.p90_ns = quantile(0.90);
-            s.p99_ns = quantile(0.99);
-            s.p999_ns = quantile(0.999);
-            s.max_ns = static_cast<double>(max_ns);
-            return s;
         }
     };
 

@@ -62,15 +62,18 @@ public:
 
     /// Waits until no push is inside, yielding. For `stop()`, once nothing new can enter.
     void wait_empty() const noexcept {
-        while (!empty()) {
-            std::this_thread::yield();
-        }
+        (void)wait_until_empty(std::chrono::steady_clock::time_point::max());
     }
 
     /// Waits, up to `limit`, until no push is inside; false if one still is. Precondition:
     /// paused (a push waiting at a limit holds its mark, so this can time out).
     [[nodiscard]] bool wait_quiescent(std::chrono::milliseconds limit) const noexcept {
-        const auto deadline = std::chrono::steady_clock::now() + limit;
+        return wait_until_empty(std::chrono::steady_clock::now() + limit);
+    }
+
+private:
+    [[nodiscard]] bool
+    wait_until_empty(std::chrono::steady_clock::time_point deadline) const noexcept {
         while (!empty()) {
             if (std::chrono::steady_clock::now() >= deadline) {
                 return false;
@@ -80,7 +83,6 @@ public:
         return true;
     }
 
-private:
     [[nodiscard]] bool empty() const noexcept {
         for (std::size_t i = 0; i < count_; ++i) {
             if (slots_[i].busy.load(std::memory_order_seq_cst)) {

@@ -476,14 +476,13 @@ private:
     }
 
     void flush_changes() {
-        book_.collect(candles_, tokens_);
-        hand_over();
+        emit_changes();
         publish();
     }
 
-    /// An idle hand-over: what changed, without the byte counts a flush publishes (producers
-    /// read the memory budget on every push, and a store there on every hand-over would move
-    /// its cache line to the worker each time).
+    /// What changed, to the sink. An idle hand-over stops here, without the byte counts a flush
+    /// publishes: producers read the memory budget on every push, and a store there on every
+    /// hand-over would move its cache line to the worker each time.
     void emit_changes() {
         book_.collect(candles_, tokens_);
         hand_over();
@@ -585,7 +584,7 @@ private:
     timestamp_ms clock_ = std::numeric_limits<timestamp_ms>::min(); ///< worker's event clock
     std::uint64_t reclaim_taken_ = 0; ///< the last request the worker started on
     std::uint64_t resync_taken_ = 0;  ///< the last resync request the worker served
-    std::chrono::steady_clock::time_point last_emit_{}; ///< the worker's last idle hand-over
+    clock::time_point last_emit_{};   ///< the worker's last idle hand-over
 
     std::unique_ptr<std::atomic<ingress_ring*>[]> rings_;
     std::vector<std::unique_ptr<ingress_ring>> owned_rings_;

@@ -51,6 +51,13 @@ struct stream_partition {
     std::unique_ptr<partition_engine<Policy>> state;
     std::vector<std::string> to_ack; ///< entries of the round, acknowledged after its writes
     bool lost = false;               ///< dropped during the round
+
+    /// Redis granted (or renewed) the lease for `ttl` to a command sent at `sent`: it is
+    /// trusted until a fifth of the TTL before it could lapse, and renewed after a third.
+    void leased(clock::time_point sent, std::chrono::milliseconds ttl) noexcept {
+        valid_until = sent + ttl - ttl / 5;
+        renew_at = sent + ttl / 3;
+    }
 };
 
 /// Every partition of the consumer's streams and the leases this instance holds on them. The
@@ -174,8 +181,7 @@ public:
         for (std::size_t i = 0; i < who.size(); ++i) {
             partition& p = *who[i];
             if (r[i].ok() && r[i].reply->type == REDIS_REPLY_INTEGER && r[i].reply->integer == 1) {
-                p.valid_until = now + cfg_.lease_ttl - cfg_.lease_ttl / 5;
-                p.renew_at = now + cfg_.lease_ttl / 3;
+                p.leased(now, cfg_.lease_ttl);
             } else if (r[i].ok()) {
                 drop(p, "lease " + p.lease + " was taken over");
             } else if (clock::now() >= p.valid_until) {
@@ -234,8 +240,7 @@ private:
             return false; // another instance holds it
         }
         p.epoch = static_cast<std::uint64_t>(r.reply->integer);
-        p.valid_until = sent + cfg_.lease_ttl - cfg_.lease_ttl / 5;
-        p.renew_at = sent + cfg_.lease_ttl / 3;
+        p.leased(sent, cfg_.lease_ttl);
         p.lost = false;
         control_.update([](stream_consumer_stats& s) { ++s.acquired; });
         if (!rebuild(p)) {

@@ -64,7 +64,7 @@ public:
                                      std::max(cfg_.retry_delay, std::chrono::milliseconds(1))}) /
                                4,
                            std::chrono::milliseconds(1), std::chrono::milliseconds(25))),
-          writer_(cfg_), retries_(cfg_), park_retry_(retries_.park_interval()) {}
+          writer_(cfg_), retries_(cfg_) {}
 
     /// Starts connecting and ticking. Call once, from any thread.
     void start() {
@@ -480,7 +480,7 @@ private:
         });
         if (stopping_ || now >= next_park_retry_) {
             unpark_all();
-            next_park_retry_ = now + park_retry_;
+            next_park_retry_ = now + retries_.park_interval();
         }
         maybe_refresh(now);
         routes_.for_each_node([this, now](node& n) {
@@ -581,7 +581,6 @@ private:
     // The I/O thread's.
     transaction_writer writer_;
     retry_schedule retries_;
-    const std::chrono::milliseconds park_retry_;
     std::unordered_map<update_key, entry, update_key_hash> pending_;
     std::unordered_map<update_key, token_state, update_key_hash> tokens_;
     std::size_t parked_keys_ = 0;
