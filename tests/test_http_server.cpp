@@ -761,6 +761,21 @@ TEST_CASE("http_server: the response observer sees every response, its route and
         }};
     aggregator::http_server server("127.0.0.1:0", limits, test_handler, 2, {}, observer);
     const std::uint16_t port = server.start();
+    // The observer runs once the write has completed, which may be after the client has read
+    // the response, and on either of the server's two threads: wait for each one to be seen
+    // before the next connection, so that the order below is the order of the requests.
+    const auto seen_count = [&](std::size_t n) {
+        const auto deadline = std::chrono::steady_clock::now() + 5s;
+        while (std::chrono::steady_clock::now() < deadline) {
+            {
+                const std::lock_guard lock(mutex);
+                if (responses.size() >= n)
+                    return true;
+            }
+            std::this_thread::sleep_for(1ms);
+        }
+        return false;
+    };
     {
         raw_client c(port);
         REQUIRE(c.send(get("/first")));
@@ -770,11 +785,13 @@ TEST_CASE("http_server: the response observer sees every response, its route and
         REQUIRE(c.send(get("/throw")));
         CHECK(status_of(c.read_response()) == 500);
     }
+    REQUIRE(seen_count(3));
     {
         raw_client c(port); // refused after its header: the route is known
         REQUIRE(c.send(post("/sleep", std::string(4096, 'x'))));
         CHECK(status_of(c.read_response()) == 413);
     }
+    REQUIRE(seen_count(4));
     {
         raw_client c(port); // refused before a header could be read
         REQUIRE(c.send("NOT HTTP AT ALL\r\n\r\n"));
