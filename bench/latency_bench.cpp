@@ -8,6 +8,10 @@
 //              the benchmark's policies sample every trade instead of one in N);
 //   delivered  intended send time -> the sink sees the trade as its token's latest.
 //
+// and, for the pipeline, `handover`: how long each flush and hand-over to the sink kept the
+// worker from its rings (the worker's own share of the tail; what remains is the thread losing
+// its core).
+//
 // Trade k is intended at t0 + k / rate. The producer spins until that instant (a sleep's
 // wake-up would itself be a tail), pushes, and moves on; a push that stalls makes the next
 // trades late, and `delivered` counts from the intended time, so a stall is never hidden (no
@@ -244,6 +248,7 @@ void bm_latency(benchmark::State& state, std::optional<double> fixed_rate) {
     using timed = every_trade_timed<Policy>;
     paced_sender sender(fixed_rate ? *fixed_rate : capacity<Policy>() / 2.0);
     std::optional<histogram::counts> applied;
+    std::optional<histogram::counts> handovers;
     delivery_sink sink;
     for (auto _ : state) {
         tradeagg::runtime_config cfg;
@@ -261,6 +266,7 @@ void bm_latency(benchmark::State& state, std::optional<double> fixed_rate) {
         p.stop();
         state.SetIterationTime(seconds);
         applied = p.apply_latency_counts();
+        handovers = p.handover_counts();
         const tradeagg::pipeline_stats st = p.stats();
         state.counters["flushes"] = static_cast<double>(st.flushes);
         state.counters["reclamations"] = static_cast<double>(st.reclamations);
@@ -269,6 +275,7 @@ void bm_latency(benchmark::State& state, std::optional<double> fixed_rate) {
     sender.report(state);
     set_percentiles(state, "applied_us", *applied, 1e3);
     set_percentiles(state, "delivered_us", sink.delivered().read(), 1e3);
+    set_percentiles(state, "handover_us", *handovers, 1e3);
 }
 
 /// The same records at the same rate through a bare SPSC ring, to a consumer spinning on it.

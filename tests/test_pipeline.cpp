@@ -427,6 +427,33 @@ TEST_CASE("emission on the tick: a quiet pipeline holds changes until the tick o
     CHECK(updates.load() == 1);
 }
 
+TEST_CASE_TEMPLATE("a slow sink shows in the hand-over times, which every flush records", Policy,
+                   throughput_policy, latency_policy) {
+    std::atomic<int> calls{0};
+    callback_sink slow([&calls](const flush_batch&) {
+        ++calls;
+        std::this_thread::sleep_for(3ms);
+    });
+    runtime_config cfg;
+    cfg.flush_interval = 1ms;
+    pipeline<Policy, callback_sink&> p{cfg, slow};
+    p.start();
+    CHECK(p.push(trade_view{"SOL", 1.0, 1.0, side::buy, 1'000, 1}) == reject_reason::none);
+    while (calls.load() == 0) {
+        std::this_thread::sleep_for(1ms);
+    }
+    p.stop();
+    const latency_histogram::counts c = p.handover_counts();
+    const pipeline_stats st = p.stats();
+    CHECK(st.flushes >= 1);
+    // Ticks with nothing to hand over are timed too: at least one sample per batch handed.
+    CHECK(c.samples() >= 1);
+    CHECK(st.handovers.samples == c.samples());
+    CHECK(c.max_ns >= 3'000'000);
+    CHECK(st.handovers.max_ns >= 3e6);
+    CHECK(st.handovers.p50_ns <= st.handovers.max_ns);
+}
+
 TEST_CASE("statistics describe the run") {
     runtime_config cfg;
     cfg.shards = 2;

@@ -438,6 +438,18 @@ public:
         return c;
     }
 
+    /// How long each flush and hand-over kept a worker from its rings, every shard summed:
+    /// the time trades arriving meanwhile wait besides their own apply, the sink's `consume`
+    /// included (it runs on the worker). The counts behind `stats().handovers`. Thread-safe;
+    /// never allocates, never blocks the workers.
+    [[nodiscard]] latency_histogram::counts handover_counts() const noexcept {
+        latency_histogram::counts c;
+        for (const auto& sh : shards_) {
+            sh->handovers().accumulate(c);
+        }
+        return c;
+    }
+
     /// A snapshot of every counter, and of the process (resident memory, threads, CPU time,
     /// read from the operating system: tens of microseconds). Thread-safe; allocates the
     /// per-shard vector; never blocks the workers or producers.
@@ -500,6 +512,7 @@ public:
                                                              static_cast<double>(counted_tokens)
                                                        : 0.0;
         st.apply_latency = apply_latency_counts().summary();
+        st.handovers = handover_counts().summary();
         const std::size_t shared = st.ingress_bytes + st.table_bytes + st.buffer_bytes;
         st.heap_alloc_bytes = st.arena_reserved_bytes + shared;
         st.heap_inuse_bytes = st.arena_live_bytes + shared;

@@ -88,10 +88,14 @@ public:
         shared_.store(shared_bytes, std::memory_order_relaxed);
         const bool over_memory = limit() != 0 && used_bytes() >= limit();
         const bool over_tokens = max_tokens_ != 0 && active_tokens_total() >= max_tokens_;
-        refusal_.store(over_memory   ? reject_reason::memory_limit
-                       : over_tokens ? reject_reason::active_token_limit
-                                     : reject_reason::none,
-                       std::memory_order_relaxed);
+        const reject_reason now = over_memory   ? reject_reason::memory_limit
+                                  : over_tokens ? reject_reason::active_token_limit
+                                                : reject_reason::none;
+        // Producers read this line on every push: a store of the same value would still take
+        // it from their caches at every flush.
+        if (refusal_.load(std::memory_order_relaxed) != now) {
+            refusal_.store(now, std::memory_order_relaxed);
+        }
     }
 
     /// Bytes published by every shard plus the shared bytes. Thread-safe.

@@ -231,6 +231,9 @@ public:
         return sink_errors_.load(std::memory_order_relaxed);
     }
     [[nodiscard]] const latency_histogram& latency() const noexcept { return latency_; }
+    /// How long each flush and hand-over kept the worker from its rings (collecting, the
+    /// sink's `consume`, publishing, reclaiming). One writer, the worker.
+    [[nodiscard]] const latency_histogram& handovers() const noexcept { return handovers_; }
     [[nodiscard]] const token_book<Policy>& book() const noexcept { return book_; }
     [[nodiscard]] std::size_t shared_pushed() const noexcept {
         return shared_pushed_.load(std::memory_order_relaxed);
@@ -267,9 +270,10 @@ private:
             if (taken > 0) {
                 idle_steps = 0;
                 if (book_.dirty_count() >= Policy::flush_threshold) {
-                    flush();
+                    timed([&] { flush(); });
                 } else if (candles_.size() >= retired_handover) {
-                    hand_over(); // final candles: nothing to coalesce, so no need to wait
+                    // Final candles: nothing to coalesce, so no need to wait.
+                    timed([&] { hand_over(); });
                 }
                 if constexpr (Policy::wait::kind == wait_kind::block) {
                     if (producers_waiting_.load(std::memory_order_relaxed) > 0) {
@@ -280,7 +284,7 @@ private:
             }
             const auto now = clock::now();
             if (now >= next_flush || reclaim_wanted() || resync_wanted()) {
-                flush();
+                timed([&] { flush(); });
                 next_flush = now + flush_interval();
             }
             if (taken > 0) {
@@ -293,7 +297,7 @@ private:
                 if (book_.dirty_count() > 0 || !candles_.empty()) {
                     const auto due = last_emit_ + emission_of_t<Policy>::min_interval;
                     if (now >= due) {
-                        emit_changes();
+                        timed([&] { emit_changes(); });
                         last_emit_ = now;
                         continue;
                     }
@@ -309,7 +313,16 @@ private:
             }
             idle(idle_steps, wake_by);
         }
-        flush();
+        timed([&] { flush(); });
+    }
+
+    /// Runs a flush or hand-over and records how long it kept the worker from its rings.
+    template <class Step>
+    void timed(Step&& step) {
+        const std::int64_t start = detail::now_ns();
+        step();
+        const std::int64_t took = detail::now_ns() - start;
+        handovers_.record(took > 0 ? static_cast<std::uint64_t>(took) : 0);
     }
 
     /// Waits as the policy does, no later than `wake_by` (the next tick or idle hand-over).
@@ -547,7 +560,7 @@ private:
         book_.publish_bytes();
         buffer_bytes_.store(candles_.capacity() * sizeof(candle_update) +
                                 tokens_.capacity() * sizeof(token_update) +
-                                sizeof(latency_histogram),
+                                2 * sizeof(latency_histogram),
                             std::memory_order_relaxed);
         budget_.publish(index_,
                         book_.reserved_bytes() + book_.directory_bytes() + buffer_bytes() +
@@ -596,6 +609,7 @@ private:
     std::vector<candle_update, detail::large_allocator<candle_update>> candles_;
     std::vector<token_update, detail::large_allocator<token_update>> tokens_;
     latency_histogram latency_;
+    latency_histogram handovers_;
 
     alignas(cache_line_size) std::atomic<std::uint64_t> applied_{0};
     std::atomic<std::uint64_t> late_{0};

@@ -76,6 +76,7 @@ struct pipeline_stats {
     std::size_t max_active_tokens = 0;  ///< active-token cap in force
     bool admitting_new_tokens = true;   ///< false while a limit is reached
     latency_summary apply_latency;      ///< enqueue to applied, sampled
+    latency_summary handovers;          ///< each flush and hand-over's time on the worker
     std::vector<shard_stats> shards;
 
     /// `heap_alloc_bytes` in MiB.
