@@ -29,6 +29,10 @@
 // first in the same process by pushing as fast as the producer can. 1,000 tokens with Zipf
 // popularity; event time follows the offered time, so no trade is late. Each run lasts
 // TRADEAGG_LATENCY_BENCH_SECONDS (default 2). bench/run prints the table and the bars.
+//
+// TRADEAGG_LATENCY_BENCH_CPUS="P,W" pins the producer to CPU P and the consumer (the shard's
+// worker through `runtime_config::worker_cpus`, or the bare ring's consumer) to CPU W; unset,
+// nothing is pinned.
 
 #include <algorithm>
 #include <atomic>
@@ -38,6 +42,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -82,6 +87,47 @@ double run_seconds() {
         return v;
     }();
     return seconds;
+}
+
+/// The CPUs of TRADEAGG_LATENCY_BENCH_CPUS: the producer's and the consumer's, if set.
+struct cpu_pair {
+    unsigned producer;
+    unsigned consumer;
+};
+const std::optional<cpu_pair>& pinned_cpus() {
+    static const std::optional<cpu_pair> cpus = []() -> std::optional<cpu_pair> {
+        const char* text = std::getenv("TRADEAGG_LATENCY_BENCH_CPUS");
+        if (text == nullptr || *text == '\0') {
+            return std::nullopt;
+        }
+        unsigned p = 0;
+        unsigned w = 0;
+        char tail = 0;
+        const std::vector<unsigned> allowed = tradeagg::detail::allowed_cpus();
+        const auto ok = [&](unsigned c) {
+            return std::find(allowed.begin(), allowed.end(), c) != allowed.end();
+        };
+        if (std::sscanf(text, "%u,%u%c", &p, &w, &tail) != 2 || !ok(p) || !ok(w)) {
+            std::fprintf(stderr,
+                         "tradeagg_latency_bench: TRADEAGG_LATENCY_BENCH_CPUS=\"%s\": expected "
+                         "\"P,W\", two CPUs of %s\n",
+                         text, tradeagg::detail::cpu_list(allowed).c_str());
+            std::exit(2);
+        }
+        return cpu_pair{p, w};
+    }();
+    return cpus;
+}
+
+/// Pins the calling thread to the producer's or the consumer's CPU, if any were given.
+void pin(bool producer) {
+    if (const auto& cpus = pinned_cpus()) {
+        const unsigned cpu = producer ? cpus->producer : cpus->consumer;
+        if (!tradeagg::detail::pin_this_thread(cpu)) {
+            std::fprintf(stderr, "tradeagg_latency_bench: cannot pin a thread to CPU %u\n", cpu);
+            std::exit(2);
+        }
+    }
 }
 
 /// The tokens and their popularity: 1,000 Zipf tokens, whose order of arrival repeats with a
@@ -158,7 +204,9 @@ void set_percentiles(benchmark::State& state, std::string_view what, const histo
 class paced_sender {
 public:
     explicit paced_sender(double rate)
-        : rate_(rate), count_(static_cast<std::uint64_t>(rate * run_seconds())) {}
+        : paced_sender(rate, static_cast<std::uint64_t>(rate * run_seconds())) {}
+    /// `count` trades at `rate`; an infinite rate offers every trade at once (each is late).
+    paced_sender(double rate, std::uint64_t count) : rate_(rate), count_(count) {}
 
     [[nodiscard]] std::uint64_t count() const noexcept { return count_; }
 
@@ -217,8 +265,9 @@ std::string rate_name(std::optional<double> rate) {
     return std::to_string(static_cast<long long>(*rate));
 }
 
-/// The producer's ceiling under `Policy`: trades pushed as fast as one handle can, until the
-/// shard has applied them, per second. Measured once per policy.
+/// The ceiling under `Policy` of the producer loop the runs use (its clock reads and records
+/// included): `paced_sender` offering 1 M trades at once, until the shard has applied them,
+/// per second. Measured once per policy; half of it is the `rate:half` runs' offered rate.
 template <class Policy>
 double capacity() {
     static const double measured = [] {
@@ -229,16 +278,13 @@ double capacity() {
         const std::vector<tradeagg::trade> order = token_order().intern_into(p);
         p.start();
         auto producer = p.make_producer();
-        const std::uint64_t n = 1 << 20;
-        const schedule when{now_ns(), 1.0}; // event time only
-        const auto t0 = std::chrono::steady_clock::now();
-        for (std::uint64_t k = 0; k < n; ++k) {
-            (void)producer.push(trade_at(order, k, when, token_order().trades().front().ts_ms));
-        }
+        paced_sender flat(std::numeric_limits<double>::infinity(), 1 << 20);
+        const schedule when = flat.start();
+        (void)flat.run(order, when, token_order().trades().front().ts_ms,
+                       [&](const tradeagg::trade& t, std::int64_t) { (void)producer.push(t); });
         p.stop();
-        const double s =
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        return static_cast<double>(n) / s;
+        const double s = static_cast<double>(now_ns() - when.t0_ns) / 1e9;
+        return static_cast<double>(flat.count()) / s;
     }();
     return measured;
 }
@@ -253,6 +299,9 @@ void bm_latency(benchmark::State& state, std::optional<double> fixed_rate) {
     for (auto _ : state) {
         tradeagg::runtime_config cfg;
         cfg.shards = 1;
+        if (const auto& cpus = pinned_cpus()) {
+            cfg.worker_cpus = {cpus->consumer};
+        }
         tradeagg::pipeline<timed, delivery_sink&> p{cfg, sink};
         const std::vector<tradeagg::trade> order = token_order().intern_into(p);
         const tradeagg::timestamp_ms start_ms = token_order().trades().front().ts_ms;
@@ -290,6 +339,7 @@ void bm_latency_ring(benchmark::State& state, double rate) {
         const schedule when = sender.start();
         std::atomic<bool> done{false};
         std::thread consumer([&] {
+            pin(false);
             tradeagg::ingress_record r;
             std::uint64_t seen = 0;
             while (seen < count) {
@@ -339,12 +389,17 @@ void register_policy() {
 
 int main(int argc, char** argv) {
     (void)run_seconds(); // a malformed value fails before anything runs
+    pin(true);           // the producer: this thread
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) {
         return 1;
     }
     benchmark::AddCustomContext("run_seconds", std::to_string(run_seconds()));
     benchmark::AddCustomContext("tokens", "1000");
+    if (const auto& cpus = pinned_cpus()) {
+        benchmark::AddCustomContext("cpus", std::to_string(cpus->producer) + "," +
+                                                std::to_string(cpus->consumer));
+    }
     for (const double rate : {10'000.0, 100'000.0, 1'000'000.0}) {
         configure(benchmark::RegisterBenchmark(
             ("BM_latency_ring/rate:" + rate_name(rate)).c_str(),

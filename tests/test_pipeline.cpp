@@ -309,6 +309,19 @@ TEST_CASE("producer handles are limited by the policy and recycled") {
     CHECK(trades_in_sink(p.sink()) == 3);
 }
 
+namespace {
+
+/// Pushes one trade and waits until the sink has been called.
+template <class Pipeline>
+void push_until_consumed(Pipeline& p, const std::atomic<int>& calls) {
+    CHECK(p.push(trade_view{"SOL", 1.0, 1.0, side::buy, 1'000, 1}) == reject_reason::none);
+    while (calls.load() == 0) {
+        std::this_thread::sleep_for(1ms);
+    }
+}
+
+} // namespace
+
 TEST_CASE("a throwing sink is counted and the worker carries on") {
     std::atomic<int> calls{0};
     callback_sink flaky([&calls](const flush_batch&) {
@@ -320,10 +333,7 @@ TEST_CASE("a throwing sink is counted and the worker carries on") {
     cfg.flush_interval = 1ms;
     pipeline<throughput_policy, callback_sink&> p{cfg, flaky};
     p.start();
-    CHECK(p.push(trade_view{"SOL", 1.0, 1.0, side::buy, 1'000, 1}) == reject_reason::none);
-    while (calls.load() == 0) {
-        std::this_thread::sleep_for(1ms);
-    }
+    push_until_consumed(p, calls);
     CHECK(p.push(trade_view{"SOL", 1.0, 1.0, side::buy, 2'000, 2}) == reject_reason::none);
     p.stop();
     CHECK(p.stats().sink_errors == 1);
@@ -438,10 +448,7 @@ TEST_CASE_TEMPLATE("a slow sink shows in the hand-over times, which every flush 
     cfg.flush_interval = 1ms;
     pipeline<Policy, callback_sink&> p{cfg, slow};
     p.start();
-    CHECK(p.push(trade_view{"SOL", 1.0, 1.0, side::buy, 1'000, 1}) == reject_reason::none);
-    while (calls.load() == 0) {
-        std::this_thread::sleep_for(1ms);
-    }
+    push_until_consumed(p, calls);
     p.stop();
     const latency_histogram::counts c = p.handover_counts();
     const pipeline_stats st = p.stats();
@@ -452,6 +459,39 @@ TEST_CASE_TEMPLATE("a slow sink shows in the hand-over times, which every flush 
     CHECK(c.max_ns >= 3'000'000);
     CHECK(st.handovers.max_ns >= 3e6);
     CHECK(st.handovers.p50_ns <= st.handovers.max_ns);
+}
+
+TEST_CASE("worker_cpus pins each shard's worker to its CPU, round robin") {
+    const std::vector<unsigned> allowed = detail::allowed_cpus();
+    REQUIRE(!allowed.empty());
+    runtime_config cfg;
+    cfg.shards = 3;
+    cfg.worker_cpus = {allowed.back()};
+    std::mutex mutex;
+    std::vector<std::vector<unsigned>> seen(3);
+    callback_sink record([&](const flush_batch& b) {
+        const std::lock_guard lock(mutex);
+        seen[b.shard] = detail::allowed_cpus(); // the worker's own affinity
+    });
+    pipeline<throughput_policy, callback_sink&> p{cfg, record};
+    p.start();
+    for (int i = 0; i < 30; ++i) {
+        CHECK(p.push(trade_view{"T" + std::to_string(i), 1.0, 1.0, side::buy, 1'000, 1}) ==
+              reject_reason::none);
+    }
+    p.stop();
+    const pipeline_stats st = p.stats();
+    const std::lock_guard lock(mutex);
+    for (std::size_t s = 0; s < 3; ++s) {
+        CHECK(st.shards[s].pinned_cpu == static_cast<int>(allowed.back()));
+        if (st.shards[s].applied > 0) {
+            CHECK(seen[s] == std::vector<unsigned>{allowed.back()});
+        }
+    }
+    pipeline<throughput_policy, null_sink> unpinned{runtime_config{}};
+    unpinned.start();
+    unpinned.stop();
+    CHECK(unpinned.stats().shards[0].pinned_cpu == -1);
 }
 
 TEST_CASE("statistics describe the run") {

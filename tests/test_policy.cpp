@@ -6,6 +6,8 @@
 #include <concepts>
 #include <string>
 
+#include <sched.h>
+
 #include <doctest/doctest.h>
 
 #include <tradeagg/tradeagg.hpp>
@@ -229,7 +231,22 @@ TEST_CASE_TEMPLATE("runtime values outside the policy's bounds are refused by na
     c.gc_target_percent = Policy::gc_target_min_percent;
     CHECK(error_of(c).empty());
 
+    c = {};
+    c.worker_cpus = {CPU_SETSIZE + 1U};
+    const std::string cpus = error_of(c);
+    CHECK(cpus.rfind("worker_cpus | worker_cpus: CPU " + std::to_string(CPU_SETSIZE + 1) +
+                         " is not one this process may run on (this thread may: ",
+                     0) == 0);
+    c.worker_cpus = detail::allowed_cpus();
+    CHECK(error_of(c).empty());
+
     runtime_config bad;
     bad.batch_width = 0;
     CHECK_THROWS_AS(pipeline<Policy>{bad}, config_error);
+}
+
+TEST_CASE("cpu_list names CPUs as ranges") {
+    CHECK(detail::cpu_list({}) == "none");
+    CHECK(detail::cpu_list({3}) == "3");
+    CHECK(detail::cpu_list({0, 1, 2, 3, 6, 8, 9}) == "0-3,6,8-9");
 }

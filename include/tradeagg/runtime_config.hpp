@@ -1,6 +1,7 @@
 #pragma once
 // Values a running deployment may tune, each within the bounds its policy fixed at compile time.
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <functional>
@@ -9,8 +10,10 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include <tradeagg/config.hpp>
+#include <tradeagg/detail/cpu_affinity.hpp>
 #include <tradeagg/policy.hpp>
 #include <tradeagg/trade.hpp>
 
@@ -31,6 +34,10 @@ struct runtime_config {
     /// Release the state of idle tokens once nothing in it can change (see
     /// `pipeline::advance_time`). Off only to compare runs with and without eviction.
     bool evict_idle_tokens = true;
+    /// CPUs the shards' worker threads are pinned to: shard i's to `worker_cpus[i % size]`;
+    /// empty, not pinned (the default). Each must be a CPU this process may run on (Linux).
+    /// For `busy_spin` workers, give each a core no other busy thread uses.
+    std::vector<unsigned> worker_cpus{};
     /// Called on a shard's worker thread for every late trade (never merged); may be empty.
     /// Must be thread-safe when there are several shards; must not block for long.
     std::function<void(const late_trade&)> on_late_trade{};
@@ -60,6 +67,7 @@ struct resolved_config {
     std::size_t memory_limit_mb = Policy::memory_limit_mb;
     std::size_t max_active_tokens = Policy::max_tokens;
     bool evict_idle_tokens = true;
+    std::vector<unsigned> worker_cpus{};
 };
 
 /// Largest soft memory limit accepted, in MiB (16 TiB).
@@ -109,6 +117,22 @@ template <policy Policy>
     detail::check_range<std::size_t>("max_active_tokens", pn, r.max_active_tokens, 1,
                                      Policy::max_tokens);
     r.evict_idle_tokens = cfg.evict_idle_tokens;
+    if (!cfg.worker_cpus.empty()) {
+        if constexpr (!detail::can_pin_threads) {
+            throw config_error("worker_cpus", "worker_cpus: pinning threads is supported on "
+                                              "Linux only");
+        }
+        const std::vector<unsigned> usable = detail::pinnable_cpus(cfg.worker_cpus);
+        for (const unsigned cpu : cfg.worker_cpus) {
+            if (std::find(usable.begin(), usable.end(), cpu) == usable.end()) {
+                throw config_error("worker_cpus",
+                                   "worker_cpus: CPU " + std::to_string(cpu) +
+                                       " is not one this process may run on (this thread may: " +
+                                       detail::cpu_list(detail::allowed_cpus()) + ")");
+            }
+        }
+        r.worker_cpus = cfg.worker_cpus;
+    }
     return r;
 }
 

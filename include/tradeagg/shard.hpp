@@ -16,6 +16,7 @@
 #include <vector>
 
 #include <tradeagg/config.hpp>
+#include <tradeagg/detail/cpu_affinity.hpp>
 #include <tradeagg/detail/large_allocator.hpp>
 #include <tradeagg/detail/thread_name.hpp>
 #include <tradeagg/ingress.hpp>
@@ -46,7 +47,10 @@ public:
           sink_(sink), cadence_(cfg.gc_target_percent, Policy::arena_chunk_bytes),
           rings_(std::make_unique<std::atomic<ingress_ring*>[]>(Policy::max_producers)),
           owned_rings_(Policy::max_producers), shared_(cfg.ring_capacity),
-          drain_buffer_(Policy::batch_width) {
+          drain_buffer_(Policy::batch_width),
+          cpu_(cfg.worker_cpus.empty()
+                   ? -1
+                   : static_cast<int>(cfg.worker_cpus[index % cfg.worker_cpus.size()])) {
         for (std::size_t i = 0; i < Policy::max_producers; ++i) {
             rings_[i].store(nullptr, std::memory_order_relaxed);
         }
@@ -79,6 +83,9 @@ public:
     void start() {
         thread_ = std::thread([this] {
             detail::name_this_thread("tradeagg-shard" + std::to_string(index_));
+            if (cpu_ >= 0 && detail::pin_this_thread(static_cast<unsigned>(cpu_))) {
+                pinned_cpu_.store(cpu_, std::memory_order_relaxed);
+            }
             run();
         });
     }
@@ -218,6 +225,7 @@ public:
         s.reclaim_cpu_seconds =
             static_cast<double>(reclaim_cpu_ns_.load(std::memory_order_relaxed)) * 1e-9;
         s.clock = clock_published_.load(std::memory_order_relaxed);
+        s.pinned_cpu = pinned_cpu_.load(std::memory_order_relaxed);
         return s;
     }
 
@@ -640,6 +648,8 @@ private:
     std::condition_variable cv_;
     std::mutex space_mutex_;
     std::condition_variable space_cv_;
+    const int cpu_;                   ///< the CPU to pin the worker to, -1 for none
+    std::atomic<int> pinned_cpu_{-1}; ///< the CPU the worker runs pinned to, -1 for none
     std::thread thread_;
 };
 

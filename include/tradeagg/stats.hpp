@@ -26,6 +26,9 @@ struct shard_stats {
     std::uint64_t resyncs = 0;        ///< resyncs handed to the sink (`pipeline::resync`)
     /// The shard's event-time clock (`pipeline::advance_time`); the minimum before any.
     timestamp_ms clock = 0;
+    /// The CPU the worker runs pinned to (`runtime_config::worker_cpus`), -1 when not pinned
+    /// (none asked for, or the system refused).
+    int pinned_cpu = -1;
 };
 
 /// Counters since the pipeline was built. Taken without stopping anything, so counters from
