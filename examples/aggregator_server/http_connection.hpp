@@ -368,6 +368,10 @@ private:
 
     void read_body() {
         phase_ = phase::reading;
+        // Beast reads max(512, capacity - size) bytes at a time: with the capacity an idle
+        // connection shrank to, a 100 KB body took some 200 reads, each a system call and a
+        // timer re-arm. Reads of up to the buffer's limit take a few.
+        buffer_.reserve(buffer_.max_size());
         stream_.expires_at(request_start_ + state_->limits.request_timeout);
         http::async_read(stream_, buffer_, *parser_,
                          then(&http_connection::read_failed, &http_connection::handle));
