@@ -632,6 +632,41 @@ TEST_CASE("pinned tokens keep their ids, a full table releases unpinned ones to 
     CHECK(p.sink().candles("FRESH", intervals::s1).size() == 1);
 }
 
+TEST_CASE("a producer's remembered token ids do not outlive a release") {
+    // AAA's id goes back to the table and BBB takes it; the producer that pushed AAA by name
+    // pushes AAA again, which gets a new id: every trade lands on its own token.
+    runtime_config cfg;
+    cfg.max_tokens = 2;
+    pipeline<latency_policy, memory_sink> p{cfg};
+    p.start();
+    auto h = p.make_producer();
+    REQUIRE(h.push(at("AAA", midnight, 1, 1.0)) == reject_reason::none);
+    REQUIRE(h.push(at("AAA", midnight + 1, 2, 1.0)) == reject_reason::none); // from the cache
+    const token_id first = *p.tokens().find("AAA");
+    REQUIRE(h.advance_time(midnight + 3 * day) == reject_reason::none);
+    (void)p.reclaim_now(); // AAA is spent: its state goes, and its id with it
+    REQUIRE(p.stats().tokens_released == 1);
+    REQUIRE(h.push(at("BBB", midnight + 3 * day, 3, 2.0)) == reject_reason::none);
+    CHECK(p.tokens().find("BBB") == first);
+    REQUIRE(h.push(at("AAA", midnight + 3 * day + 1, 4, 1.0)) == reject_reason::none);
+    REQUIRE(h.push(at("BBB", midnight + 3 * day + 2, 5, 2.0)) == reject_reason::none);
+    REQUIRE(h.push(at("AAA", midnight + 3 * day + 3, 6, 1.0)) == reject_reason::none);
+    CHECK(p.tokens().find("AAA") != first);
+    p.stop();
+    const auto days = [&](const char* name) { return p.sink().candles(name, intervals::d1); };
+    REQUIRE(days("AAA").size() == 2);
+    CHECK(days("AAA")[0].trades == 2);
+    CHECK(days("AAA")[1].trades == 2);
+    REQUIRE(days("BBB").size() == 1);
+    CHECK(days("BBB")[0].trades == 2);
+    for (const candle& c : days("AAA")) {
+        CHECK(c.low == 1.0);
+        CHECK(c.high == 1.0);
+    }
+    CHECK(days("BBB")[0].low == 2.0);
+    CHECK(days("BBB")[0].high == 2.0);
+}
+
 TEST_CASE("tokens released and reinterned while producers push stay apart") {
     // Four producers push by name over a token table of 64 while the clock runs and another
     // thread forces reclamations: ids are released and handed out again under load. Every

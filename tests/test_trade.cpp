@@ -5,6 +5,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <doctest/doctest.h>
@@ -175,4 +176,41 @@ TEST_CASE("token table interns once, from many threads, and keeps shards stable"
     CHECK(small.intern("A").reason == reject_reason::none);
     CHECK(small.intern("A").reason == reject_reason::none);
     CHECK(small.intern("B").reason == reject_reason::token_limit);
+}
+
+TEST_CASE("token cache: an id is trusted only for its own name and only until a release") {
+    token_table table(100, 1);
+    token_cache cache;
+    CHECK_FALSE(cache.find("AAA", table).has_value()); // nothing remembered, nothing allocated
+    CHECK(cache.memory_bytes() == 0);
+    const token_id aaa = table.intern("AAA", false).id;
+    cache.remember("AAA", aaa, table);
+    CHECK(cache.memory_bytes() == token_cache::entries * 16);
+    CHECK(cache.find("AAA", table) == aaa);
+    // Every other name misses, those that share AAA's place included.
+    for (int i = 0; i < 20'000; ++i) {
+        CHECK_FALSE(cache.find("N" + std::to_string(i), table).has_value());
+    }
+    CHECK_FALSE(cache.find("AAAA", table).has_value());
+    CHECK_FALSE(cache.find("AA", table).has_value());
+    // Tokens of every length, short ones included, come back as remembered.
+    std::vector<std::pair<std::string, token_id>> kept;
+    for (const std::string name : {"B", "BC", "BCDEFGH", "BCDEFGHI", "BCDEFGHIJKLMNOPQ",
+                                   "So11111111111111111111111111111111111111112"}) {
+        kept.emplace_back(name, table.intern(name, false).id);
+        cache.remember(name, kept.back().second, table);
+    }
+    for (const auto& [name, id] : kept) {
+        CHECK(cache.find(name, table) == id);
+    }
+    // A release may hand AAA's id to another token: nothing remembered before it is trusted.
+    CHECK(table.release_unused() == 7);
+    CHECK(table.releases() == 1);
+    const token_id other = table.intern("OTHER", false).id;
+    CHECK(other == aaa); // the lowest free id comes back first
+    CHECK_FALSE(cache.find("AAA", table).has_value());
+    CHECK_FALSE(cache.find("OTHER", table).has_value());
+    cache.remember("OTHER", other, table);
+    CHECK(cache.find("OTHER", table) == other);
+    CHECK_FALSE(cache.find("AAA", table).has_value());
 }

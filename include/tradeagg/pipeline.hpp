@@ -32,6 +32,7 @@
 #include <tradeagg/sink.hpp>
 #include <tradeagg/sink/null_sink.hpp>
 #include <tradeagg/stats.hpp>
+#include <tradeagg/token_cache.hpp>
 #include <tradeagg/token_table.hpp>
 #include <tradeagg/trade.hpp>
 #include <tradeagg/tuning.hpp>
@@ -553,6 +554,21 @@ private:
         const auto id = table_.intern(t.token, false);
         out = trade{id.id, t.taker, t.price, t.quantity, t.ts_ms, t.id};
         return id.reason;
+    }
+
+    /// As `intern_trade(t, out)`, asking a producer's `cache` first: a token found there is
+    /// interned, hence valid, and costs neither the table's lock nor its index. Call inside a
+    /// push (a busy mark), where no release can run.
+    reject_reason intern_trade(const trade_view& t, trade& out, token_cache& cache) {
+        if (const std::optional<token_id> id = cache.find(t.token, table_)) {
+            out = trade{*id, t.taker, t.price, t.quantity, t.ts_ms, t.id};
+            return validate(out);
+        }
+        const reject_reason r = intern_trade(t, out);
+        if (r == reject_reason::none) {
+            cache.remember(t.token, out.token, table_);
+        }
+        return r;
     }
 
     /// Moves each setting that differs from `now` to its value in `next`; returns the changes.

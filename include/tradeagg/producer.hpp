@@ -14,6 +14,7 @@
 
 #include <tradeagg/config.hpp>
 #include <tradeagg/ingress.hpp>
+#include <tradeagg/token_cache.hpp>
 #include <tradeagg/trade.hpp>
 
 namespace tradeagg {
@@ -25,13 +26,15 @@ template <class Pipeline>
 class basic_producer {
 public:
     basic_producer(basic_producer&& o) noexcept
-        : p_(std::exchange(o.p_, nullptr)), slot_(o.slot_), rings_(std::move(o.rings_)) {}
+        : p_(std::exchange(o.p_, nullptr)), slot_(o.slot_), rings_(std::move(o.rings_)),
+          tokens_(std::move(o.tokens_)) {}
     basic_producer& operator=(basic_producer&& o) noexcept {
         if (this != &o) {
             release();
             p_ = std::exchange(o.p_, nullptr);
             slot_ = o.slot_;
             rings_ = std::move(o.rings_);
+            tokens_ = std::move(o.tokens_);
         }
         return *this;
     }
@@ -79,7 +82,7 @@ public:
                     return reject(reject_reason::stopped).reason;
                 }
                 trade interned;
-                const reject_reason r = p_->intern_trade(t, interned);
+                const reject_reason r = p_->intern_trade(t, interned, tokens_);
                 if (r == reject_reason::none) {
                     const push_result pushed = push_one(interned, true);
                     if (!pushed.full) {
@@ -115,7 +118,7 @@ public:
                     return reject(reject_reason::stopped);
                 }
                 trade interned;
-                const reject_reason r = p_->intern_trade(t, interned);
+                const reject_reason r = p_->intern_trade(t, interned, tokens_);
                 if (r == reject_reason::none) {
                     return push_one(interned, false);
                 }
@@ -354,6 +357,7 @@ private:
     Pipeline* p_;
     std::size_t slot_;
     std::vector<ingress_ring*> rings_;
+    token_cache tokens_; ///< the ids of the token strings this handle pushed lately
 };
 
 } // namespace tradeagg

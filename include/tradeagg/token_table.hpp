@@ -173,6 +173,7 @@ public:
         if (released == 0) {
             return 0;
         }
+        releases_.fetch_add(1, std::memory_order_release);
         count_.store(count_.load(std::memory_order_relaxed) - released, std::memory_order_relaxed);
         // Free ids at the top lower the high-water mark; their segments go back.
         while (high > 0 && at(static_cast<token_id>(high - 1)).data == nullptr) {
@@ -192,6 +193,12 @@ public:
             free_ids_.shrink_to_fit();
         }
         return released;
+    }
+
+    /// How many times `release_unused` forgot tokens. An id held across a change of this may
+    /// name another token now, or none (`token_cache` checks it). Thread-safe, wait-free.
+    [[nodiscard]] std::uint64_t releases() const noexcept {
+        return releases_.load(std::memory_order_acquire);
     }
 
     /// Bytes held for names, entries, the lookup index (approximate) and free ids.
@@ -246,8 +253,9 @@ private:
     std::size_t max_tokens_;
     std::size_t shards_;
     std::unique_ptr<entry*[]> segments_;
-    std::atomic<std::size_t> high_{0};  ///< ids below this have been handed out
-    std::atomic<std::size_t> count_{0}; ///< tokens interned now
+    std::atomic<std::size_t> high_{0};       ///< ids below this have been handed out
+    std::atomic<std::size_t> count_{0};      ///< tokens interned now
+    std::atomic<std::uint64_t> releases_{0}; ///< calls of `release_unused` that forgot tokens
     mutable std::shared_mutex mutex_;
     std::unordered_map<std::string_view, token_id, std::hash<std::string_view>, std::equal_to<>,
                        detail::large_allocator<std::pair<const std::string_view, token_id>>>
