@@ -158,6 +158,9 @@ wait "$loadgen_pid" || {
     exit 1
 }
 
+# The server's own figures for the load, before anything else reaches it.
+curl -fsS "http://$http_addr/performance" >"$work/performance.json" 2>/dev/null || echo '{}' >"$work/performance.json"
+
 say "scripts/performance_test.sh (the seed's five steps)"
 ./scripts/performance_test.sh | sed 's/^/    /'
 
@@ -197,9 +200,10 @@ server_pid=""
 tail -1 "$work/server.log" | sed 's/^/    /'
 
 say "summary"
-python3 - "$work/loadgen.json" "$status" "$("${redis_cli[@]}" dbsize)" <<'PY'
+python3 - "$work/loadgen.json" "$status" "$("${redis_cli[@]}" dbsize)" "$work/performance.json" <<'PY'
 import json, sys
 lg = json.load(open(sys.argv[1]))
+perf = json.load(open(sys.argv[4]))
 def g(*names):
     for n in names:
         if n in lg:
@@ -215,6 +219,10 @@ if probe:
     pl = probe['latency_ms']
     print(f"    GET /performance       p50 {pl['p50']:.2f} ms, p99 {pl['p99']:.2f} ms under that load"
           f" ({probe['requests']} requests, {probe['non_2xx']} not 2xx)")
+apply = (perf.get("pipeline") or {}).get("apply_latency")
+if apply:
+    print(f"    apply latency          p50 {apply['p50_ms']:.2f} ms, p99 {apply['p99_ms']:.2f} ms"
+          " (accepted to aggregated, in the server)")
 print(f"    Redis keys             {sys.argv[3]}")
 print(f"    server exit status     {sys.argv[2]} ({'clean, everything written' if sys.argv[2] == '0' else 'see the log above'})")
 PY

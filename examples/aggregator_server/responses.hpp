@@ -211,6 +211,7 @@ inline boost::json::object pipeline_json(const tradeagg::pipeline_stats& p) {
     pl["bytes_per_active_token"] = p.bytes_per_active_token;
     pl["resyncs"] = p.resyncs;
     pl["apply_latency"] = latency_json(p.apply_latency);
+    pl["handovers"] = latency_json(p.handovers);
     return pl;
 }
 
