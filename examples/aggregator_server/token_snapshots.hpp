@@ -37,16 +37,26 @@ public:
 
     /// Keeps the newest of each candle and token. Any thread; allocates for new tokens.
     void consume(const tradeagg::flush_batch& batch) {
-        for (const tradeagg::candle_update& u : batch.candles) {
-            if (u.interval_index >= Intervals) {
-                continue;
+        // A flush lists each token's candles one after another: one lookup for each such run.
+        const auto candles = batch.candles;
+        for (std::size_t i = 0; i < candles.size();) {
+            std::size_t end = i + 1;
+            while (end < candles.size() && candles[end].token == candles[i].token) {
+                ++end;
             }
-            update(u.name, [&](snapshot& s) {
-                auto& slot = s.candles[u.interval_index];
-                if (!slot || slot->open_time <= u.data.open_time) {
-                    slot = u.data;
+            update(candles[i].name, [&](snapshot& s) {
+                for (std::size_t k = i; k < end; ++k) {
+                    const tradeagg::candle_update& u = candles[k];
+                    if (u.interval_index >= Intervals) {
+                        continue;
+                    }
+                    auto& slot = s.candles[u.interval_index];
+                    if (!slot || slot->open_time <= u.data.open_time) {
+                        slot = u.data;
+                    }
                 }
             });
+            i = end;
         }
         for (const tradeagg::token_update& u : batch.tokens) {
             update(u.name, [&](snapshot& s) {
