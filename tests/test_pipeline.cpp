@@ -494,6 +494,30 @@ TEST_CASE("worker_cpus pins each shard's worker to its CPU, round robin") {
     CHECK(unpinned.stats().shards[0].pinned_cpu == -1);
 }
 
+TEST_CASE("an idle spin_then_yield worker naps, and a push wakes it") {
+    runtime_config cfg;
+    cfg.shards = 2;
+    cfg.flush_interval = 1ms;
+    std::atomic<int> batches{0};
+    pipeline<throughput_policy, callback_sink> p{
+        cfg, callback_sink([&](const flush_batch&) { ++batches; })};
+    p.start();
+    std::this_thread::sleep_for(50ms); // past the spins and yields
+    // Two workers spinning or yielding for 300 ms would take about 600 ms of CPU.
+    const double before = read_process_stats().cpu_seconds;
+    std::this_thread::sleep_for(300ms);
+    const double idle_cpu = read_process_stats().cpu_seconds - before;
+    CHECK(idle_cpu < 0.15);
+    auto h = p.make_producer();
+    CHECK(h.push(trade_view{"SOL", 1.0, 1.0, side::buy, 1'000, 1}) == reject_reason::none);
+    for (int i = 0; i < 1'000 && batches.load() == 0; ++i) {
+        std::this_thread::sleep_for(1ms);
+    }
+    CHECK(batches.load() > 0);
+    CHECK(p.stats().applied == 1);
+    p.stop();
+}
+
 TEST_CASE("statistics describe the run") {
     runtime_config cfg;
     cfg.shards = 2;

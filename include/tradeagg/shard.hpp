@@ -103,7 +103,7 @@ public:
         }
     }
 
-    /// Wakes a sleeping worker (block strategy); called by producers after a push.
+    /// Wakes a sleeping worker (block and spin_then_yield); called by producers after a push.
     /// Any thread. Takes a mutex only when the worker sleeps.
     void notify_pushed() {
         if constexpr (Policy::wait::kind == wait_kind::block) {
@@ -111,6 +111,12 @@ public:
             // worker's announcement and wakes it, or the worker's exchange reads this one and
             // so sees the trade just pushed. (No fences: ThreadSanitizer cannot check those.)
             if (sleeping_.fetch_or(0U, std::memory_order_acq_rel) != 0) {
+                wake();
+            }
+        } else if constexpr (Policy::wait::kind == wait_kind::spin_then_yield) {
+            // A plain load: a push that misses the announcement leaves the worker napping until
+            // `idle_nap` ends at the latest, which costs less than a read-modify-write per push.
+            if (sleeping_.load(std::memory_order_relaxed) != 0) {
                 wake();
             }
         }
@@ -335,16 +341,37 @@ private:
 
     /// Waits as the policy does, no later than `wake_by` (the next tick or idle hand-over).
     void idle(unsigned& steps, clock::time_point wake_by) {
-        if (detail::backoff<Policy::wait::kind>(steps)) {
+        if constexpr (Policy::wait::kind == wait_kind::spin_then_yield) {
+            // Spins, then yields for `yield_for`, then naps; `steps` counts from the last work.
+            if (steps >= detail::spin_limit) {
+                const auto now = clock::now();
+                if (steps == detail::spin_limit) {
+                    yielding_since_ = now;
+                }
+                if (now - yielding_since_ >= detail::yield_for) {
+                    wake_by = std::min(wake_by, now + detail::idle_nap);
+                    return nap(wake_by);
+                }
+            }
+            (void)detail::backoff<Policy::wait::kind>(steps);
+            return;
+        } else if (detail::backoff<Policy::wait::kind>(steps)) {
             return;
         }
+        nap(wake_by);
+        steps = 0;
+    }
+
+    /// Sleeps until `wake_by`, a push (see `notify_pushed`) or a request. A napping
+    /// `spin_then_yield` worker that wakes to nothing naps again at once: it spins and yields
+    /// again only after work (the run loop resets its steps when it takes trades).
+    void nap(clock::time_point wake_by) {
         std::unique_lock lock(mutex_);
         sleeping_.exchange(1U, std::memory_order_acq_rel);
         if (!pending() && !stop_requested_.load(std::memory_order_seq_cst)) {
             cv_.wait_until(lock, wake_by);
         }
         sleeping_.store(0U, std::memory_order_relaxed);
-        steps = 0;
     }
 
     bool pending() {
@@ -603,9 +630,10 @@ private:
     Sink& sink_;
     reclaim_cadence cadence_;
     timestamp_ms clock_ = std::numeric_limits<timestamp_ms>::min(); ///< worker's event clock
-    std::uint64_t reclaim_taken_ = 0; ///< the last request the worker started on
-    std::uint64_t resync_taken_ = 0;  ///< the last resync request the worker served
-    clock::time_point last_emit_{};   ///< the worker's last idle hand-over
+    std::uint64_t reclaim_taken_ = 0;    ///< the last request the worker started on
+    std::uint64_t resync_taken_ = 0;     ///< the last resync request the worker served
+    clock::time_point last_emit_{};      ///< the worker's last idle hand-over
+    clock::time_point yielding_since_{}; ///< when an idle `spin_then_yield` worker began yielding
 
     std::unique_ptr<std::atomic<ingress_ring*>[]> rings_;
     std::vector<std::unique_ptr<ingress_ring>> owned_rings_;

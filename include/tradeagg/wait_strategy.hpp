@@ -2,6 +2,7 @@
 // How a thread waits when it cannot proceed: a producer facing a full ring, or a worker facing
 // empty ones. Chosen by a policy as a named type (`using wait = tradeagg::busy_spin;`).
 
+#include <chrono>
 #include <concepts>
 #include <cstdint>
 #include <string_view>
@@ -23,7 +24,10 @@ struct busy_spin {
     static constexpr std::string_view name = "busy_spin";
 };
 
-/// Spins briefly, then yields the core to other threads between checks.
+/// Spins briefly, then yields the core to other threads between checks. A worker whose rings
+/// stay empty for `yield_for` (1 ms) then naps (up to `idle_nap`, woken by a push), so an idle
+/// pipeline does not keep its cores busy with system calls; a flow of a thousand trades a
+/// second or more per shard keeps it awake.
 struct spin_then_yield {
     static constexpr wait_kind kind = wait_kind::spin_then_yield;
     static constexpr std::string_view name = "spin_then_yield";
@@ -55,6 +59,13 @@ inline void cpu_relax() noexcept {
 /// Spins `spins` times before it starts yielding; used by spin_then_yield and by block before
 /// it sleeps (a short spin catches the common case of data arriving a moment later).
 inline constexpr unsigned spin_limit = 128;
+
+/// How long a `spin_then_yield` worker yields, after its spins, before it naps.
+inline constexpr std::chrono::microseconds yield_for{1'000};
+
+/// The longest nap of a `spin_then_yield` worker. Producers wake it, without a read-modify-write
+/// on their side: a push that misses its announcement waits at most this long.
+inline constexpr std::chrono::microseconds idle_nap{1'000};
 
 /// Waits one step by the strategy's rule for the non-blocking kinds; `step` counts calls since
 /// the last success. Returns false when a `block` caller should now go to sleep instead.
