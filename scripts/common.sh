@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Sourced by scripts/test.sh and scripts/run.sh, from the repository root.
+# Sourced by scripts/test.sh, scripts/run.sh and bench/http_ingest, from the repository root.
 
 # The Release configuration shared by the test and run scripts, so that they reuse one build.
 # shellcheck disable=SC2034 # used by the scripts that source this file
@@ -19,4 +19,33 @@ cmake_configure() {
         rm -rf "$dir"
     fi
     cmake -S . -B "$dir" -G Ninja "$@"
+}
+
+# free_port: prints a TCP port free on loopback now.
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# start_local_redis DIR: starts a throwaway redis-server on a free loopback port (no
+# persistence, its log in DIR/redis.log) and waits for it to answer; sets redis_port and
+# redis_pid.
+start_local_redis() {
+    redis_port=$(free_port)
+    redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+        --dir "$1" --logfile "$1/redis.log" --daemonize no &
+    redis_pid=$!
+    for _ in $(seq 100); do
+        redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG && break
+        sleep 0.05
+    done
+}
+
+# wait_http URL PID: waits up to 10 s for URL to answer 2xx; fails at once if PID exits.
+wait_http() {
+    for _ in $(seq 200); do
+        curl -fsS "$1" >/dev/null 2>&1 && return 0
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
 }

@@ -64,10 +64,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
 # Redis: the one at REDIS_ADDR if it answers, otherwise our own on loopback.
 redis_addr=${REDIS_ADDR:-127.0.0.1:6379}
 redis_host=${redis_addr%:*}
@@ -76,17 +72,10 @@ if redis-cli -h "$redis_host" -p "$redis_port" ${REDIS_PASSWORD:+-a "$REDIS_PASS
     --no-auth-warning ping 2>/dev/null | grep -q PONG; then
     say "using the Redis at $redis_addr"
 else
-    redis_port=$(free_port)
+    start_local_redis "$work"
     redis_host=127.0.0.1
     redis_addr=$redis_host:$redis_port
-    say "no Redis answers at ${REDIS_ADDR:-127.0.0.1:6379}: starting redis-server on $redis_addr"
-    redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
-        --dir "$work" --logfile "$work/redis.log" --daemonize no &
-    redis_pid=$!
-    for _ in $(seq 100); do
-        redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG && break
-        sleep 0.05
-    done
+    say "no Redis answers at ${REDIS_ADDR:-127.0.0.1:6379}: started redis-server on $redis_addr"
 fi
 export REDIS_ADDR=$redis_addr
 
@@ -100,15 +89,11 @@ export ADMIN_TOKEN=${ADMIN_TOKEN:-run-$RANDOM$RANDOM}
 say "starting the server on http://$http_addr (log: $work/server.log is printed at the end)"
 "$server_bin" >"$work/server.log" 2>&1 &
 server_pid=$!
-for _ in $(seq 200); do
-    curl -fsS "http://$http_addr/health" >/dev/null 2>&1 && break
-    if ! kill -0 "$server_pid" 2>/dev/null; then
-        cat "$work/server.log" >&2
-        echo "run.sh: the server did not start" >&2
-        exit 1
-    fi
-    sleep 0.05
-done
+if ! wait_http "http://$http_addr/health" "$server_pid"; then
+    cat "$work/server.log" >&2
+    echo "run.sh: the server did not start" >&2
+    exit 1
+fi
 grep -E 'config: (AGGREGATOR_POLICY|MAX_WORKERS|GC_TARGET|MEMORY_LIMIT|REDIS_ADDR)|listening' \
     "$work/server.log" | sed 's/^/    /'
 

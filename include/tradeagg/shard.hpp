@@ -325,7 +325,7 @@ private:
                 }
                 continue;
             }
-            idle(idle_steps, wake_by);
+            idle(idle_steps, now, wake_by);
         }
         timed([&] { flush(); });
     }
@@ -339,12 +339,12 @@ private:
         handovers_.record(took > 0 ? static_cast<std::uint64_t>(took) : 0);
     }
 
-    /// Waits as the policy does, no later than `wake_by` (the next tick or idle hand-over).
-    void idle(unsigned& steps, clock::time_point wake_by) {
+    /// Waits as the policy does, no later than `wake_by` (the next tick or idle hand-over);
+    /// `now` is the loop's reading of the clock.
+    void idle(unsigned& steps, clock::time_point now, clock::time_point wake_by) {
         if constexpr (Policy::wait::kind == wait_kind::spin_then_yield) {
             // Spins, then yields for `yield_for`, then naps; `steps` counts from the last work.
             if (steps >= detail::spin_limit) {
-                const auto now = clock::now();
                 if (steps == detail::spin_limit) {
                     yielding_since_ = now;
                 }

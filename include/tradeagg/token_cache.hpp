@@ -27,11 +27,7 @@ public:
     /// The id `token` had when it was remembered, if still valid in `table`. Never allocates.
     [[nodiscard]] std::optional<token_id> find(std::string_view token,
                                                const token_table& table) noexcept {
-        if (slots_ == nullptr) {
-            return std::nullopt;
-        }
-        if (const std::uint64_t releases = table.releases(); releases != releases_) {
-            clear(releases);
+        if (slots_ == nullptr || !current(table)) {
             return std::nullopt;
         }
         const std::uint64_t key = key_of(token);
@@ -51,8 +47,8 @@ public:
                 return;
             }
             releases_ = table.releases();
-        } else if (const std::uint64_t releases = table.releases(); releases != releases_) {
-            clear(releases);
+        } else {
+            (void)current(table);
         }
         const std::uint64_t key = key_of(token);
         slots_[key % entries] = slot{key, id};
@@ -89,11 +85,16 @@ private:
         return h == 0 ? 1 : h;
     }
 
-    void clear(std::uint64_t releases) noexcept {
-        for (std::size_t i = 0; i < entries; ++i) {
-            slots_[i] = slot{};
+    /// True if `table` released nothing since the entries were filled; otherwise forgets them
+    /// all and returns false.
+    bool current(const token_table& table) noexcept {
+        const std::uint64_t releases = table.releases();
+        if (releases == releases_) {
+            return true;
         }
+        std::fill_n(slots_.get(), entries, slot{});
         releases_ = releases;
+        return false;
     }
 
     std::unique_ptr<slot[]> slots_;

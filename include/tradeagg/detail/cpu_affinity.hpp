@@ -53,11 +53,6 @@ inline std::string cpu_list(const std::vector<unsigned>& cpus) {
     return out.empty() ? "none" : out;
 }
 
-/// The CPUs of `cpus` a thread of this process may be pinned to, whatever the calling thread's
-/// own affinity: found by pinning a short-lived thread to each in turn. Allocates; starts a
-/// thread.
-inline std::vector<unsigned> pinnable_cpus(const std::vector<unsigned>& cpus);
-
 /// Pins the calling thread to `cpu`. False if the system refused (or cannot pin).
 inline bool pin_this_thread(unsigned cpu) noexcept {
 #if defined(__linux__)
@@ -74,6 +69,9 @@ inline bool pin_this_thread(unsigned cpu) noexcept {
 #endif
 }
 
+/// The CPUs of `cpus` a thread of this process may be pinned to, whatever the calling thread's
+/// own affinity: found by pinning a short-lived thread to each in turn. Allocates; starts a
+/// thread.
 inline std::vector<unsigned> pinnable_cpus(const std::vector<unsigned>& cpus) {
     std::vector<unsigned> ok;
     std::thread probe([&] {
