@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Sourced by scripts/test.sh, scripts/run.sh and bench/http_ingest, from the repository root.
+# Sourced by scripts/test.sh, scripts/run.sh, bench/http_ingest and tests/test_prometheus.sh.
 
 # The Release configuration shared by the test and run scripts, so that they reuse one build.
 # shellcheck disable=SC2034 # used by the scripts that source this file
@@ -21,9 +21,25 @@ cmake_configure() {
     cmake -S . -B "$dir" -G Ninja "$@"
 }
 
-# free_port: prints a TCP port free on loopback now.
+# free_port: prints a TCP port free on loopback now, drawn from 20000-32767: below Linux's
+# ephemeral range, whose ports the kernel also gives to outgoing connections (the tests'
+# tests/redis_server.hpp chooses the same way).
 free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+    python3 -c '
+import random, socket
+for _ in range(200):
+    p = random.randint(20000, 32767)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(p)
+    break
+else:
+    raise SystemExit("free_port: no free port in 20000-32767")'
 }
 
 # start_local_redis DIR: starts a throwaway redis-server on a free loopback port (no

@@ -24,16 +24,14 @@ public:
     explicit redis_cluster(std::size_t masters = 3, bool durable = false) {
         std::string create = "redis-cli --cluster create";
         for (std::size_t i = 0; i < masters; ++i) {
-            // The bus port is given: by default it is the port + 10,000, which a free port
-            // above 55,535 cannot have.
-            std::vector<std::string> args{"--cluster-enabled",      "yes",
-                                          "--cluster-node-timeout", "2000",
-                                          "--cluster-port",         std::to_string(free_port())};
+            std::vector<std::string> args{"--cluster-enabled", "yes", "--cluster-node-timeout",
+                                          "2000"};
             if (durable) {
                 args.insert(args.end(), {"--appendonly", "yes", "--appendfsync", "always",
                                          "--cluster-require-full-coverage", "no"});
             }
-            nodes_.push_back(std::make_unique<redis_server>(std::move(args)));
+            nodes_.push_back(
+                std::make_unique<redis_server>(std::move(args), cluster_bus::own_port));
             create += " 127.0.0.1:" + std::to_string(nodes_.back()->port());
         }
         create += " --cluster-replicas 0 --cluster-yes >/dev/null 2>&1";

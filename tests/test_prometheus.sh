@@ -36,9 +36,8 @@ trap cleanup EXIT
 
 # shellcheck source=tests/check.sh
 source "$root/tests/check.sh"
-free_port() {
-    "$python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+# shellcheck source=scripts/common.sh
+source "$root/scripts/common.sh" # free_port
 wait_for() { # wait_for URL PID: until the URL answers 2xx, or the process is gone
     local _
     for _ in $(seq 300); do
