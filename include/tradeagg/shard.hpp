@@ -104,19 +104,23 @@ public:
     }
 
     /// Wakes a sleeping worker (block and spin_then_yield); called by producers after a push.
-    /// Any thread. Takes a mutex only when the worker sleeps.
+    /// Any thread. Takes a mutex only when the worker sleeps, and only the push that takes the
+    /// worker's announcement back wakes it: a request's thousand pushes into a napping shard
+    /// cost one wake-up, not one per push until the worker runs.
     void notify_pushed() {
         if constexpr (Policy::wait::kind == wait_kind::block) {
             // Both sides use a read-modify-write on `sleeping_`: either this one reads the
             // worker's announcement and wakes it, or the worker's exchange reads this one and
             // so sees the trade just pushed. (No fences: ThreadSanitizer cannot check those.)
-            if (sleeping_.fetch_or(0U, std::memory_order_acq_rel) != 0) {
+            if (sleeping_.fetch_or(0U, std::memory_order_acq_rel) != 0 &&
+                sleeping_.exchange(0U, std::memory_order_acq_rel) != 0) {
                 wake();
             }
         } else if constexpr (Policy::wait::kind == wait_kind::spin_then_yield) {
             // A plain load: a push that misses the announcement leaves the worker napping until
             // `idle_nap` ends at the latest, which costs less than a read-modify-write per push.
-            if (sleeping_.load(std::memory_order_relaxed) != 0) {
+            if (sleeping_.load(std::memory_order_relaxed) != 0 &&
+                sleeping_.exchange(0U, std::memory_order_acq_rel) != 0) {
                 wake();
             }
         }

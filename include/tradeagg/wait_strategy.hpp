@@ -25,9 +25,10 @@ struct busy_spin {
 };
 
 /// Spins briefly, then yields the core to other threads between checks. A worker whose rings
-/// stay empty for `yield_for` (1 ms) then naps (up to `idle_nap`, woken by a push), so an idle
-/// pipeline does not keep its cores busy with system calls; a flow of a thousand trades a
-/// second or more per shard keeps it awake.
+/// stay empty for `yield_for` (10 us) then naps (up to `idle_nap`, woken by the next push), so
+/// neither an idle pipeline nor the gaps between a server's requests keep its cores busy with
+/// system calls; a flow with gaps under 10 us keeps it awake. A push that finds the worker
+/// napping pays for the wake-up (a few microseconds), once per nap.
 struct spin_then_yield {
     static constexpr wait_kind kind = wait_kind::spin_then_yield;
     static constexpr std::string_view name = "spin_then_yield";
@@ -60,8 +61,10 @@ inline void cpu_relax() noexcept {
 /// it sleeps (a short spin catches the common case of data arriving a moment later).
 inline constexpr unsigned spin_limit = 128;
 
-/// How long a `spin_then_yield` worker yields, after its spins, before it naps.
-inline constexpr std::chrono::microseconds yield_for{1'000};
+/// How long a `spin_then_yield` worker yields, after its spins, before it naps. Short: under
+/// an HTTP server's load the gaps between requests are longer, and yielding through them took
+/// a sixth of the server's CPU (bench/http_ingest).
+inline constexpr std::chrono::microseconds yield_for{10};
 
 /// The longest nap of a `spin_then_yield` worker. Producers wake it, without a read-modify-write
 /// on their side: a push that misses its announcement waits at most this long.
