@@ -1,15 +1,17 @@
 // libFuzzer target for the aggregator server's trade parser (examples/aggregator_server/
 // trade_parser.hpp). Every input is parsed as a JSON array and as NDJSON. Whatever the input:
-// a refusal leaves the batch empty with a printable reason, and an acceptance holds only
-// trades that pass tradeagg::validate and that come back unchanged when written out as JSON
-// objects and parsed again (in both formats). A broken invariant aborts, which libFuzzer
-// reports as a crash with the input that caused it.
+// the parser (its scanner first) and its reference (Boost.JSON alone) give the same verdict,
+// the same trades bit for bit and the same error; a refusal leaves the batch empty with a
+// printable reason, and an acceptance holds only trades that pass tradeagg::validate and that
+// come back unchanged when written out as JSON objects and parsed again (in both formats). A
+// broken invariant aborts, which libFuzzer reports as a crash with the input that caused it.
 
 #include <charconv>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <string_view>
 
@@ -59,9 +61,10 @@ void append_trade(std::string& out, const tradeagg::trade_view& t) {
     out += '}';
 }
 
-bool same(const tradeagg::trade_view& a, const tradeagg::trade_view& b) {
-    return a.token == b.token && a.price == b.price && a.quantity == b.quantity &&
-           a.taker == b.taker && a.ts_ms == b.ts_ms && a.id == b.id;
+bool identical(const tradeagg::trade_view& a, const tradeagg::trade_view& b) {
+    return a.token == b.token && std::memcmp(&a.price, &b.price, sizeof a.price) == 0 &&
+           std::memcmp(&a.quantity, &b.quantity, sizeof a.quantity) == 0 && a.taker == b.taker &&
+           a.ts_ms == b.ts_ms && a.id == b.id;
 }
 
 void check_round_trip(const aggregator::trade_batch& batch, aggregator::body_format fmt) {
@@ -87,15 +90,45 @@ void check_round_trip(const aggregator::trade_batch& batch, aggregator::body_for
         broken("a re-serialised batch has another size");
     }
     for (std::size_t i = 0; i < batch.size(); ++i) {
-        if (!same(again[i], batch[i])) {
+        if (!identical(again[i], batch[i])) {
             broken("a re-serialised trade reads back different:", body);
+        }
+    }
+}
+
+/// The scanner-first parse (`batch`, `ok`, `err`) against Boost.JSON alone on the same input.
+void check_reference(std::string_view input, aggregator::body_format fmt,
+                     const aggregator::trade_batch& batch, bool ok,
+                     const aggregator::parse_error& err) {
+    aggregator::trade_batch reference;
+    aggregator::parse_error reference_err;
+    const bool reference_ok =
+        aggregator::detail::parse_trades_with(input, fmt, reference, reference_err, max_trades,
+                                              aggregator::detail::parse_path::json_only);
+    if (ok != reference_ok) {
+        broken("the scanner and Boost.JSON disagree on accepting:", input);
+    }
+    if (!ok) {
+        if (err.index != reference_err.index || err.reason != reference_err.reason) {
+            broken("the scanner and Boost.JSON word the error differently:", err.reason);
+        }
+        return;
+    }
+    if (batch.size() != reference.size()) {
+        broken("the scanner and Boost.JSON read different numbers of trades");
+    }
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+        if (!identical(batch[i], reference[i])) {
+            broken("the scanner and Boost.JSON read a trade differently:", input);
         }
     }
 }
 
 void check(std::string_view input, aggregator::body_format fmt, aggregator::trade_batch& batch) {
     aggregator::parse_error err;
-    if (!aggregator::parse_trades(input, fmt, batch, err, max_trades)) {
+    const bool ok = aggregator::parse_trades(input, fmt, batch, err, max_trades);
+    check_reference(input, fmt, batch, ok, err);
+    if (!ok) {
         if (!batch.empty()) {
             broken("a refused body left trades in the batch");
         }

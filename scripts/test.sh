@@ -97,6 +97,12 @@ step_bench() {
     TRADEAGG_LATENCY_BENCH_SECONDS=0.05 build/release/bench/tradeagg_latency_bench \
         --benchmark_format=json >/dev/null
     echo "tradeagg_latency_bench ran every benchmark"
+    # The server's trade parser on the load generator's bodies; it exits non-zero if either of
+    # its two paths refuses a body or they read one differently.
+    cmake --build build/release -j "$jobs" --target tradeagg_parser_bench
+    build/release/bench/tradeagg_parser_bench --benchmark_min_time=0.01 \
+        --benchmark_format=json >/dev/null
+    echo "tradeagg_parser_bench ran every benchmark"
     # The Redis benchmark starts its own redis-server and Redis Cluster (never one at REDIS_ADDR:
     # it empties the database it writes to); it exits non-zero if a run fails its check of Redis.
     cmake --build build/release -j "$jobs" --target tradeagg_redis_bench

@@ -23,123 +23,12 @@
 
 #include <tradeagg/trade.hpp>
 
+#include "trade_batch.hpp"
+#include "trade_scanner.hpp"
+
 namespace aggregator {
 
-/// How a request body holds its trades.
-enum class body_format {
-    json_array, ///< `[{...}, {...}]`; `[]` is zero trades
-    ndjson,     ///< one object per line; blank lines, CRLF and a missing final newline allowed
-};
-
-/// Why a body was refused: the trade it concerns, and a reason to hand back to the client.
-struct parse_error {
-    /// 0-based index of the offending trade; for a syntax error, of the trade being parsed (the
-    /// number of complete trades before the error).
-    std::size_t index = 0;
-    /// Short lower-case text, e.g. "price_not_finite", "missing field 'ts'",
-    /// "invalid JSON at byte 17: syntax error". Printable ASCII only.
-    std::string reason;
-};
-
 namespace detail {
-class trade_handler;
-} // namespace detail
-
-/// The trades of one request. Their tokens point into storage the batch owns, so they stay valid
-/// until the batch is cleared, parsed into again, or destroyed (moving the batch keeps them
-/// valid; copying is deleted because the copies' views would point into the original).
-/// Reuse one batch per connection: `clear()` and `parse_trades` keep the capacity, so a steady
-/// stream of requests stops allocating. Not thread-safe.
-class trade_batch {
-public:
-    trade_batch() = default;
-    trade_batch(const trade_batch&) = delete;
-    trade_batch& operator=(const trade_batch&) = delete;
-    trade_batch(trade_batch&&) noexcept = default;
-    trade_batch& operator=(trade_batch&&) noexcept = default;
-    ~trade_batch() = default;
-
-    /// The parsed trades, in body order. Never allocates.
-    [[nodiscard]] const std::vector<tradeagg::trade_view>& trades() const noexcept {
-        return trades_;
-    }
-    /// Number of trades. Never allocates.
-    [[nodiscard]] std::size_t size() const noexcept { return trades_.size(); }
-    /// True when the batch holds no trade. Never allocates.
-    [[nodiscard]] bool empty() const noexcept { return trades_.empty(); }
-    /// The i-th trade; `i < size()`. Never allocates.
-    [[nodiscard]] const tradeagg::trade_view& operator[](std::size_t i) const noexcept {
-        return trades_[i];
-    }
-    /// Iteration over the trades. Never allocates.
-    [[nodiscard]] auto begin() const noexcept { return trades_.begin(); }
-    /// Iteration over the trades. Never allocates.
-    [[nodiscard]] auto end() const noexcept { return trades_.end(); }
-
-    /// Drops every trade and token, keeping the capacity. Never allocates.
-    void clear() noexcept {
-        trades_.clear();
-        token_offsets_.clear();
-        tokens_.clear();
-    }
-
-    /// Pre-sizes the batch for `trades` trades whose tokens total `token_bytes`. Allocates.
-    void reserve(std::size_t trades, std::size_t token_bytes) {
-        trades_.reserve(trades);
-        token_offsets_.reserve(trades);
-        tokens_.reserve(token_bytes);
-    }
-
-private:
-    friend class detail::trade_handler;
-
-    // Tokens are appended to one buffer while parsing, which may move it, so the views are
-    // built only once the whole body parsed. Token i spans [offset i, offset i+1) (the last
-    // one ends at the buffer's end): every trade appends exactly its one token.
-    // A vector rather than a std::string: moving a vector keeps its buffer (no small-string
-    // buffer that moves with the object), so the views survive a move of the batch.
-    void point_tokens() noexcept {
-        const char* base = tokens_.data();
-        const std::size_t n = trades_.size();
-        for (std::size_t i = 0; i < n; ++i) {
-            const std::size_t begin = token_offsets_[i];
-            const std::size_t end = i + 1 < n ? token_offsets_[i + 1] : tokens_.size();
-            trades_[i].token = std::string_view(base + begin, end - begin);
-        }
-    }
-
-    std::vector<tradeagg::trade_view> trades_;
-    std::vector<std::size_t> token_offsets_;
-    std::vector<char> tokens_;
-};
-
-namespace detail {
-
-/// The six fields of a trade object, in the order a missing one is reported.
-enum class trade_field : std::uint8_t { token, price, quantity, side, ts, id, none };
-
-inline constexpr std::array<std::string_view, 6> trade_field_names{"token", "price", "quantity",
-                                                                   "side",  "ts",    "id"};
-
-inline constexpr std::uint8_t all_fields_seen = (1U << trade_field_names.size()) - 1U;
-
-[[nodiscard]] inline trade_field find_field(std::string_view key) noexcept {
-    // First by length, so that a key costs one or two comparisons.
-    switch (key.size()) {
-    case 2:
-        return key == "ts" ? trade_field::ts : key == "id" ? trade_field::id : trade_field::none;
-    case 4:
-        return key == "side" ? trade_field::side : trade_field::none;
-    case 5:
-        return key == "token"   ? trade_field::token
-               : key == "price" ? trade_field::price
-                                : trade_field::none;
-    case 8:
-        return key == "quantity" ? trade_field::quantity : trade_field::none;
-    default:
-        return trade_field::none;
-    }
-}
 
 /// Appends `text` to `out` with every byte outside printable ASCII, and the quote, replaced by
 /// '?', so that a reason quoting client input is always safe to log and to put in a response.
@@ -169,8 +58,6 @@ public:
 
     /// The index of the trade being parsed: how many are complete.
     [[nodiscard]] std::size_t index() const noexcept { return out_.trades_.size(); }
-    /// Points the trades' tokens into the batch's storage, once the body parsed.
-    void finish() noexcept { out_.point_tokens(); }
     /// True when the handler, not the JSON grammar, stopped the parse.
     [[nodiscard]] bool failed() const noexcept { return failed_; }
     /// Why the handler stopped the parse.
@@ -542,6 +429,60 @@ inline bool parse_document(boost::json::basic_parser<trade_handler>& parser, std
 
 } // namespace detail
 
+namespace detail {
+
+/// Which readers `parse_trades_with` uses.
+enum class parse_path {
+    scanner_first, ///< the scanner, then Boost.JSON for what it gives up on (`parse_trades`)
+    json_only,     ///< Boost.JSON for everything: the reference the scanner is checked against
+};
+
+/// `parse_trades` by the readers `path` names.
+[[nodiscard]] inline bool parse_trades_with(std::string_view body, body_format fmt,
+                                            trade_batch& out, parse_error& err,
+                                            std::size_t max_trades, parse_path path) {
+    out.clear();
+    const bool scanning = path == parse_path::scanner_first;
+    // Made on the first text the scanner gives up on: most bodies never need it.
+    std::optional<boost::json::basic_parser<trade_handler>> parser;
+    const auto json = [&]() -> boost::json::basic_parser<trade_handler>& {
+        if (!parser) {
+            parser.emplace(trade_parse_options(), out, fmt, max_trades);
+        } else {
+            parser->reset();
+        }
+        return *parser;
+    };
+    bool ok = true;
+    if (fmt == body_format::json_array) {
+        if (!scanning || !trade_scanner::read_array(body, out, max_trades)) {
+            ok = parse_document(json(), body, 0, "the array", err);
+        }
+    } else {
+        std::size_t pos = 0;
+        while (ok && pos < body.size()) {
+            const std::size_t newline = body.find('\n', pos);
+            const std::size_t end = newline == std::string_view::npos ? body.size() : newline;
+            // A CR before the LF is JSON whitespace, which both readers skip.
+            const std::string_view line = body.substr(pos, end - pos);
+            // A JSON string cannot hold a raw newline, so splitting at '\n' never cuts a valid
+            // object in two, and an object spread over lines is refused as NDJSON requires.
+            if (!is_blank(line) && !(scanning && trade_scanner::read_line(line, out, max_trades))) {
+                ok = parse_document(json(), line, pos, "the trade object", err);
+            }
+            pos = end + 1;
+        }
+    }
+    if (!ok) {
+        out.clear();
+        return false;
+    }
+    trade_scanner::finish(out);
+    return true;
+}
+
+} // namespace detail
+
 /// Parses a request body of trades into `out` (cleared first). Returns true with every trade in
 /// `out`, or false with `err` set and `out` empty. At most `max_trades` trades are accepted;
 /// one more is an error. Allocates only to grow `out` (and to word an error). Keeps no state
@@ -551,36 +492,13 @@ inline bool parse_document(boost::json::basic_parser<trade_handler>& parser, std
 /// price and quantity (finite numbers > 0), side ("buy"/"sell", or what `tradeagg::parse_side`
 /// accepts), ts (integer milliseconds in [0, `tradeagg::max_timestamp_ms`]) and id (integer in
 /// [0, 2^64)). Every trade in `out` passes `tradeagg::validate`.
+///
+/// Plainly written trades are read by `detail::trade_scanner`; the rest, and every body it
+/// refuses, by Boost.JSON's parser, which words the errors.
 [[nodiscard]] inline bool parse_trades(std::string_view body, body_format fmt, trade_batch& out,
                                        parse_error& err, std::size_t max_trades) {
-    out.clear();
-    boost::json::basic_parser<detail::trade_handler> parser(detail::trade_parse_options(), out, fmt,
-                                                            max_trades);
-    bool ok = true;
-    if (fmt == body_format::json_array) {
-        ok = detail::parse_document(parser, body, 0, "the array", err);
-    } else {
-        std::size_t pos = 0;
-        while (ok && pos < body.size()) {
-            const std::size_t newline = body.find('\n', pos);
-            const std::size_t end = newline == std::string_view::npos ? body.size() : newline;
-            // A CR before the LF is JSON whitespace, which the parser skips.
-            const std::string_view line = body.substr(pos, end - pos);
-            // A JSON string cannot hold a raw newline, so splitting at '\n' never cuts a valid
-            // object in two, and an object spread over lines is refused as NDJSON requires.
-            if (!detail::is_blank(line)) {
-                parser.reset();
-                ok = detail::parse_document(parser, line, pos, "the trade object", err);
-            }
-            pos = end + 1;
-        }
-    }
-    if (!ok) {
-        out.clear();
-        return false;
-    }
-    parser.handler().finish();
-    return true;
+    return detail::parse_trades_with(body, fmt, out, err, max_trades,
+                                     detail::parse_path::scanner_first);
 }
 
 } // namespace aggregator
