@@ -235,6 +235,9 @@ inline boost::json::object redis_json(const tradeagg::redis::sink_stats& r) {
     ro["pending"] = r.pending;
     ro["in_flight"] = r.in_flight;
     ro["parked"] = r.parked;
+    ro["journal_entries"] = r.journal_entries;
+    ro["journal_forgotten"] = r.journal_forgotten;
+    ro["memory_mb"] = static_cast<double>(r.memory_bytes) / mib;
     ro["updates_written"] = r.updates_written;
     ro["updates_coalesced"] = r.updates_coalesced;
     ro["updates_dropped"] = r.updates_dropped;
