@@ -101,7 +101,7 @@ curl -fsS "$server_url/metrics" >"$work/metrics-off.txt"
 check "REDIS_ADDR=off: promtool check metrics finds only the seed's names" lint "$work/metrics-off.txt"
 for name in process_cpu_seconds_total process_resident_memory_bytes process_open_fds \
     process_start_time_seconds tradeagg_apply_latency_seconds_bucket \
-    tradeagg_http_responses_total; do
+    tradeagg_handover_duration_seconds_bucket tradeagg_http_responses_total; do
     check "REDIS_ADDR=off: $name is there" has_series "$work/metrics-off.txt" "$name"
 done
 check "REDIS_ADDR=off: no tradeagg_redis_* series" \

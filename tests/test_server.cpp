@@ -393,7 +393,9 @@ TEST_CASE("GET /metrics: Prometheus text, counters by label, histograms that add
     svc->observe_response(static_cast<std::size_t>(-1), 400, 0ns);
     for (int i = 0; i < 200; ++i) {
         const response m = svc->handle(make_request(http::verb::get, "/metrics"));
-        if (exposition(m.body()).value("tradeagg_apply_latency_seconds_count").value_or(0) > 0) {
+        const auto seen = exposition(m.body());
+        if (seen.value("tradeagg_apply_latency_seconds_count").value_or(0) > 0 &&
+            seen.value("tradeagg_handover_duration_seconds_count").value_or(0) > 0) {
             break;
         }
         std::this_thread::sleep_for(5ms);
@@ -441,6 +443,8 @@ TEST_CASE("GET /metrics: Prometheus text, counters by label, histograms that add
           doctest::Approx(20.0034));
     CHECK(e.types.at("tradeagg_apply_latency_seconds") == "histogram");
     CHECK(e.value("tradeagg_apply_latency_seconds_count") >= 1.0);
+    CHECK(e.types.at("tradeagg_handover_duration_seconds") == "histogram");
+    CHECK(e.value("tradeagg_handover_duration_seconds_count") >= 1.0);
 
     // Every histogram: buckets rise with `le`, and +Inf is the count.
     std::map<std::string, std::vector<double>> buckets; // series (less le) -> counts

@@ -117,6 +117,11 @@ public:
                    "latency_sample_every)",
                    "histogram");
         out.histogram("tradeagg_apply_latency_seconds", {}, s_.pipeline.apply_latency_counts());
+        out.family("tradeagg_handover_duration_seconds",
+                   "Time a shard's worker spent on one flush or hand-over to the sink, during "
+                   "which its trades wait",
+                   "histogram");
+        out.histogram("tradeagg_handover_duration_seconds", {}, s_.pipeline.handover_counts());
 
         s_.http_figures.write(out);
 
