@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -641,6 +642,8 @@ TEST_CASE("stream consumer: trims what is past the retention, never what it has 
     redis::stream_consumer<throughput_policy> consumer(
         c, resolve<throughput_policy>(runtime_config{}));
     consumer.start();
+    // A second start is an error that says so, and the running consumer goes on.
+    CHECK_THROWS_AS(consumer.start(), std::logic_error);
     const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
     bool trimmed_early = false;
     while (std::chrono::steady_clock::now() < until) {

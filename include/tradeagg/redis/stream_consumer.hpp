@@ -107,7 +107,14 @@ public:
     stream_consumer& operator=(const stream_consumer&) = delete;
     ~stream_consumer() { stop(std::chrono::milliseconds(0)); }
 
+    /// Starts the consumer's thread. Throws std::logic_error if called twice or after `stop()`
+    /// (a consumer runs once). The owner's thread, as `stop()`.
     void start() {
+        if (started_) {
+            throw std::logic_error("tradeagg::redis::stream_consumer::start: a consumer starts "
+                                   "once");
+        }
+        started_ = true;
         thread_ = std::thread([this] {
             tradeagg::detail::name_this_thread("tradeagg-streams");
             sigset_t pipe;
@@ -122,6 +129,7 @@ public:
     /// `deadline`), releases every lease, and joins. True if nothing was left unwritten; what
     /// was is still in the streams, for the next holder.
     bool stop(std::chrono::milliseconds deadline) {
+        started_ = true; // a stopped consumer does not start
         control_.request_stop(deadline);
         if (thread_.joinable()) {
             thread_.join();
@@ -321,6 +329,7 @@ private:
     detail::partition_writer<Policy> writer_;
     detail::partition_rebuilder<Policy> rebuilder_;
     std::thread thread_;
+    bool started_ = false;   ///< `start()` or `stop()` was called
     bool rebalance_ = false; ///< a partition was put down: take leases again at once
 };
 
