@@ -114,11 +114,6 @@ void check_rejects(const std::string& bad, std::string_view reason) {
     }
 }
 
-bool same_trade(const tradeagg::trade_view& a, const tradeagg::trade_view& b) {
-    return a.token == b.token && a.price == b.price && a.quantity == b.quantity &&
-           a.taker == b.taker && a.ts_ms == b.ts_ms && a.id == b.id;
-}
-
 } // namespace
 
 TEST_CASE("trade parser: a JSON array of trades") {
@@ -131,9 +126,10 @@ TEST_CASE("trade parser: a JSON array of trades") {
     parse_error err;
     REQUIRE(parse_trades(body, body_format::json_array, batch, err, 2));
     REQUIRE(batch.size() == 2);
-    CHECK(same_trade(batch[0], {"SOL", 123.45, 2.5, tradeagg::side::buy, 1'732'867'200'123, 42}));
-    CHECK(same_trade(batch[1], {"So11111111111111111111111111111111111111112", 0.0001, 3.0,
-                                tradeagg::side::sell, 0, 7}));
+    CHECK(batch[0] ==
+          tradeagg::trade_view{"SOL", 123.45, 2.5, tradeagg::side::buy, 1'732'867'200'123, 42});
+    CHECK(batch[1] == tradeagg::trade_view{"So11111111111111111111111111111111111111112", 0.0001,
+                                           3.0, tradeagg::side::sell, 0, 7});
     std::size_t n = 0;
     for (const tradeagg::trade_view& t : batch) {
         CHECK(tradeagg::validate(t) == tradeagg::reject_reason::none);
@@ -559,8 +555,7 @@ TEST_CASE("trade parser: a batch of 10k trades in both formats") {
                 i % 3 == 0 ? tradeagg::side::sell : tradeagg::side::buy,
                 static_cast<tradeagg::timestamp_ms>(1'732'867'200'000 + i),
                 i};
-            if (!same_trade(batch[i], want) ||
-                tradeagg::validate(batch[i]) != tradeagg::reject_reason::none) {
+            if (batch[i] != want || tradeagg::validate(batch[i]) != tradeagg::reject_reason::none) {
                 ++mismatches;
             }
         }

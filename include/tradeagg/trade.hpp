@@ -109,6 +109,9 @@ struct trade_view {
     side taker = side::buy;
     timestamp_ms ts_ms = 0;
     std::uint64_t id = 0;
+
+    /// Field by field, the token by its text.
+    friend bool operator==(const trade_view&, const trade_view&) = default;
 };
 
 /// A trade whose token has been interned: what producers that pre-intern push.
