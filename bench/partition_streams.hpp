@@ -88,8 +88,10 @@ inline std::string staging_key(std::size_t partition) {
 
 /// A run's trades in the staging streams, not yet published.
 struct staged_trades {
-    std::size_t total = 0;
-    std::array<std::size_t, stream_partitions> entries{}; ///< per partition
+    std::size_t total = 0;                                  ///< trades
+    std::size_t entry_count = 0;                            ///< entries, over the partitions
+    std::array<std::size_t, stream_partitions> entries{};   ///< per partition
+    std::array<std::size_t, stream_partitions> trades_in{}; ///< per partition
     /// The id of each partition's last entry ("0-0" if it has none), as XADD returned it.
     std::array<std::string, stream_partitions> last_id;
 
@@ -102,7 +104,7 @@ struct staged_trades {
             std::size_t k = 0;
             const auto [end, ec] = std::from_chars(held.data(), held.data() + comma, k);
             if (ec == std::errc{} && end == held.data() + comma && k < stream_partitions) {
-                sum += entries[k];
+                sum += trades_in[k];
             }
             held.remove_prefix(std::min(comma + 1, held.size()));
         }
@@ -111,9 +113,11 @@ struct staged_trades {
 };
 
 /// Appends the first `count` trades of `s` to the staging streams of their partitions, in
-/// order, and creates the consumer group at the start of each. Throws on any failure.
+/// order, an entry each or, with `entry_trades` > 1, packed into entries of up to that many
+/// (stream_entry.hpp), and creates the consumer group at the start of each. Throws on any
+/// failure.
 inline staged_trades stage(tradeagg::redis::cluster_client& client, const synthetic::stream& s,
-                           std::size_t count) {
+                           std::size_t count, std::size_t entry_trades = 1) {
     staged_trades out;
     out.total = count;
     out.last_id.fill("0-0");
@@ -137,23 +141,51 @@ inline staged_trades stage(tradeagg::redis::cluster_client& client, const synthe
         batch.clear();
         partition.clear();
     };
+    const auto add = [&](tradeagg::redis::cluster_command c, std::size_t k) {
+        batch.push_back(std::move(c));
+        partition.push_back(k);
+        ++out.entry_count;
+        ++out.entries[k];
+        if (batch.size() >= std::max<std::size_t>(stage_batch / entry_trades, 1)) {
+            send();
+        }
+    };
+    std::array<std::string, stream_partitions> packed; // per partition: its entry being filled
+    std::array<std::size_t, stream_partitions> packed_count{};
+    const auto add_packed = [&](std::size_t k) {
+        add({{"XADD", keys[k], "*", std::string(tradeagg::redis::packed_format_field),
+              std::string(tradeagg::redis::packed_format),
+              std::string(tradeagg::redis::packed_trades_field), std::move(packed[k])},
+             tradeagg::redis::key_slot(keys[k])},
+            k);
+        packed[k].clear();
+        packed_count[k] = 0;
+    };
     const std::vector<tradeagg::trade>& trades = s.trades();
     for (std::size_t n = 0; n < count; ++n) {
         const tradeagg::trade& t = trades[n];
         const tradeagg::trade_view v{
             s.names()[t.token], t.price, t.quantity, t.taker, t.ts_ms, t.id};
         const std::size_t k = tradeagg::redis::partition_of(v.token, stream_partitions);
+        ++out.trades_in[k];
+        if (entry_trades > 1) {
+            tradeagg::redis::append_packed(packed[k], v);
+            if (++packed_count[k] == entry_trades) {
+                add_packed(k);
+            }
+            continue;
+        }
         tradeagg::redis::cluster_command c{{"XADD", keys[k], "*"},
                                            tradeagg::redis::key_slot(keys[k])};
         tradeagg::redis::for_each_field(v, [&c](std::string_view field, std::string_view text) {
             c.args.emplace_back(field);
             c.args.emplace_back(text);
         });
-        batch.push_back(std::move(c));
-        partition.push_back(k);
-        ++out.entries[k];
-        if (batch.size() == stage_batch) {
-            send();
+        add(std::move(c), k);
+    }
+    for (std::size_t k = 0; k < stream_partitions; ++k) {
+        if (packed_count[k] != 0) {
+            add_packed(k);
         }
     }
     send();

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdlib>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <system_error>
 
@@ -51,6 +52,14 @@ inline constexpr std::chrono::milliseconds stream_lease_ttl{5'000};
 /// Entries read per partition per round, by the consumers (STREAM_READ_COUNT's default) and
 /// the baseline.
 inline constexpr std::size_t stream_read_count = 4'096;
+/// Trades per entry of the packed-entry runs (`/entry_trades:<n>`).
+inline constexpr std::size_t stream_packed_entry_trades = 100;
+
+/// "BM_stream_read_baseline", and "/entry_trades:<n>" for packed entries.
+inline std::string stream_read_baseline_name(std::size_t entry_trades) {
+    return "BM_stream_read_baseline" +
+           (entry_trades == 1 ? std::string() : "/entry_trades:" + std::to_string(entry_trades));
+}
 /// A few seconds a run: one instance ingests about 22 k trades/s on the 2-core machine this was
 /// written on (the baseline reads some 380 k/s).
 inline constexpr std::size_t default_stream_trades = 150'000;

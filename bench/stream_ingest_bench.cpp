@@ -61,9 +61,12 @@ using tradeagg::redis::cluster_client;
 /// larger rounds write less per trade (and hold each entry longer before it is acknowledged).
 constexpr std::size_t stream_read_count_large = 32'768;
 
-/// "BM_stream_ingest/instances:<n>", and "/read_count:<n>" when not the default.
-std::string stream_ingest_name(std::size_t instances, std::size_t read_count) {
+/// "BM_stream_ingest/instances:<n>", "/entry_trades:<n>" for packed entries, and
+/// "/read_count:<n>" when not the default.
+std::string stream_ingest_name(std::size_t instances, std::size_t read_count,
+                               std::size_t entry_trades) {
     return "BM_stream_ingest/instances:" + std::to_string(instances) +
+           (entry_trades == 1 ? "" : "/entry_trades:" + std::to_string(entry_trades)) +
            (read_count == stream_read_count ? "" : "/read_count:" + std::to_string(read_count));
 }
 
@@ -119,8 +122,9 @@ std::string check_cluster(const synthetic::stream& s, std::size_t count, std::si
     return {};
 }
 
-void bm_stream_ingest(benchmark::State& state, std::size_t instances, std::size_t read_count) {
-    const std::string name = stream_ingest_name(instances, read_count);
+void bm_stream_ingest(benchmark::State& state, std::size_t instances, std::size_t read_count,
+                      std::size_t entry_trades) {
+    const std::string name = stream_ingest_name(instances, read_count, entry_trades);
     std::size_t total = 0;
     double seconds = 0.0;
     double busiest_share = 0.0;                 // of the trades, read by the busiest instance
@@ -135,7 +139,7 @@ void bm_stream_ingest(benchmark::State& state, std::size_t instances, std::size_
             // settled on their shares of the (still empty) partition streams.
             empty_cluster();
             cluster_client client(stream_client_options());
-            const staged_trades staged = stage(client, s, stream_trades);
+            const staged_trades staged = stage(client, s, stream_trades, entry_trades);
             total = staged.total;
             std::vector<std::unique_ptr<bench_consumer>> consumers;
             for (std::size_t i = 0; i < instances; ++i) {
@@ -175,7 +179,8 @@ void bm_stream_ingest(benchmark::State& state, std::size_t instances, std::size_
                     acked += st.entries_acked;
                     all_hold = all_hold && st.partitions_held > 0;
                 }
-                if (acked >= total && all_hold && unacknowledged(client, staged).empty()) {
+                if (acked >= staged.entry_count && all_hold &&
+                    unacknowledged(client, staged).empty()) {
                     break;
                 }
                 if (bench_clock::now() > deadline) {
@@ -231,12 +236,19 @@ void bm_stream_ingest(benchmark::State& state, std::size_t instances, std::size_
 } // namespace
 
 void register_stream_ingest() {
-    for (const std::size_t read_count : {stream_read_count, stream_read_count_large}) {
-        for (const std::size_t instances : {std::size_t{1}, std::size_t{2}}) {
-            configure(
-                benchmark::RegisterBenchmark(stream_ingest_name(instances, read_count).c_str(),
-                                             bm_stream_ingest, instances, read_count));
-        }
+    const auto add = [](std::size_t instances, std::size_t read_count, std::size_t entry_trades) {
+        configure(benchmark::RegisterBenchmark(
+            stream_ingest_name(instances, read_count, entry_trades).c_str(), bm_stream_ingest,
+            instances, read_count, entry_trades));
+    };
+    for (const std::size_t instances : {std::size_t{1}, std::size_t{2}}) {
+        add(instances, stream_read_count, 1);
+    }
+    for (const std::size_t instances : {std::size_t{1}, std::size_t{2}}) {
+        add(instances, stream_read_count, stream_packed_entry_trades);
+    }
+    for (const std::size_t instances : {std::size_t{1}, std::size_t{2}}) {
+        add(instances, stream_read_count_large, 1);
     }
 }
 

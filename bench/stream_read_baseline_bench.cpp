@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <initializer_list>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -26,6 +27,7 @@
 #include <tradeagg/redis/cluster_client.hpp>
 #include <tradeagg/redis/slots.hpp>
 #include <tradeagg/redis/stream_entry.hpp>
+#include <tradeagg/redis/stream_reply.hpp>
 #include <tradeagg/trade.hpp>
 
 #include "bench_stream.hpp"
@@ -43,8 +45,8 @@ using tradeagg::redis::command_result;
 /// Ids per XACK, as the consumer sends them.
 constexpr std::size_t stream_ack_chunk = 1'000;
 
-void bm_stream_read_baseline(benchmark::State& state) {
-    const std::string name = "BM_stream_read_baseline";
+void bm_stream_read_baseline(benchmark::State& state, std::size_t entry_trades) {
+    const std::string name = stream_read_baseline_name(entry_trades);
     std::size_t total = 0;
     std::uint64_t read_commands = 0;
     double seconds = 0.0;
@@ -59,14 +61,17 @@ void bm_stream_read_baseline(benchmark::State& state) {
             // Outside the clock: an empty cluster, the trades staged and published.
             empty_cluster();
             cluster_client client(stream_client_options());
-            const staged_trades staged = stage(client, s, stream_trades);
+            const staged_trades staged = stage(client, s, stream_trades, entry_trades);
             publish(client);
             total = staged.total;
+            const std::size_t entry_total = staged.entry_count;
 
             std::array<std::size_t, stream_partitions> read{};
             std::size_t read_total = 0;
             std::size_t acked = 0;
+            std::size_t trades_read = 0;
             double price_sum = 0.0; // keeps the parsing from being optimized away
+            tradeagg::redis::detail::stream_entries entries;
             std::vector<cluster_command> reads;
             std::vector<std::size_t> partition; // of each read
             std::vector<cluster_command> acks;
@@ -74,7 +79,7 @@ void bm_stream_read_baseline(benchmark::State& state) {
             std::vector<command_result> ack_replies;
             read_commands = 0;
             const auto t0 = bench_clock::now();
-            while (read_total < total) {
+            while (read_total < entry_total) {
                 reads.clear();
                 partition.clear();
                 for (std::size_t k = 0; k < stream_partitions; ++k) {
@@ -104,23 +109,21 @@ void bm_stream_read_baseline(benchmark::State& state) {
                     }
                     cluster_command ack{{"XACK", keys[k], std::string(stream_group)},
                                         tradeagg::redis::key_slot(keys[k])};
-                    for (std::size_t e = 0; e < list->elements; ++e) {
-                        const redisReply* entry = list->element[e];
-                        if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2 ||
-                            entry->element[0]->type != REDIS_REPLY_STRING) {
-                            throw std::runtime_error(keys[k] + ": an entry is not [id, fields]");
+                    entries.clear();
+                    tradeagg::redis::detail::parse_entries(list, entries);
+                    if (entries.entries.size() != list->elements) {
+                        throw std::runtime_error(keys[k] + ": an entry is not [id, fields]");
+                    }
+                    for (const tradeagg::redis::detail::stream_entry_view& e : entries.entries) {
+                        if (!e.why.empty()) {
+                            throw std::runtime_error(keys[k] + " entry " + std::string(e.id_text) +
+                                                     ": invalid " + std::string(e.why));
                         }
-                        const std::string_view id(entry->element[0]->str, entry->element[0]->len);
-                        std::string_view why;
-                        const std::optional<tradeagg::trade_view> t =
-                            tradeagg::redis::trade_from_entry(
-                                tradeagg::redis::entry_fields(entry->element[1]), why);
-                        if (!tradeagg::redis::stream_id::parse(id) || !t) {
-                            throw std::runtime_error(keys[k] + " entry " + std::string(id) +
-                                                     ": invalid " + std::string(why));
+                        for (std::size_t t = e.first; t < e.first + e.count; ++t) {
+                            price_sum += entries.trades[t].price;
                         }
-                        price_sum += t->price;
-                        ack.args.emplace_back(id);
+                        trades_read += e.count;
+                        ack.args.emplace_back(e.id_text);
                         if (ack.args.size() == 3 + stream_ack_chunk) {
                             acks.push_back(std::move(ack));
                             ack = cluster_command{{"XACK", keys[k], std::string(stream_group)},
@@ -143,10 +146,12 @@ void bm_stream_read_baseline(benchmark::State& state) {
             seconds = seconds_between(t0, t1);
             state.SetIterationTime(seconds);
 
-            if (read_total != total || acked != total) {
+            if (read_total != entry_total || acked != entry_total || trades_read != total) {
                 skip_with_error(state, name + ": read " + std::to_string(read_total) +
                                            " and acknowledged " + std::to_string(acked) +
-                                           " entries of " + std::to_string(total));
+                                           " entries of " + std::to_string(entry_total) +
+                                           ", holding " + std::to_string(trades_read) +
+                                           " trades of " + std::to_string(total));
                 break;
             }
             if (check_failed(state, name, unacknowledged(client, staged))) {
@@ -159,12 +164,16 @@ void bm_stream_read_baseline(benchmark::State& state) {
     }
     report_trades(state, total, seconds);
     state.counters["read_commands"] = static_cast<double>(read_commands);
+    state.counters["entry_trades"] = static_cast<double>(entry_trades);
 }
 
 } // namespace
 
 void register_stream_read_baseline() {
-    configure(benchmark::RegisterBenchmark("BM_stream_read_baseline", bm_stream_read_baseline));
+    for (const std::size_t entry_trades : {std::size_t{1}, stream_packed_entry_trades}) {
+        configure(benchmark::RegisterBenchmark(stream_read_baseline_name(entry_trades).c_str(),
+                                               bm_stream_read_baseline, entry_trades));
+    }
 }
 
 } // namespace bench

@@ -20,10 +20,12 @@
 #include <tradeagg/redis/cluster_client.hpp>
 #include <tradeagg/redis/keys.hpp>
 #include <tradeagg/redis/lease.hpp>
+#include <tradeagg/redis/resp.hpp>
 #include <tradeagg/redis/slot_map.hpp>
 #include <tradeagg/redis/slots.hpp>
 #include <tradeagg/redis/stream_consumer.hpp>
 #include <tradeagg/redis/stream_entry.hpp>
+#include <tradeagg/redis/stream_reply.hpp>
 #include <tradeagg/tradeagg.hpp>
 
 #include "redis_cluster.hpp"
@@ -314,6 +316,100 @@ TEST_CASE("stream entries: a trade written with XADD reads back the same, bad en
     missing.pop_back();
     CHECK_FALSE(redis::trade_from_entry(from(missing), why));
     CHECK(why == "id");
+}
+
+TEST_CASE("packed entries: records read back as written, a bad one spoils the entry, mixed") {
+    const std::vector<trade_view> trades{
+        {"So11111111111111111111111111111111111111112", 101.5, 2.0, side::buy, 1733011200000, 7},
+        {"BONK", 0.000021, 1e9, side::sell, 1733011200001, 8},
+        {"SOL", 1e-300, 3.25, side::buy, 0, 18446744073709551615ull}};
+    std::string text;
+    for (const trade_view& t : trades) {
+        redis::append_packed(text, t);
+    }
+    std::vector<trade_view> back;
+    std::string reason;
+    CHECK(
+        redis::read_packed(text, reason, [&](const trade_view& t) { back.push_back(t); }).empty());
+    CHECK(back == trades);
+    back.clear();
+    CHECK(redis::read_packed(text + "\n", reason, [&](const trade_view& t) {
+              back.push_back(t);
+          }).empty()); // a final newline
+    CHECK(back.size() == 3);
+
+    const std::vector<std::pair<std::string, std::string>> bad{
+        {"", "no trades"},
+        {"\n", "record 1: price"},
+        {"A 1 1 buy 1 1\n\nB 1 1 buy 1 1", "record 2: price"},
+        {"A 1 1 buy 1 1\nB 1 -1 buy 1 2", "record 2: quantity_not_positive"},
+        {"A 1 1 buy 1 1\nB 1 1 bu", "record 2: ts"},
+        {"A 1 1 buy 1", "record 1: id"},
+        {"A 1 1 buy 1 1 extra", "record 1: more than six fields"},
+        {"A  1 1 buy 1 1", "record 1: more than six fields"},
+        {"A 1 1 buy  1", "record 1: ts"},
+        {"A 1 1 hold 1 1", "record 1: side"},
+        {"A{ 1 1 buy 1 1", "record 1: invalid_token"},
+        {"A nan 1 buy 1 1", "record 1: price_not_finite"}};
+    for (const auto& [input, expected] : bad) {
+        INFO(input);
+        CHECK(redis::read_packed(input, reason, [](const trade_view&) {}) == expected);
+    }
+
+    // In a stream reply: single and packed entries side by side; a bad packed entry has no
+    // trades, and its reason outlives later entries' reasons.
+    testing::redis_server server;
+    const std::string key = "mixed";
+    (void)server.command({"XADD", key, "*", "token", "A", "price", "1", "quantity", "1", "side",
+                          "buy", "ts", "1", "id", "1"});
+    (void)server.command({"XADD", key, "*", "format", "1", "trades", text});
+    (void)server.command(
+        {"XADD", key, "*", "format", "1", "trades", "A 1 1 buy 1 1\nB 0 1 buy 1 1"});
+    (void)server.command({"XADD", key, "*", "format", "2", "trades", "A 1 1 buy 1 1"});
+    (void)server.command({"XADD", key, "*", "format", "1"});
+    (void)server.command({"XADD", key, "*", "format", "1", "trades", "A 1 1 buy 1 1 x"});
+    redis::cluster_client::options o;
+    o.seeds.push_back({"127.0.0.1", server.port(), {}});
+    redis::cluster_client client(o);
+    const redis::command_result r = client.run_one({{"XRANGE", key, "-", "+"}, 0});
+    REQUIRE(r.ok());
+    redis::detail::stream_entries got;
+    redis::detail::parse_entries(r.reply.get(), got);
+    REQUIRE(got.entries.size() == 6);
+    CHECK(got.entries[0].why.empty());
+    CHECK(got.entries[0].count == 1);
+    CHECK(got.entries[1].why.empty());
+    CHECK(got.entries[1].first == 1);
+    CHECK(got.entries[1].count == 3);
+    CHECK(got.trades[2] == trades[1]);
+    CHECK(got.entries[2].why == "record 2: price_not_positive");
+    CHECK(got.entries[3].why == "unknown packed format");
+    CHECK(got.entries[4].why == "packed entry without trades");
+    CHECK(got.entries[5].why == "record 1: more than six fields");
+    for (std::size_t e = 2; e < 6; ++e) {
+        CHECK(got.entries[e].count == 0);
+    }
+    CHECK(got.trades.size() == 4);
+}
+
+TEST_CASE("resp_builder: a command in RESP, and what an EVALSHA shares with its EVAL") {
+    redis::detail::resp_builder b;
+    b.add("EVALSHA");
+    b.add("abc");
+    b.add("1");
+    b.add("");
+    b.add("k\r\ny");
+    CHECK(b.count() == 5);
+    const std::string resp = b.take();
+    CHECK(resp == "*5\r\n$7\r\nEVALSHA\r\n$3\r\nabc\r\n$1\r\n1\r\n$0\r\n\r\n$4\r\nk\r\ny\r\n");
+    CHECK(b.count() == 0);
+    const std::size_t rest = redis::detail::resp_after_two_arguments(resp);
+    CHECK(resp.substr(rest) == "$1\r\n1\r\n$0\r\n\r\n$4\r\nk\r\ny\r\n");
+    CHECK(redis::detail::resp_after_two_arguments("*1\r\n$3\r\nabc\r\n") == std::string::npos);
+    CHECK(redis::detail::resp_after_two_arguments("*2\r\n$9\r\nabc\r\n$1\r\nx\r\n") ==
+          std::string::npos);
+    b.add("PING");
+    CHECK(b.take() == "*1\r\n$4\r\nPING\r\n");
 }
 
 namespace {

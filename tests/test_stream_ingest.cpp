@@ -7,6 +7,7 @@
 
 #ifdef TRADEAGG_SERVER_BINARY
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <memory>
@@ -47,23 +48,40 @@ class producer {
 public:
     explicit producer(int port) : client_(options(port)) {}
 
-    void append(const testing::trade_stream& s, std::size_t from, std::size_t to) {
+    /// Appends trades [from, to) of `s`: an entry each, or with `entry_trades` > 1 packed,
+    /// each entry up to that many consecutive trades of one partition.
+    void append(const testing::trade_stream& s, std::size_t from, std::size_t to,
+                std::size_t entry_trades = 1) {
         std::vector<std::vector<std::string>> entries;
+        std::vector<std::size_t> partition;
         for (std::size_t i = from; i < to; ++i) {
             const auto& a = s.arrivals[i];
             const tradeagg::trade_view t{
                 s.names[a.token_index], a.t.price, a.t.quantity, a.t.taker, a.t.ts_ms, a.t.id};
+            const std::size_t k = redis::partition_of(t.token, partitions);
+            if (entry_trades > 1) {
+                if (entries.empty() || partition.back() != k ||
+                    static_cast<std::size_t>(
+                        std::count(entries.back()[3].begin(), entries.back()[3].end(), '\n')) +
+                            1 ==
+                        entry_trades) {
+                    entries.push_back({std::string(redis::packed_format_field),
+                                       std::string(redis::packed_format),
+                                       std::string(redis::packed_trades_field), ""});
+                    partition.push_back(k);
+                }
+                redis::append_packed(entries.back()[3], t);
+                continue;
+            }
             std::vector<std::string> fields;
             redis::for_each_field(t, [&fields](std::string_view f, std::string_view v) {
                 fields.emplace_back(f);
                 fields.emplace_back(v);
             });
             entries.push_back(std::move(fields));
+            partition.push_back(k);
         }
-        send(entries, [&](std::size_t i) {
-            const auto& a = s.arrivals[from + i];
-            return redis::partition_of(s.names[a.token_index], partitions);
-        });
+        send(entries, [&](std::size_t i) { return partition[i]; });
     }
 
     /// Entries that hold no valid trade: skipped and counted by the consumer.
@@ -72,7 +90,13 @@ public:
             {"token", "BAD1", "price", "nan", "quantity", "1", "side", "buy", "ts", "1", "id", "1"},
             {"token", "BAD2", "price", "1", "quantity", "1", "side", "sideways", "ts", "1", "id",
              "1"},
-            {"price", "1", "quantity", "1", "side", "buy", "ts", "1", "id", "1"}};
+            {"price", "1", "quantity", "1", "side", "buy", "ts", "1", "id", "1"},
+            // Packed: a bad record spoils the whole entry (its good first record too), and so
+            // does a truncated one, an empty one, or a format this version does not know.
+            {"format", "1", "trades", "BAD3 1 1 buy 1 1\nBAD3 1 -1 buy 1 2"},
+            {"format", "1", "trades", "BAD4 1 1 buy 1 1\nBAD4 1 1 bu"},
+            {"format", "1", "trades", ""},
+            {"format", "2", "trades", "BAD5 1 1 buy 1 1"}};
         send(bad, [](std::size_t i) { return i % partitions; });
     }
 
@@ -241,11 +265,13 @@ TEST_CASE("stream ingest: two instances, SIGKILL, restart, reshard, master resta
     const int port_b = testing::free_port();
     auto a = std::make_unique<testing::server_process>(instance_env("a", port_a, cluster));
     testing::server_process b(instance_env("b", port_b, cluster));
-    const auto held = [](int port) {
+    const auto figure = [](int port, const std::string& name) {
         const std::string body = get(static_cast<std::uint16_t>(port), "/performance");
-        const auto at = body.find("\"partitions_held\":");
-        return at == std::string::npos ? -1 : std::atoi(body.c_str() + at + 18);
+        const std::string field = "\"" + name + "\":";
+        const auto at = body.find(field);
+        return at == std::string::npos ? -1 : std::atoi(body.c_str() + at + field.size());
     };
+    const auto held = [&](int port) { return figure(port, "partitions_held"); };
     // Both serve, and share the partitions two and two.
     REQUIRE(testing::eventually([&] { return held(port_a) == 2 && held(port_b) == 2; }, 20s));
 
@@ -253,9 +279,12 @@ TEST_CASE("stream ingest: two instances, SIGKILL, restart, reshard, master resta
     out.append(s, 0, sixth);
     out.append_invalid();
     REQUIRE(testing::eventually([&] { return all_acknowledged(cluster); }, 60s));
+    // Each invalid entry was read once, by one of them, and counted.
+    CHECK(figure(port_a, "entries_invalid") + figure(port_b, "entries_invalid") == 7);
 
     // 2. Instance a is killed mid-stream; b takes its partitions over once its leases lapse.
-    out.append(s, sixth, sixth + sixth / 2);
+    // Packed entries from here on in places, mixed with single ones in the same streams.
+    out.append(s, sixth, sixth + sixth / 2, 37);
     a->signal(SIGKILL);
     CHECK(a->wait() == -1);
     a.reset();
@@ -264,7 +293,7 @@ TEST_CASE("stream ingest: two instances, SIGKILL, restart, reshard, master resta
 
     // 3. a comes back (same INSTANCE_ID, a new process) and gets its share again.
     a = std::make_unique<testing::server_process>(instance_env("a", port_a, cluster));
-    out.append(s, 2 * sixth, 3 * sixth);
+    out.append(s, 2 * sixth, 3 * sixth, 100);
     CHECK(testing::eventually([&] { return held(port_a) == 2 && held(port_b) == 2; }, 20s));
 
     // 4. A slot range moves between masters while trades keep coming.
@@ -292,7 +321,7 @@ TEST_CASE("stream ingest: two instances, SIGKILL, restart, reshard, master resta
     cluster.node(1).stop();
     std::this_thread::sleep_for(300ms);
     cluster.node(1).start();
-    out.append(s, 5 * sixth + rest / 3, s.arrivals.size());
+    out.append(s, 5 * sixth + rest / 3, s.arrivals.size(), 10);
 
     REQUIRE(testing::eventually([&] { return all_acknowledged(cluster); }, 120s));
     // Every trade arrived in its token's order: none was late.

@@ -45,6 +45,7 @@ struct options {
     std::size_t streams = 0;  ///< > 0: XADD to this many partition streams instead of HTTP
     std::string redis = "127.0.0.1:6379"; ///< with streams: a Redis or Redis Cluster node
     std::string prefix = "tradeagg";      ///< with streams: the key prefix
+    std::size_t entry_trades = 1;         ///< with streams: trades per entry (> 1: packed entries)
 };
 
 inline constexpr std::size_t max_tokens = 1'000'000;
@@ -117,7 +118,7 @@ struct option_spec {
     void (*apply)(options&, std::string_view value, const std::string& where);
 };
 
-inline constexpr std::array<option_spec, 19> option_specs{{
+inline constexpr std::array<option_spec, 20> option_specs{{
     {"url", false, "server address host:port, or http://host:port (default 127.0.0.1:8080)",
      [](options& o, std::string_view v, const std::string& where) {
          if (v.empty()) {
@@ -220,6 +221,13 @@ inline constexpr std::array<option_spec, 19> option_specs{{
              throw usage_error(where + ": expected host:port, got an empty value");
          }
          o.redis = v;
+     }},
+    {"entry-trades", false,
+     "with --streams: trades per stream entry, 1..100000; above 1 a partition's trades are "
+     "packed into entries of up to that many (the packed format of stream_entry.hpp) "
+     "(default 1)",
+     [](options& o, std::string_view v, const std::string& where) {
+         o.entry_trades = uint_in(v, 1, 100'000, where);
      }},
     {"prefix", false, "with --streams: the key prefix (default REDIS_KEY_PREFIX, then tradeagg)",
      [](options& o, std::string_view v, const std::string& where) {

@@ -43,8 +43,9 @@ inline void run_stream_connection(const run_plan& plan, std::size_t index,
     while (!stop.requested()) {
         if (!writer) {
             try {
-                writer = std::make_unique<stream_writer>(
-                    plan.redis.host, std::stoi(plan.redis.port), o.prefix, o.streams);
+                writer =
+                    std::make_unique<stream_writer>(plan.redis.host, std::stoi(plan.redis.port),
+                                                    o.prefix, o.streams, o.entry_trades);
             } catch (const std::exception& e) {
                 connection_stats::add(stats.io_errors, 1);
                 report_once(io_error_reported, who + ": " + e.what() + " (retrying)");

@@ -5,6 +5,7 @@
 // master serving its stream's slot, follows MOVED (reads the slot map again) and ASK (ASKING,
 // then the XADD, once), and keeps the order of each partition's trades.
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstddef>
@@ -34,8 +35,12 @@ class stream_writer {
 public:
     /// Connects to the seed and learns whether it is a cluster. Throws `std::runtime_error`
     /// naming the address if it cannot connect or read the cluster's slots. Allocates.
-    stream_writer(std::string host, int port, std::string prefix, std::size_t partitions)
-        : prefix_(std::move(prefix)), partitions_(partitions) {
+    /// `entry_trades` > 1 packs up to that many trades of a partition into one entry
+    /// (stream_entry.hpp's packed format); 1 appends each trade as an entry of its own.
+    stream_writer(std::string host, int port, std::string prefix, std::size_t partitions,
+                  std::size_t entry_trades = 1)
+        : prefix_(std::move(prefix)), partitions_(partitions),
+          entry_trades_(std::max<std::size_t>(entry_trades, 1)) {
         for (std::size_t k = 0; k < partitions_; ++k) {
             keys_.push_back(tradeagg::redis::stream_key(prefix_, k));
             key_nodes_.push_back(nullptr);
@@ -52,22 +57,24 @@ public:
     /// True when the seed is a cluster node.
     [[nodiscard]] bool cluster() const noexcept { return cluster_; }
 
-    /// Appends `trades` in order (one XADD each, pipelined per node) and returns how many Redis
-    /// acknowledged; on a failure `error` names it. Redirections are followed up to 5 rounds.
+    /// Appends `trades` in order (one XADD per entry, pipelined per node) and returns how many
+    /// trades Redis acknowledged; on a failure `error` names it. Redirections are followed up
+    /// to 5 rounds.
     std::size_t append(std::span<const tradeagg::trade_view> trades, std::string& error) {
-        std::vector<std::size_t> unsent(trades.size());
-        for (std::size_t i = 0; i < trades.size(); ++i) {
+        const std::vector<entry> entries = pack(trades);
+        std::vector<std::size_t> unsent(entries.size());
+        for (std::size_t i = 0; i < entries.size(); ++i) {
             unsent[i] = i;
         }
-        std::vector<std::optional<tradeagg::redis::cluster_node>> ask_to(trades.size());
+        std::vector<std::optional<tradeagg::redis::cluster_node>> ask_to(entries.size());
         std::size_t acknowledged = 0;
         for (int round = 0; round < 5 && !unsent.empty(); ++round) {
             std::vector<std::size_t> again;
             bool moved = false;
             // Send every pending trade to its node, then read each node's replies in order.
-            std::vector<std::pair<node*, std::size_t>> sent; // (node, trade), in send order
+            std::vector<std::pair<node*, std::size_t>> sent; // (node, entry), in send order
             for (const std::size_t i : unsent) {
-                const std::size_t k = tradeagg::redis::partition_of(trades[i].token, partitions_);
+                const std::size_t k = entries[i].partition;
                 node* n = ask_to[i] ? &node_at(*ask_to[i]) : key_nodes_[k];
                 if (!n->connect(error)) {
                     return acknowledged;
@@ -78,7 +85,11 @@ public:
                     redisAppendCommandArgv(n->ctx.get(), 1, &asking, &len);
                     sent.emplace_back(n, npos);
                 }
-                append_xadd(*n, keys_[k], trades[i]);
+                if (entries[i].packed.empty()) {
+                    append_xadd(*n, keys_[k], trades[entries[i].first]);
+                } else {
+                    append_packed_xadd(*n, keys_[k], entries[i].packed);
+                }
                 sent.emplace_back(n, i);
             }
             for (const auto& [n, i] : sent) {
@@ -95,7 +106,7 @@ public:
                 }
                 ask_to[i].reset();
                 if (r->type != REDIS_REPLY_ERROR) {
-                    ++acknowledged;
+                    acknowledged += entries[i].count;
                     continue;
                 }
                 const std::string_view text(r->str, r->len);
@@ -125,6 +136,35 @@ public:
 private:
     static constexpr std::size_t npos = static_cast<std::size_t>(-1);
 
+    /// One XADD: a trade (`packed` empty), or up to `entry_trades_` of a partition's, packed.
+    struct entry {
+        std::size_t partition = 0;
+        std::size_t first = 0; ///< the first trade's index
+        std::size_t count = 0;
+        std::string packed;
+    };
+
+    /// The entries of `trades`: each partition's trades in order, packed by `entry_trades_`.
+    [[nodiscard]] std::vector<entry> pack(std::span<const tradeagg::trade_view> trades) const {
+        std::vector<entry> out;
+        std::vector<std::size_t> open(partitions_, npos); // per partition: its entry being filled
+        for (std::size_t i = 0; i < trades.size(); ++i) {
+            const std::size_t k = tradeagg::redis::partition_of(trades[i].token, partitions_);
+            if (entry_trades_ == 1) {
+                out.push_back({k, i, 1, {}});
+                continue;
+            }
+            if (open[k] == npos || out[open[k]].count == entry_trades_) {
+                open[k] = out.size();
+                out.push_back({k, i, 0, {}});
+            }
+            entry& e = out[open[k]];
+            tradeagg::redis::append_packed(e.packed, trades[i]);
+            ++e.count;
+        }
+        return out;
+    }
+
     struct node {
         tradeagg::redis::cluster_node address;
         std::unique_ptr<redisContext, void (*)(redisContext*)> ctx{nullptr, redisFree};
@@ -149,6 +189,24 @@ private:
             return true;
         }
     };
+
+    static void append_packed_xadd(node& n, const std::string& key, const std::string& packed) {
+        const std::array<std::string_view, 7> args{"XADD",
+                                                   key,
+                                                   "*",
+                                                   tradeagg::redis::packed_format_field,
+                                                   tradeagg::redis::packed_format,
+                                                   tradeagg::redis::packed_trades_field,
+                                                   packed};
+        std::array<const char*, 7> argv{};
+        std::array<std::size_t, 7> lengths{};
+        for (std::size_t i = 0; i < args.size(); ++i) {
+            argv[i] = args[i].data();
+            lengths[i] = args[i].size();
+        }
+        redisAppendCommandArgv(n.ctx.get(), static_cast<int>(args.size()), argv.data(),
+                               lengths.data());
+    }
 
     static void append_xadd(node& n, const std::string& key, const tradeagg::trade_view& t) {
         // XADD key * and the six fields; their texts are copied into `storage`, reserved so
@@ -242,6 +300,7 @@ private:
 
     std::string prefix_;
     std::size_t partitions_;
+    std::size_t entry_trades_;
     std::vector<std::string> keys_; ///< stream key by partition
     std::vector<node*> key_nodes_;  ///< the node serving each partition
     tradeagg::redis::cluster_node seed_;

@@ -29,19 +29,25 @@
 #include <utility>
 #include <vector>
 
+#include <thread>
+
+#include <pthread.h>
+#include <signal.h>
 #include <sys/time.h>
 
 #include <hiredis/hiredis.h>
 
+#include <tradeagg/detail/thread_name.hpp>
+#include <tradeagg/redis/reply_arena.hpp>
 #include <tradeagg/redis/slot_map.hpp>
 #include <tradeagg/redis/stream_entry.hpp>
 
 namespace tradeagg::redis {
 
 struct reply_deleter {
-    void operator()(redisReply* r) const noexcept { freeReplyObject(r); }
+    void operator()(redisReply* r) const noexcept { detail::release_reply(r); }
 };
-/// A reply owned by the caller.
+/// A reply owned by the caller (built in an arena: reply_arena.hpp).
 using reply_ptr = std::unique_ptr<redisReply, reply_deleter>;
 
 /// A field lookup over a [field, value, ...] reply (a stream entry's, as `trade_from_entry`
@@ -64,11 +70,27 @@ inline auto entry_fields(const redisReply* fields) {
     };
 }
 
+/// Starts a thread named `name` (for `top -H`) that runs `body` with SIGPIPE blocked, as a
+/// thread using cluster_client must.
+template <class Body>
+[[nodiscard]] std::thread start_client_thread(std::string_view name, Body body) {
+    return std::thread([name, body = std::move(body)]() mutable {
+        tradeagg::detail::name_this_thread(name);
+        sigset_t pipe;
+        sigemptyset(&pipe);
+        sigaddset(&pipe, SIGPIPE);
+        pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
+        body();
+    });
+}
+
 /// One command of a batch: its words, and the slot of its keys (any slot for a command
-/// without keys).
+/// without keys). A command with `resp` is sent as that text (the whole command in RESP, e.g.
+/// from resp.hpp); its `args` then need hold only its name.
 struct cluster_command {
     std::vector<std::string> args;
     std::uint16_t slot = 0;
+    std::string resp = {};
 };
 
 /// What became of one command: its reply, or why there is none.
@@ -265,6 +287,7 @@ private:
             return nullptr;
         }
         redisSetTimeout(c.get(), tv);
+        detail::use_reply_arenas(c.get());
         const auto setup = [&](std::initializer_list<std::string_view> words) {
             std::vector<const char*> argv;
             std::vector<std::size_t> len;
@@ -322,6 +345,10 @@ private:
             if (asking) {
                 redisAppendCommand(c, "ASKING");
             }
+            if (!commands[i].resp.empty()) {
+                redisAppendFormattedCommand(c, commands[i].resp.data(), commands[i].resp.size());
+                continue;
+            }
             argv.clear();
             len.clear();
             for (const std::string& a : commands[i].args) {
@@ -362,7 +389,7 @@ private:
             const auto [i, asking] = list[k];
             void* raw = nullptr;
             if (asking && redisGetReply(c, &raw) == REDIS_OK) {
-                freeReplyObject(raw);
+                detail::release_reply(raw);
                 raw = nullptr;
             }
             if ((asking && c->err != 0) || redisGetReply(c, &raw) != REDIS_OK) {

@@ -105,26 +105,29 @@ if ARGV[2] ~= '' and stored_epoch and tonumber(stored_epoch) == epoch then
     end
   end
 end
-local i = 3
+local last = 3 + 2 * tonumber(ARGV[3])
+if ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'stream_id', ARGV[2], unpack(ARGV, 4, last))
+else
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[1], unpack(ARGV, 4, last))
+end
+local i = last + 1
+-- The next n field-value pairs of ARGV (n first) into `key`: how many fields were new.
 local function hset(key)
   local n = tonumber(ARGV[i])
-  i = i + 1
-  if n > 0 then
-    redis.call('HSET', key, unpack(ARGV, i, i + 2 * n - 1))
+  local first = i + 1
+  i = first + 2 * n
+  if n == 0 then
+    return 0
   end
-  i = i + 2 * n
-end
-hset(KEYS[1])
-redis.call('HSET', KEYS[1], 'epoch', ARGV[1])
-if ARGV[2] ~= '' then
-  redis.call('HSET', KEYS[1], 'stream_id', ARGV[2])
+  return redis.call('HSET', key, unpack(ARGV, first, i - 1))
 end
 hset(KEYS[2])
 for k = 3, #KEYS do
   local ttl = tonumber(ARGV[i])
   i = i + 1
-  hset(KEYS[k])
-  if ttl > 0 then
+  -- A candle's expiry is set when it is created (every field new), as the sink does.
+  if hset(KEYS[k]) > 0 and ttl > 0 then
     redis.call('PEXPIRE', KEYS[k], ttl)
   end
 end

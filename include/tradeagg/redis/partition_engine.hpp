@@ -30,17 +30,7 @@ struct capture_sink {
 
     void consume(const flush_batch& b) {
         for (const candle_update& c : b.candles) {
-            token_changes& t = tradeagg::detail::find_or_add(tokens, c.name);
-            const auto same = std::find_if(t.candles.begin(), t.candles.end(), [&](auto& o) {
-                return o.interval_index == c.interval_index && o.data.open_time == c.data.open_time;
-            });
-            candle_update copy = c;
-            copy.name = {};
-            if (same != t.candles.end()) {
-                *same = copy;
-            } else {
-                t.candles.push_back(copy);
-            }
+            tradeagg::detail::find_or_add(tokens, c.name).put(c);
         }
         for (const token_update& u : b.tokens) {
             token_changes& t = tradeagg::detail::find_or_add(tokens, u.name);

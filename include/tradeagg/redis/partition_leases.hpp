@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <random>
@@ -26,6 +27,7 @@
 #include <tradeagg/redis/stream_consumer_config.hpp>
 #include <tradeagg/redis/stream_consumer_stats.hpp>
 #include <tradeagg/redis/stream_entry.hpp>
+#include <tradeagg/redis/write_behind.hpp>
 
 namespace tradeagg::redis::detail {
 
@@ -49,8 +51,26 @@ struct stream_partition {
     clock::time_point renew_at{};
     clock::time_point valid_until{}; ///< the lease may have lapsed after this
     std::unique_ptr<partition_engine<Policy>> state;
-    std::vector<std::string> to_ack; ///< entries of the round, acknowledged after its writes
+
+    /// Entries handed over to the writer with the changes of one generation (write_behind.hpp).
+    struct hand_over {
+        std::uint64_t generation = 0;
+        std::vector<std::string> ids; ///< to acknowledge once the generation is written
+        std::size_t applied = 0;      ///< entries to count as applied then
+    };
+    std::deque<hand_over> awaiting;  ///< handed over, oldest first, not yet written
+    std::vector<std::string> to_ack; ///< written, to acknowledge
+    std::size_t unacked = 0;         ///< entries read and not yet acknowledged
     bool lost = false;               ///< dropped during the round
+
+    /// Forgets what was read while held.
+    void put_down() {
+        epoch = 0;
+        state.reset();
+        awaiting.clear();
+        to_ack.clear();
+        unacked = 0;
+    }
 
     /// Redis granted (or renewed) the lease for `ttl` to a command sent at `sent`: it is
     /// trusted until a fifth of the TTL before it could lapse, and renewed after a third.
@@ -68,9 +88,10 @@ public:
     using clock = std::chrono::steady_clock;
     using partition = stream_partition<Policy>;
 
-    partition_leases(const stream_consumer_config& cfg, script_client& client,
+    partition_leases(const stream_consumer_config& cfg, script_client& client, write_behind& behind,
                      consumer_control& control)
-        : cfg_(cfg), client_(client), control_(control), holder_(cfg_.instance + "#" + nonce()) {
+        : cfg_(cfg), client_(client), behind_(behind), control_(control),
+          holder_(cfg_.instance + "#" + nonce()) {
         partitions_.resize(cfg_.partitions);
         for (std::size_t k = 0; k < cfg_.partitions; ++k) {
             partition& p = partitions_[k];
@@ -92,9 +113,10 @@ public:
     [[nodiscard]] const std::string& holder() const noexcept { return holder_; }
 
     /// Announces this instance and takes or gives up leases toward its share; `rebuild(p)`
-    /// starts each partition taken, false if it could not.
-    template <class Rebuild>
-    void balance(Rebuild&& rebuild) {
+    /// starts each partition taken, false if it could not, and `settle(p)` finishes the writes
+    /// of each one given up.
+    template <class Rebuild, class Settle>
+    void balance(Rebuild&& rebuild, Settle&& settle) {
         const std::string members = cfg_.key_prefix + ":instances";
         const std::uint16_t slot = key_slot(members);
         const std::int64_t now = wall_ms();
@@ -118,6 +140,7 @@ public:
         for (std::size_t n = 0; n < cfg_.partitions && held > share; ++n) {
             partition& p = partitions_[(start + cfg_.partitions - 1 - n) % cfg_.partitions];
             if (p.epoch != 0) {
+                settle(p);
                 release(p);
                 --held;
             }
@@ -150,13 +173,19 @@ public:
         if (p.epoch == 0) {
             return;
         }
-        p.epoch = 0;
+        p.put_down();
         p.lost = true;
-        p.state.reset();
-        p.to_ack.clear();
+        behind_.forget(p.index);
         control_.note_error(std::move(why));
         control_.update([](stream_consumer_stats& s) { ++s.lost; });
         publish_held();
+    }
+
+    /// Starts a partition over: forgets what was read (the lease stays; it is acquired again
+    /// under a new epoch at the next balance).
+    void start_over(partition& p) {
+        p.put_down();
+        behind_.forget(p.index);
     }
 
     /// Renews the leases due, dropping those that were taken over or have lapsed.
@@ -253,13 +282,14 @@ private:
     void release(partition& p) {
         (void)client_.run_one(client_.script(lease_scripts::release, p.slot,
                                              {p.lease, holder_, std::to_string(p.epoch)}, 1));
-        p.epoch = 0;
-        p.state.reset();
+        p.put_down();
+        behind_.forget(p.index);
         control_.update([](stream_consumer_stats& s) { ++s.released; });
     }
 
     const stream_consumer_config& cfg_;
     script_client& client_;
+    write_behind& behind_;
     consumer_control& control_;
     std::string holder_; ///< the lease holder's name: instance and a per-process nonce
     std::vector<partition> partitions_;

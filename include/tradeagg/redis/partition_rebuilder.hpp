@@ -12,12 +12,12 @@
 #include <string>
 #include <string_view>
 #include <thread>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include <hiredis/hiredis.h>
 
+#include <tradeagg/detail/string_map.hpp>
 #include <tradeagg/policy.hpp>
 #include <tradeagg/redis/cluster_client.hpp>
 #include <tradeagg/redis/consumer_control.hpp>
@@ -75,10 +75,8 @@ public:
         }
         std::string from = "-";
         const std::string to = delivered->text();
-        std::unordered_map<std::string, std::optional<stream_id>> stored;
-        std::vector<stream_entry_view> entries;
-        std::vector<stream_entry_view> old_entries;
-        std::vector<stream_entry_view> new_entries;
+        tradeagg::detail::string_map<std::optional<stream_id>> stored;
+        stream_entries entries;
         while (*delivered != stream_id{} && p.epoch != 0) {
             command_result r = client_.run_one(cluster_command{
                 {"XRANGE", p.stream, from, to, "COUNT", std::to_string(cfg_.read_count)}, p.slot});
@@ -88,52 +86,59 @@ public:
             }
             entries.clear();
             parse_entries(r.reply.get(), entries);
-            if (entries.empty()) {
+            if (entries.entries.empty()) {
                 break;
             }
-            if (!load_stored(entries, stored)) {
+            if (!load_stored(entries.trades, stored)) {
                 return false;
             }
-            old_entries.clear();
-            new_entries.clear();
-            for (const stream_entry_view& e : entries) {
-                const auto s = e.trade ? stored.find(std::string(e.trade->token)) : stored.end();
-                const bool done = s != stored.end() && s->second && e.id <= *s->second;
-                (done ? old_entries : new_entries).push_back(e);
-            }
-            writer_.apply(p, old_entries);
+            // A trade of an entry at or below its token's stored id is in Redis already: it
+            // is applied, and what it changed is not written. A token's such trades come
+            // before its others, so applying them all first keeps each token's order.
+            const auto done = [&](const stream_entry_view& e, const trade_view& t) {
+                const auto s = stored.find(t.token);
+                return s != stored.end() && s->second && e.id <= *s->second;
+            };
+            std::size_t skipped = 0;
+            writer_.apply(
+                p, entries,
+                [&](const stream_entry_view& e, const trade_view& t) {
+                    const bool old = done(e, t);
+                    skipped += old ? 1 : 0;
+                    return old;
+                },
+                false);
             p.state->sink.tokens.clear(); // in Redis already
-            writer_.apply(p, new_entries);
+            writer_.apply(
+                p, entries,
+                [&](const stream_entry_view& e, const trade_view& t) { return !done(e, t); }, true);
+            writer_.hand_over(p, {}, entries.trades.size() - skipped);
             control_.update([&](stream_consumer_stats& s) {
-                s.entries_replayed += entries.size();
-                s.entries_skipped += old_entries.size();
+                s.entries_replayed += entries.entries.size();
+                s.entries_skipped += skipped;
             });
-            std::vector<partition*> one{&p};
-            writer_.write_and_ack(one, new_entries.size());
             // A long stream takes a while: keep every lease held meanwhile (this one too).
             leases_.renew_due();
-            from = "(" + std::string(entries.back().id_text);
-            if (entries.back().id >= *delivered) {
+            from = "(" + std::string(entries.entries.back().id_text);
+            if (entries.entries.back().id >= *delivered) {
                 break;
             }
         }
-        if (p.epoch == 0) {
+        // What the rebuild wrote is in Redis before the entries it read are acknowledged.
+        if (p.epoch == 0 || !writer_.drain({&p})) {
             return false;
         }
         return claim_pending(p);
     }
 
 private:
-    /// Reads the stored `stream_id` of every token of `entries` not looked up yet.
-    bool load_stored(const std::vector<stream_entry_view>& entries,
-                     std::unordered_map<std::string, std::optional<stream_id>>& stored) {
+    /// Reads the stored `stream_id` of every token of `trades` not looked up yet.
+    bool load_stored(const std::vector<trade_view>& trades,
+                     tradeagg::detail::string_map<std::optional<stream_id>>& stored) {
         std::vector<cluster_command> cmds;
         std::vector<std::string> names;
-        for (const stream_entry_view& e : entries) {
-            if (!e.trade) {
-                continue;
-            }
-            std::string name(e.trade->token);
+        for (const trade_view& t : trades) {
+            std::string name(t.token);
             if (stored.contains(name)) {
                 continue;
             }

@@ -1,7 +1,7 @@
 #pragma once
 // Steps 2 to 4 of a stream consumer's round (stream_consumer.hpp), which a rebuild takes too:
-// entries applied to their partition's state, each changed token written by one fenced script
-// (token_write.hpp), and the entries acknowledged once Redis has acknowledged every write.
+// entries applied to their partition's state, what they changed handed to the writer
+// (write_behind.hpp), and the entries acknowledged once Redis has every write covering them.
 
 #include <algorithm>
 #include <chrono>
@@ -26,7 +26,7 @@
 #include <tradeagg/redis/stream_consumer_config.hpp>
 #include <tradeagg/redis/stream_consumer_stats.hpp>
 #include <tradeagg/redis/stream_reply.hpp>
-#include <tradeagg/redis/token_write.hpp>
+#include <tradeagg/redis/write_behind.hpp>
 
 namespace tradeagg::redis::detail {
 
@@ -38,24 +38,41 @@ public:
     using partition = stream_partition<Policy>;
 
     partition_writer(const stream_consumer_config& cfg, script_client& client,
-                     partition_leases<Policy>& leases, consumer_control& control)
-        : cfg_(cfg), client_(client), leases_(leases), control_(control) {}
+                     partition_leases<Policy>& leases, write_behind& behind,
+                     consumer_control& control)
+        : cfg_(cfg), client_(client), leases_(leases), behind_(behind), control_(control) {}
 
     partition_writer(const partition_writer&) = delete;
     partition_writer& operator=(const partition_writer&) = delete;
 
-    /// Applies entries to a partition's state; invalid ones are counted and reported.
-    void apply(partition& p, const std::vector<stream_entry_view>& entries) {
+    /// Applies the trades of `in` that `select(entry, trade)` picks to a partition's state, in
+    /// stream order; invalid entries are counted and reported when `count_invalid`.
+    template <class Select>
+    void apply(partition& p, const stream_entries& in, Select&& select, bool count_invalid) {
         std::uint64_t invalid = 0;
-        for (const stream_entry_view& e : entries) {
-            std::string_view why = e.why;
-            if (e.trade && p.state->push(*e.trade, why)) {
-                tradeagg::detail::find_or_add(p.state->applied, e.trade->token) = e.id;
+        for (const stream_entry_view& e : in.entries) {
+            if (!e.why.empty()) {
+                if (count_invalid) {
+                    ++invalid;
+                    control_.note_error(p.stream + " entry " + std::string(e.id_text) +
+                                        " skipped: " + std::string(e.why));
+                }
                 continue;
             }
-            ++invalid;
-            control_.note_error(p.stream + " entry " + std::string(e.id_text) +
-                                " skipped: " + std::string(why));
+            for (std::size_t i = e.first; i < e.first + e.count; ++i) {
+                const trade_view& t = in.trades[i];
+                if (!select(e, t)) {
+                    continue;
+                }
+                std::string_view why;
+                if (p.state->push(t, why)) {
+                    tradeagg::detail::find_or_add(p.state->applied, t.token) = e.id;
+                } else if (count_invalid) {
+                    ++invalid; // the token table refused it: counted per trade
+                    control_.note_error(p.stream + " entry " + std::string(e.id_text) +
+                                        " trade skipped: " + std::string(why));
+                }
+            }
         }
         p.state->worker.apply_here();
         const std::uint64_t late = std::exchange(p.state->late, 0);
@@ -65,78 +82,40 @@ public:
         });
     }
 
-    /// Writes the partitions' changes until Redis has acknowledged all of them (retrying while
-    /// each lease is valid), then acknowledges their entries. `applied` is counted as applied.
-    void write_and_ack(const std::vector<partition*>& parts, std::size_t applied) {
-        std::vector<cluster_command> cmds;
-        std::vector<partition*> owner;
-        for (partition* p : parts) {
-            const std::size_t before = cmds.size();
-            build_writes(*p, cmds);
-            owner.insert(owner.end(), cmds.size() - before, p);
-        }
-        auto backoff = std::chrono::milliseconds(20);
-        std::uint64_t written = 0;
-        std::uint64_t retries = 0;
-        while (!cmds.empty()) {
-            std::vector<command_result> r;
-            client_.run(cmds, r);
-            std::vector<cluster_command> again;
-            std::vector<partition*> again_owner;
-            for (std::size_t i = 0; i < cmds.size(); ++i) {
-                partition& p = *owner[i];
-                if (p.epoch == 0) {
-                    continue; // dropped meanwhile
-                }
-                if (r[i].ok() && r[i].reply->type == REDIS_REPLY_INTEGER) {
-                    if (r[i].reply->integer == 0) {
-                        leases_.drop(p, "partition " + std::to_string(p.index) +
-                                            ": a token holds a newer epoch (taken over)");
-                    } else {
-                        ++written;
-                    }
-                    continue;
-                }
-                control_.note_error("token write: " + r[i].error);
-                if (partition::clock::now() >= p.valid_until && !leases_.renewed(p)) {
-                    leases_.drop(p,
-                                 "lease " + p.lease + " lapsed while writes failed: " + r[i].error);
-                    continue;
-                }
-                again.push_back(std::move(cmds[i]));
-                again_owner.push_back(&p);
-            }
-            cmds = std::move(again);
-            owner = std::move(again_owner);
-            if (!cmds.empty()) {
-                retries += cmds.size();
-                std::this_thread::sleep_for(backoff);
-                backoff = std::min(backoff * 2, std::chrono::milliseconds(500));
-                leases_.renew_due();
-                if (control_.stop_overdue()) {
-                    control_.stopped_unclean();
-                    for (partition* p : owner) {
-                        leases_.drop(*p, "stopped with writes unacknowledged");
-                    }
-                    break;
-                }
-            }
-        }
-        control_.update([&](stream_consumer_stats& s) {
-            s.token_writes += written;
-            s.write_retries += retries;
-            s.trades_applied += applied;
-        });
-        ack(parts);
+    /// Applies every trade of `in`.
+    void apply(partition& p, const stream_entries& in) {
+        apply(
+            p, in, [](const stream_entry_view&, const trade_view&) { return true; }, true);
     }
 
-    /// XACKs the entries of the partitions still held, in up to ten attempts.
-    void ack(const std::vector<partition*>& parts) {
-        std::vector<cluster_command> cmds;
-        std::uint64_t count = 0;
+    /// Hands the changes applied to `p` since the last hand-over to the writer (write_behind.hpp),
+    /// with `ids`, the entries they include that the consumer is to acknowledge once written,
+    /// and `applied`, how many entries to count as applied then.
+    void hand_over(partition& p, std::vector<std::string> ids, std::size_t applied) {
+        const std::uint64_t generation =
+            behind_.hand_over(p.index, p.epoch, p.state->sink.tokens, p.state->applied);
+        p.unacked += ids.size();
+        p.awaiting.push_back({generation, std::move(ids), applied});
+    }
+
+    /// Appends the XACKs of every entry of `parts` whose writes are in Redis to `cmds` (noting
+    /// whose they are in `owner`), and drops a partition found taken over.
+    void collect_acks(const std::vector<partition*>& parts, std::vector<cluster_command>& cmds,
+                      std::vector<partition*>& owner) {
+        std::uint64_t applied = 0;
         for (partition* p : parts) {
-            if (p->epoch == 0 || p->to_ack.empty()) {
+            if (p->epoch == 0 || fenced(*p)) {
                 continue;
+            }
+            const write_progress w = behind_.progress(p->index);
+            while (!p->awaiting.empty() && w.epoch == p->epoch &&
+                   p->awaiting.front().generation <= w.written) {
+                auto& done = p->awaiting.front();
+                applied += done.applied;
+                for (std::string& id : done.ids) {
+                    p->to_ack.push_back(std::move(id));
+                }
+                p->awaiting.pop_front();
             }
             constexpr std::size_t chunk = 1'000;
             for (std::size_t from = 0; from < p->to_ack.size(); from += chunk) {
@@ -145,52 +124,103 @@ public:
                 for (std::size_t i = from; i < to; ++i) {
                     c.args.push_back(std::move(p->to_ack[i]));
                 }
-                count += to - from;
                 cmds.push_back(std::move(c));
+                owner.push_back(p);
             }
             p->to_ack.clear();
         }
-        if (cmds.empty()) {
-            return;
+        if (applied != 0) {
+            control_.update([&](stream_consumer_stats& s) { s.trades_applied += applied; });
         }
-        std::vector<command_result> r;
-        for (int attempt = 0; attempt < 10 && !cmds.empty(); ++attempt) {
-            if (attempt > 0) {
-                std::this_thread::sleep_for(std::chrono::milliseconds(50) * attempt);
-            }
-            client_.run(cmds, r);
-            std::vector<cluster_command> again;
-            for (std::size_t i = 0; i < cmds.size(); ++i) {
-                if (!r[i].ok()) {
-                    control_.note_error("XACK: " + r[i].error);
-                    again.push_back(std::move(cmds[i]));
+    }
+
+    /// Takes the replies of the XACKs `collect_acks` added to `cmds` (one per `owner`, from
+    /// `first` on): the entries acknowledged are counted, those of a failed XACK are sent again
+    /// next time.
+    void acked(const std::vector<cluster_command>& cmds, const std::vector<command_result>& r,
+               std::size_t first, const std::vector<partition*>& owner) {
+        std::uint64_t count = 0;
+        for (std::size_t i = first; i < first + owner.size(); ++i) {
+            partition& p = *owner[i - first];
+            const std::size_t ids = cmds[i].args.size() - 3;
+            if (r[i].ok()) {
+                count += ids;
+                p.unacked -= std::min(p.unacked, ids);
+            } else {
+                control_.note_error("XACK: " + r[i].error);
+                if (p.epoch != 0) {
+                    p.to_ack.insert(p.to_ack.end(), cmds[i].args.begin() + 3, cmds[i].args.end());
                 }
             }
-            cmds = std::move(again);
         }
-        // What is still unacknowledged stays pending: harmless, as the next holder of the
-        // partition claims and acknowledges it.
         control_.update([&](stream_consumer_stats& s) { s.entries_acked += count; });
     }
 
-private:
-    /// Builds the token writes of a partition's changes (and clears them).
-    void build_writes(partition& p, std::vector<cluster_command>& out) {
-        for (auto& [name, t] : p.state->sink.tokens) {
-            const auto id = p.state->applied.find(name);
-            token_write_arguments w(cfg_.key_prefix, name, t, p.epoch,
-                                    id != p.state->applied.end() ? id->second.text()
-                                                                 : std::string(),
-                                    cfg_.candle_retention_intervals);
-            out.push_back(client_.script(lease_scripts::token_write, token_slot(name),
-                                         std::move(w.keys_and_args), w.keys));
+    /// Acknowledges what `collect_acks` finds ready, in up to ten attempts. What is still
+    /// unacknowledged then stays pending: harmless, as the partition's next holder claims and
+    /// acknowledges it.
+    void ack(const std::vector<partition*>& parts) {
+        std::vector<cluster_command> cmds;
+        std::vector<partition*> owner;
+        std::vector<command_result> r;
+        for (int attempt = 0; attempt < 10; ++attempt) {
+            if (attempt > 0) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(50) * attempt);
+            }
+            cmds.clear();
+            owner.clear();
+            collect_acks(parts, cmds, owner);
+            if (cmds.empty()) {
+                return;
+            }
+            client_.run(cmds, r);
+            acked(cmds, r, 0, owner);
         }
-        p.state->sink.tokens.clear();
+    }
+
+    /// Waits until everything handed over for `parts` is written (renewing the leases
+    /// meanwhile), then acknowledges it. Gives up at the stop's deadline; a partition found
+    /// taken over, or whose lease could not be renewed, is dropped. True if every partition
+    /// was drained and is still held.
+    bool drain(const std::vector<partition*>& parts) {
+        for (;;) {
+            bool done = true;
+            for (partition* p : parts) {
+                if (p->epoch != 0 && !fenced(*p)) {
+                    const write_progress w = behind_.progress(p->index);
+                    done = done && !(w.epoch == p->epoch && w.written < w.handed);
+                }
+            }
+            if (done) {
+                break;
+            }
+            if (control_.stop_overdue()) {
+                control_.stopped_unclean();
+                return false;
+            }
+            behind_.wait_for_progress(std::chrono::milliseconds(20));
+            leases_.renew_due();
+        }
+        ack(parts);
+        return std::all_of(parts.begin(), parts.end(), [](partition* p) { return p->epoch != 0; });
+    }
+
+private:
+    /// Drops `p` if one of its writes was refused for a newer epoch.
+    bool fenced(partition& p) {
+        const write_progress w = behind_.progress(p.index);
+        if (w.epoch == p.epoch && w.fenced) {
+            leases_.drop(p, "partition " + std::to_string(p.index) +
+                                ": a token holds a newer epoch (taken over)");
+            return true;
+        }
+        return false;
     }
 
     const stream_consumer_config& cfg_;
     script_client& client_;
     partition_leases<Policy>& leases_;
+    write_behind& behind_;
     consumer_control& control_;
 };
 

@@ -14,6 +14,8 @@
 #include <hiredis/hiredis.h>
 
 #include <tradeagg/redis/cluster_client.hpp>
+#include <tradeagg/redis/keys.hpp>
+#include <tradeagg/redis/resp.hpp>
 
 namespace tradeagg::redis::detail {
 
@@ -37,6 +39,22 @@ public:
         return c;
     }
 
+    /// `script`, written in RESP as it is built: `args(builder)` adds the keys and arguments
+    /// (resp.hpp), the first `keys` of them keys.
+    template <class Args>
+    cluster_command script_resp(std::string_view body, std::uint16_t slot, std::size_t keys,
+                                Args&& args) {
+        builder_.add("EVALSHA");
+        builder_.add(sha_of(body));
+        builder_.add(number_text(static_cast<std::uint64_t>(keys)).view());
+        args(builder_);
+        cluster_command c;
+        c.slot = slot;
+        c.args.emplace_back("EVALSHA");
+        c.resp = builder_.take();
+        return c;
+    }
+
     /// Runs a batch of commands, sending NOSCRIPT ones again as EVAL.
     void run(std::vector<cluster_command>& cmds, std::vector<command_result>& results) {
         client_.run(cmds, results);
@@ -52,6 +70,11 @@ public:
         std::vector<cluster_command> retry;
         for (const std::size_t i : again) {
             cluster_command c = cmds[i];
+            if (!c.resp.empty()) {
+                c.resp = as_eval(c.resp);
+                retry.push_back(std::move(c));
+                continue;
+            }
             c.args[0] = "EVAL";
             for (const auto& [body, sha] : shas_) {
                 if (sha == c.args[1]) {
@@ -82,6 +105,38 @@ public:
     [[nodiscard]] cluster_client& cluster() noexcept { return client_; }
 
 private:
+    /// An EVALSHA written in RESP, as the EVAL of its script (the same arguments after the
+    /// script's name); unchanged if the name is not one of the scripts sent.
+    [[nodiscard]] std::string as_eval(const std::string& resp) const {
+        const std::size_t rest = resp_after_two_arguments(resp);
+        if (rest == std::string::npos) {
+            return resp;
+        }
+        const std::size_t name_end = rest - 2;
+        const std::size_t name_start = resp.rfind('\n', name_end - 1) + 1;
+        const std::string name = resp.substr(name_start, name_end - name_start);
+        std::string_view body;
+        for (const auto& [text, sha] : shas_) {
+            if (sha == name) {
+                body = text;
+            }
+        }
+        if (const auto named = bodies_.find(name); named != bodies_.end()) {
+            body = named->second;
+        }
+        if (body.empty()) {
+            return resp;
+        }
+        resp_builder b;
+        b.add("EVAL");
+        b.add(body);
+        std::string head = b.take();
+        // `b` counted two arguments: the count is the EVALSHA's, which the EVAL keeps.
+        head.replace(0, head.find("\r\n"), resp.substr(0, resp.find("\r\n")));
+        head.append(resp, rest);
+        return head;
+    }
+
     /// The script's SHA1, as SCRIPT LOAD answers it; until that succeeds, a name no script has
     /// ("unloaded:" and the script's address), which NOSCRIPT sends as EVAL.
     std::string sha_of(std::string_view body) {
@@ -107,6 +162,7 @@ private:
     cluster_client client_;
     std::unordered_map<const char*, std::string> shas_;        ///< script text's address -> SHA1
     std::unordered_map<std::string, std::string_view> bodies_; ///< unloaded name -> script
+    resp_builder builder_; ///< reused: its buffer keeps its capacity
 };
 
 } // namespace tradeagg::redis::detail

@@ -12,17 +12,23 @@
 // still held (it acquires only to start a partition over): a read, write or release it sent in
 // a former epoch and Redis runs late (from a connection that timed out) is refused.
 //
-// One round, for every partition held:
+// One round, for every partition held (one pipelined batch):
 //   1. XREADGROUP (its consumer group, this instance as consumer) inside a script that first
-//      checks the lease: an instance that lost its lease cannot take entries any more.
+//      checks the lease: an instance that lost its lease cannot take entries any more. A
+//      partition with `16 x read_count` entries read and not yet acknowledged is not read:
+//      reading waits for the writes.
 //   2. The trades are applied to the partition's own shard (`shard::apply_here`): per-partition
 //      state, so a token's aggregates depend only on its own entries, in stream order, and
-//      reading them again gives the same values.
-//   3. Each changed token is written by one script (`lease_scripts::token_write`): its latest,
-//      rolling and candle hashes at once (they share the {token} slot), with the partition's
-//      epoch and the id of the token's last applied entry. A token holding a larger epoch
-//      refuses the write: the partition was taken over, and this instance drops it.
-//   4. Once Redis has acknowledged every write of the round, the entries are XACKed.
+//      reading them again gives the same values. Entries hold one trade, or many (the packed
+//      format of stream_entry.hpp), mixed in one stream.
+//   3. What they changed is handed to the writer (write_behind.hpp), which writes on a thread of
+//      its own, as fast as Redis takes it, each changed token by one script
+//      (`lease_scripts::token_write`): its latest, rolling and candle hashes at once (they share
+//      the {token} slot), with the partition's epoch and the id of the token's last applied
+//      entry. A token changed again before its write is written once. A token holding a larger
+//      epoch refuses the write: the partition was taken over, and this instance drops it.
+//   4. Entries are XACKed, in a later round's batch, once Redis has acknowledged every write
+//      covering them.
 //
 // Exactly once. A token's hashes in Redis are always the aggregates of a prefix of its entries
 // in the stream, the prefix ending at the `stream_id` its latest hash records (writes are
@@ -51,11 +57,11 @@
 //
 // The parts, each in a header of its own: the settings and figures (stream_consumer_config.hpp,
 // stream_consumer_stats.hpp); the partitions and their leases (partition_leases.hpp); a
-// partition's state (partition_engine.hpp); applying, writing and acknowledging, steps 2 to 4
-// (partition_writer.hpp, token_write.hpp); rebuilds (partition_rebuilder.hpp); stream replies
-// (stream_reply.hpp); running the scripts (script_client.hpp); what the consumer's thread
-// shares with the threads that stop and watch it (consumer_control.hpp). This header keeps the
-// loop, the reads of a round, and trimming.
+// partition's state (partition_engine.hpp); applying, handing over and acknowledging, steps 2
+// to 4 (partition_writer.hpp), and writing (write_behind.hpp, token_write.hpp); rebuilds
+// (partition_rebuilder.hpp); stream replies (stream_reply.hpp); running the scripts
+// (script_client.hpp); what the consumer's thread shares with the threads that stop and watch it
+// (consumer_control.hpp). This header keeps the loop, the reads of a round, and trimming.
 
 #include <algorithm>
 #include <chrono>
@@ -69,12 +75,8 @@
 #include <utility>
 #include <vector>
 
-#include <pthread.h>
-#include <signal.h>
-
 #include <hiredis/hiredis.h>
 
-#include <tradeagg/detail/thread_name.hpp>
 #include <tradeagg/policy.hpp>
 #include <tradeagg/redis/cluster_client.hpp>
 #include <tradeagg/redis/consumer_control.hpp>
@@ -87,6 +89,7 @@
 #include <tradeagg/redis/stream_consumer_stats.hpp>
 #include <tradeagg/redis/stream_entry.hpp>
 #include <tradeagg/redis/stream_reply.hpp>
+#include <tradeagg/redis/write_behind.hpp>
 #include <tradeagg/runtime_config.hpp>
 
 namespace tradeagg::redis {
@@ -95,8 +98,9 @@ template <policy Policy>
 class stream_consumer {
 public:
     stream_consumer(stream_consumer_config cfg, const resolved_config<Policy>& pipeline)
-        : cfg_(std::move(cfg)), pipeline_(pipeline), client_(cfg_.redis),
-          leases_(cfg_, client_, control_), writer_(cfg_, client_, leases_, control_),
+        : cfg_(std::move(cfg)), pipeline_(pipeline), client_(cfg_.redis), behind_(cfg_, control_),
+          leases_(cfg_, client_, behind_, control_),
+          writer_(cfg_, client_, leases_, behind_, control_),
           rebuilder_(cfg_, pipeline_, client_, leases_, writer_, control_) {
         if (cfg_.partitions == 0 || cfg_.instance.empty()) {
             throw std::invalid_argument("stream_consumer: partitions > 0 and an instance name");
@@ -115,19 +119,13 @@ public:
                                    "once");
         }
         started_ = true;
-        thread_ = std::thread([this] {
-            tradeagg::detail::name_this_thread("tradeagg-streams");
-            sigset_t pipe;
-            sigemptyset(&pipe);
-            sigaddset(&pipe, SIGPIPE);
-            pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
-            run();
-        });
+        behind_.start();
+        thread_ = start_client_thread("tradeagg-streams", [this] { run(); });
     }
 
-    /// Finishes the round in progress (its writes and acknowledgements, retried until
-    /// `deadline`), releases every lease, and joins. True if nothing was left unwritten; what
-    /// was is still in the streams, for the next holder.
+    /// Finishes the round in progress, writes everything applied and acknowledges its entries
+    /// (retrying until `deadline`), releases every lease, and joins. True if nothing was left
+    /// unwritten; what was is still in the streams, for the next holder.
     bool stop(std::chrono::milliseconds deadline) {
         started_ = true; // a stopped consumer does not start
         control_.request_stop(deadline);
@@ -162,7 +160,8 @@ private:
             const auto now = clock::now();
             if (now >= next_balance || rebalance_) {
                 rebalance_ = false;
-                leases_.balance([this](partition& p) { return rebuilder_.rebuild(p); });
+                leases_.balance([this](partition& p) { return rebuilder_.rebuild(p); },
+                                [this](partition& p) { (void)writer_.drain({&p}); });
                 next_balance = clock::now() + cfg_.lease_ttl / 3;
             }
             leases_.renew_due();
@@ -171,42 +170,67 @@ private:
                 next_trim = clock::now() + cfg_.lease_ttl;
             }
             const std::size_t read = round();
-            if (read == 0) {
+            if (read == 0 && writes_outstanding()) {
+                behind_.wait_for_progress(idle); // acknowledgements to send once it is done
+                idle = std::min(idle * 2, std::chrono::milliseconds(20));
+            } else if (read == 0) {
                 control_.wait_for_stop(idle);
                 idle = std::min(idle * 2, std::chrono::milliseconds(20));
             } else {
                 idle = std::chrono::milliseconds(1);
             }
         }
+        std::vector<partition*> held;
+        for (partition& p : leases_.all()) {
+            held.push_back(&p);
+        }
+        (void)writer_.drain(held);
         leases_.release_all();
+        behind_.stop();
     }
 
     // ---- reading and applying ---------------------------------------------------------------
 
-    /// One round over every partition held. Returns the entries read.
+    /// One round over every partition held: the entries whose writes are in Redis are
+    /// acknowledged, and new ones read (from each partition with fewer than `max_unacked()`
+    /// read and not yet acknowledged), applied and handed to the writer, in one batch. Returns
+    /// the entries read.
     std::size_t round() {
-        std::vector<cluster_command> reads;
-        std::vector<partition*> who;
+        std::vector<partition*> held;
         for (partition& p : leases_.all()) {
             if (p.epoch != 0) {
-                reads.push_back(
-                    client_.script(lease_scripts::read, p.slot,
-                                   {p.lease, p.stream, leases_.holder(), std::to_string(p.epoch),
-                                    cfg_.group, cfg_.instance, std::to_string(cfg_.read_count)},
-                                   2));
-                who.push_back(&p);
+                held.push_back(&p);
             }
         }
-        if (reads.empty()) {
+        std::vector<cluster_command> cmds;
+        std::vector<partition*> acks;
+        writer_.collect_acks(held, cmds, acks);
+        const std::size_t first_read = cmds.size();
+        std::vector<partition*> who;
+        for (partition* p : held) {
+            if (p->epoch != 0 && p->unacked < max_unacked()) {
+                cmds.push_back(
+                    client_.script(lease_scripts::read, p->slot,
+                                   {p->lease, p->stream, leases_.holder(), std::to_string(p->epoch),
+                                    cfg_.group, cfg_.instance, std::to_string(cfg_.read_count)},
+                                   2));
+                who.push_back(p);
+            }
+        }
+        if (cmds.empty()) {
             return 0;
         }
         std::vector<command_result> replies;
-        client_.run(reads, replies);
+        client_.run(cmds, replies);
+        writer_.acked(cmds, replies, 0, acks);
         std::size_t total = 0;
-        std::vector<detail::stream_entry_view> entries;
+        detail::stream_entries entries;
         for (std::size_t i = 0; i < who.size(); ++i) {
             partition& p = *who[i];
-            const command_result& r = replies[i];
+            const command_result& r = replies[first_read + i];
+            if (p.epoch == 0) {
+                continue; // dropped meanwhile: what it read stays pending for the next holder
+            }
             if (!r.ok()) {
                 if (r.error.starts_with("NOGROUP")) {
                     // The stream was deleted: its group with it. Start over on it.
@@ -217,9 +241,7 @@ private:
                     // again, under a new epoch, which fences that read, and rebuild the
                     // partition, which applies every entry delivered before once.
                     control_.note_error(p.stream + ": " + r.error + " (rebuilding the partition)");
-                    p.epoch = 0;
-                    p.state.reset();
-                    p.to_ack.clear();
+                    leases_.start_over(p);
                     rebalance_ = true;
                 } else {
                     // Not run: read again next round.
@@ -240,24 +262,31 @@ private:
             }
             entries.clear();
             detail::parse_entries(stream->element[1], entries);
-            total += entries.size();
-            for (const detail::stream_entry_view& e : entries) {
-                p.to_ack.emplace_back(e.id_text);
+            total += entries.entries.size();
+            std::vector<std::string> ids;
+            ids.reserve(entries.entries.size());
+            for (const detail::stream_entry_view& e : entries.entries) {
+                ids.emplace_back(e.id_text);
             }
             writer_.apply(p, entries);
+            writer_.hand_over(p, std::move(ids), entries.trades.size());
         }
         control_.update([&](stream_consumer_stats& s) {
             ++s.rounds;
             s.entries_read += total;
         });
-        std::vector<partition*> writing;
-        for (partition* p : who) {
-            if (p->epoch != 0 && !p->to_ack.empty()) {
-                writing.push_back(p);
-            }
-        }
-        writer_.write_and_ack(writing, total);
         return total;
+    }
+
+    /// Entries a partition may have read and not yet acknowledged (their writes not yet in
+    /// Redis): reading stops there until the writer catches up.
+    [[nodiscard]] std::size_t max_unacked() const noexcept { return cfg_.read_count * 16; }
+
+    /// Something handed to the writer is not yet acknowledged.
+    [[nodiscard]] bool writes_outstanding() {
+        return std::any_of(leases_.all().begin(), leases_.all().end(), [](const partition& p) {
+            return p.epoch != 0 && (!p.awaiting.empty() || !p.to_ack.empty());
+        });
     }
 
     // ---- trimming ------------------------------------------------------------------------------
@@ -325,6 +354,7 @@ private:
     resolved_config<Policy> pipeline_;
     detail::script_client client_; ///< runs the lease scripts (lease.hpp) by SHA1
     detail::consumer_control control_;
+    detail::write_behind behind_; ///< writes the tokens' changes, on a thread of its own
     detail::partition_leases<Policy> leases_;
     detail::partition_writer<Policy> writer_;
     detail::partition_rebuilder<Policy> rebuilder_;

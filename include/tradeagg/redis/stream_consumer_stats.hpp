@@ -12,10 +12,10 @@ struct stream_consumer_stats {
     std::uint64_t rounds = 0;
     std::uint64_t entries_read = 0;     ///< delivered by XREADGROUP
     std::uint64_t entries_replayed = 0; ///< read again by rebuilds (XRANGE)
-    std::uint64_t entries_skipped = 0;  ///< of those, already applied in Redis
+    std::uint64_t entries_skipped = 0;  ///< trades of those already in Redis (not written)
     std::uint64_t entries_invalid = 0;
     std::uint64_t trades_late = 0;    ///< later than the allowed lateness in their stream's order
-    std::uint64_t trades_applied = 0; ///< entries applied and written (rounds and rebuilds)
+    std::uint64_t trades_applied = 0; ///< applied and written (rounds and rebuilds)
     std::uint64_t token_writes = 0;   ///< acknowledged token writes
     std::uint64_t write_retries = 0;
     std::uint64_t entries_acked = 0;

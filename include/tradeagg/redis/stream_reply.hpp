@@ -4,7 +4,9 @@
 // last delivered id from XINFO GROUPS.
 
 #include <cstddef>
+#include <deque>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -16,16 +18,32 @@
 
 namespace tradeagg::redis::detail {
 
-/// A stream entry as read: its id and the trade (views into the reply).
+/// A stream entry as read: its id and its trades (`count` of a `stream_entries::trades`, from
+/// `first`), or why it has none. Views into the reply.
 struct stream_entry_view {
     stream_id id;
     std::string_view id_text;
-    std::optional<trade_view> trade;
-    std::string_view why;
+    std::size_t first = 0;
+    std::size_t count = 0;
+    std::string_view why; ///< not empty: the entry is invalid, and has no trades
 };
 
-/// Reads a stream reply's entries (`[[id, [field, value, ...]], ...]`).
-inline void parse_entries(const redisReply* list, std::vector<stream_entry_view>& out) {
+/// The entries of a stream reply and their trades, in stream order. Reused from read to read.
+struct stream_entries {
+    std::vector<stream_entry_view> entries;
+    std::vector<trade_view> trades;
+    std::deque<std::string> reasons; ///< where packed entries' `why` is kept (stable)
+
+    void clear() {
+        entries.clear();
+        trades.clear();
+        reasons.clear();
+    }
+};
+
+/// Reads a stream reply's entries (`[[id, [field, value, ...]], ...]`) into `out`, after what
+/// it holds: single-trade entries and packed ones (stream_entry.hpp) alike.
+inline void parse_entries(const redisReply* list, stream_entries& out) {
     if (list == nullptr || list->type != REDIS_REPLY_ARRAY) {
         return;
     }
@@ -42,8 +60,27 @@ inline void parse_entries(const redisReply* list, std::vector<stream_entry_view>
             continue;
         }
         x.id = *id;
-        x.trade = trade_from_entry(entry_fields(e->element[1]), x.why);
-        out.push_back(x);
+        x.first = out.trades.size();
+        const auto field = entry_fields(e->element[1]);
+        if (const std::optional<std::string_view> format = field(packed_format_field)) {
+            const std::optional<std::string_view> trades = field(packed_trades_field);
+            if (*format != packed_format) {
+                x.why = "unknown packed format";
+            } else if (!trades) {
+                x.why = "packed entry without trades";
+            } else {
+                std::string& reason = out.reasons.emplace_back();
+                x.why = read_packed(*trades, reason,
+                                    [&](const trade_view& t) { out.trades.push_back(t); });
+            }
+            if (!x.why.empty()) {
+                out.trades.resize(x.first); // whole or not at all
+            }
+        } else if (const std::optional<trade_view> t = trade_from_entry(field, x.why)) {
+            out.trades.push_back(*t);
+        }
+        x.count = out.trades.size() - x.first;
+        out.entries.push_back(x);
     }
 }
 

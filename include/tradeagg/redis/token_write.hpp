@@ -1,69 +1,101 @@
 #pragma once
 // One token's fenced write in the stream consumer (`lease_scripts::token_write`, lease.hpp):
-// what a round changed for the token, and the script's keys and arguments that store it.
+// what a partition's rounds changed for the token, and the script's keys and arguments that
+// store it.
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 #include <tradeagg/redis/keys.hpp>
+#include <tradeagg/redis/stream_entry.hpp>
 #include <tradeagg/rolling_window.hpp>
 #include <tradeagg/sink.hpp>
 
 namespace tradeagg::redis::detail {
 
-/// What a round's flushes changed, per token: copied out of the shard's batches.
+/// What a partition's flushes changed for one token and Redis does not have yet: copied out of
+/// the shard's batches, and merged with later changes until it is written.
 struct token_changes {
     bool has_token = false;
     latest_trade latest;
     rolling_stats rolling;
-    std::vector<candle_update> candles; ///< `name` not kept: the map's key is the name
-};
+    std::vector<candle_update> candles;    ///< `name` not kept: the map's key is the name
+    std::optional<stream_id> last_applied; ///< the token's last applied entry, when written
 
-/// The keys and arguments of `token_write` for one token's changes, the first `keys` of them
-/// keys, in the order lease.hpp gives.
-struct token_write_arguments {
-    std::vector<std::string> keys_and_args;
-    std::size_t keys = 0;
-
-    /// `name`'s changes `t`, written under the partition's `epoch`; `last_applied` is the id of
-    /// the token's last applied entry ("" if none). Candles expire after
-    /// `candle_retention_intervals` of their interval.
-    token_write_arguments(std::string_view prefix, std::string_view name, const token_changes& t,
-                          std::uint64_t epoch, std::string last_applied,
-                          std::size_t candle_retention_intervals) {
-        std::vector<std::string>& a = keys_and_args;
-        a.reserve(8 + t.candles.size() * 34);
-        a.push_back(latest_key(prefix, name));
-        a.push_back(rolling_key(prefix, name));
-        for (const candle_update& c : t.candles) {
-            a.push_back(candle_key(prefix, name, c.width, c.data.open_time));
-        }
-        keys = a.size();
-        a.push_back(std::to_string(epoch));
-        a.push_back(std::move(last_applied));
-        const auto pairs = [&a](auto const& value, std::size_t n) {
-            a.push_back(std::to_string(n));
-            for_each_field(value, [&a](std::string_view f, std::string_view v) {
-                a.emplace_back(f);
-                a.emplace_back(v);
-            });
-        };
-        if (t.has_token) {
-            pairs(t.latest, latest_fields.size());
-            pairs(t.rolling, rolling_fields.size());
+    /// Takes a candle's newer version, or a candle not held yet.
+    void put(const candle_update& c) {
+        const auto same = std::find_if(candles.begin(), candles.end(), [&](const candle_update& o) {
+            return o.interval_index == c.interval_index && o.data.open_time == c.data.open_time;
+        });
+        if (same != candles.end()) {
+            same->data = c.data;
         } else {
-            a.emplace_back("0");
-            a.emplace_back("0");
+            candles.push_back(c);
+            candles.back().name = {};
         }
-        for (const candle_update& c : t.candles) {
-            a.push_back(std::to_string(candle_ttl_ms(candle_retention_intervals, c.width.count())));
-            pairs(c.data, candle_fields.size());
+    }
+
+    /// Takes `newer`, changes made after these: its latest and rolling figures and entry id
+    /// where it has them, its candles over these ones; candles only these hold stay (a write
+    /// of the result covers both).
+    void absorb(const token_changes& newer) {
+        if (newer.has_token) {
+            has_token = true;
+            latest = newer.latest;
+            rolling = newer.rolling;
+        }
+        for (const candle_update& c : newer.candles) {
+            put(c);
+        }
+        if (newer.last_applied) {
+            last_applied = newer.last_applied;
         }
     }
 };
+
+/// Adds the keys and arguments of `token_write` (lease.hpp) for `name`'s changes `t` to `b`
+/// (resp.hpp), the keys first, in the order lease.hpp gives: written under the partition's
+/// `epoch` with the id of the token's last applied entry, if any; candles expire
+/// `candle_retention_intervals` of their interval after they are created. Returns how many
+/// keys it added.
+template <class Builder>
+std::size_t add_token_write(Builder& b, std::string_view prefix, std::string_view name,
+                            const token_changes& t, std::uint64_t epoch,
+                            std::size_t candle_retention_intervals) {
+    b.add(latest_key(prefix, name));
+    b.add(rolling_key(prefix, name));
+    for (const candle_update& c : t.candles) {
+        b.add(candle_key(prefix, name, c.width, c.data.open_time));
+    }
+    b.add(number_text(epoch).view());
+    b.add(t.last_applied ? t.last_applied->text() : std::string());
+    const auto pairs = [&b](auto const& value, std::size_t n) {
+        b.add(number_text(static_cast<std::uint64_t>(n)).view());
+        for_each_field(value, [&b](std::string_view f, std::string_view v) {
+            b.add(f);
+            b.add(v);
+        });
+    };
+    if (t.has_token) {
+        pairs(t.latest, latest_fields.size());
+        pairs(t.rolling, rolling_fields.size());
+    } else {
+        b.add("0");
+        b.add("0");
+    }
+    for (const candle_update& c : t.candles) {
+        b.add(number_text(static_cast<std::uint64_t>(
+                              candle_ttl_ms(candle_retention_intervals, c.width.count())))
+                  .view());
+        pairs(c.data, candle_fields.size());
+    }
+    return 2 + t.candles.size();
+}
 
 } // namespace tradeagg::redis::detail
