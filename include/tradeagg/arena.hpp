@@ -12,6 +12,19 @@
 #include <sys/mman.h>
 #endif
 
+// LeakSanitizer does not look for pointers in mapped pages: the arena's blocks, which hold token
+// state that owns heap memory (a rolling window's slots), are registered as places to look.
+#if defined(__SANITIZE_ADDRESS__)
+#define TRADEAGG_LSAN_ROOTS 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(leak_sanitizer)
+#define TRADEAGG_LSAN_ROOTS 1
+#endif
+#endif
+#if defined(TRADEAGG_LSAN_ROOTS) && defined(__linux__)
+#include <sanitizer/lsan_interface.h>
+#endif
+
 #include <boost/pool/pool.hpp>
 
 #include <tradeagg/config.hpp>
@@ -39,6 +52,11 @@ struct counted_malloc {
         void* mapped =
             ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         auto* raw = mapped == MAP_FAILED ? nullptr : static_cast<char*>(mapped);
+#if defined(TRADEAGG_LSAN_ROOTS)
+        if (raw != nullptr) {
+            __lsan_register_root_region(raw, total);
+        }
+#endif
 #else
         auto* raw = static_cast<char*>(std::malloc(total));
 #endif
@@ -60,6 +78,9 @@ struct counted_malloc {
                                    std::memory_order_relaxed);
         }
 #if defined(__linux__)
+#if defined(TRADEAGG_LSAN_ROOTS)
+        __lsan_unregister_root_region(raw, bytes + header);
+#endif
         ::munmap(raw, bytes + header);
 #else
         std::free(raw);
