@@ -17,6 +17,7 @@
 // hiredis resolves host names with blocking DNS: give IP addresses. The calling thread must
 // not die of SIGPIPE (hiredis writes with write(2)): block or ignore it.
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -122,6 +123,9 @@ public:
 
     explicit cluster_client(options o) : opt_(std::move(o)) {}
 
+    /// Commands sent to a node before the next node gets its turn.
+    static constexpr std::size_t send_chunk = 256;
+
     /// Sends `commands` and fills `results` (one per command, in order). See the header comment.
     void run(std::span<const cluster_command> commands, std::vector<command_result>& results) {
         ++counters_.batches;
@@ -161,11 +165,33 @@ public:
             asks.clear();
             // Every node's share is sent before any reply is read, so the masters work on
             // theirs at the same time. (A node never waits for its replies to be read: it
-            // buffers them.)
+            // buffers them.) The shares go out a chunk at a time to each node in turn: a
+            // write blocks until the node has read most of what it is given, and a large
+            // share sent whole would keep the other nodes waiting for it.
             std::vector<const address*> sent;
+            std::vector<std::pair<const address*, redisContext*>> sending;
             for (auto& [where, list] : by_node) {
-                if (send(where, commands, list, results)) {
-                    sent.push_back(&where);
+                redisContext* c = connection(where);
+                if (c == nullptr) {
+                    stale_ = true; // the node may have gone for good: ask the others next time
+                    fail(list, 0, last_error_, results);
+                    continue;
+                }
+                sending.emplace_back(&where, c);
+                sent.push_back(&where);
+            }
+            for (std::size_t from = 0; !sending.empty(); from += send_chunk) {
+                for (std::size_t k = 0; k < sending.size();) {
+                    const auto [where, c] = sending[k];
+                    const auto& list = by_node[*where];
+                    if (!send(*where, c, commands, list, from, results)) {
+                        sent.erase(std::find(sent.begin(), sent.end(), where));
+                        sending.erase(sending.begin() + static_cast<std::ptrdiff_t>(k));
+                    } else if (from + send_chunk >= list.size()) {
+                        sending.erase(sending.begin() + static_cast<std::ptrdiff_t>(k));
+                    } else {
+                        ++k;
+                    }
                 }
             }
             bool moved = false;
@@ -328,20 +354,15 @@ private:
         }
     }
 
-    /// Sends one node's share of a batch (ASKING before the commands marked so). False, with
-    /// the share failed, if the node cannot be reached.
-    bool send(const address& where, std::span<const cluster_command> commands,
-              const std::vector<std::pair<std::size_t, bool>>& list,
+    /// Sends the commands of one node's share of a batch from `from`, up to `send_chunk` of
+    /// them (ASKING before those marked so). False, with the whole share failed, if the
+    /// connection fails.
+    bool send(const address& where, redisContext* c, std::span<const cluster_command> commands,
+              const std::vector<std::pair<std::size_t, bool>>& list, std::size_t from,
               std::vector<command_result>& results) {
-        redisContext* c = connection(where);
-        if (c == nullptr) {
-            stale_ = true; // the node may have gone for good: ask the others next time
-            fail(list, 0, last_error_, results);
-            return false;
-        }
-        std::vector<const char*> argv;
-        std::vector<std::size_t> len;
-        for (const auto& [i, asking] : list) {
+        const std::size_t to = std::min(list.size(), from + send_chunk);
+        for (std::size_t k = from; k < to; ++k) {
+            const auto [i, asking] = list[k];
             if (asking) {
                 redisAppendCommand(c, "ASKING");
             }
@@ -349,13 +370,14 @@ private:
                 redisAppendFormattedCommand(c, commands[i].resp.data(), commands[i].resp.size());
                 continue;
             }
-            argv.clear();
-            len.clear();
+            argv_.clear();
+            lengths_.clear();
             for (const std::string& a : commands[i].args) {
-                argv.push_back(a.data());
-                len.push_back(a.size());
+                argv_.push_back(a.data());
+                lengths_.push_back(a.size());
             }
-            redisAppendCommandArgv(c, static_cast<int>(argv.size()), argv.data(), len.data());
+            redisAppendCommandArgv(c, static_cast<int>(argv_.size()), argv_.data(),
+                                   lengths_.data());
         }
         int done = 0;
         while (done == 0) {
@@ -419,6 +441,8 @@ private:
         }
     }
 
+    std::vector<const char*> argv_;    ///< reused by `send`
+    std::vector<std::size_t> lengths_; ///< reused by `send`
     options opt_;
     std::map<address, context_ptr> conns_;
     std::optional<slot_map> map_;
