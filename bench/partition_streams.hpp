@@ -112,18 +112,23 @@ struct staged_trades {
     }
 };
 
-/// Appends the first `count` trades of `s` to the staging streams of their partitions, in
-/// order, an entry each or, with `entry_trades` > 1, packed into entries of up to that many
-/// (stream_entry.hpp), and creates the consumer group at the start of each. Throws on any
-/// failure.
+/// Where `stage` appends: to the staging streams (a consumer group made at the start of each),
+/// or to the partition streams themselves, after what they hold.
+enum class stage_to { staging, live };
+
+/// Appends `count` trades of `s` from `first` on to the streams of their partitions, in order,
+/// an entry each or, with `entry_trades` > 1, packed into entries of up to that many
+/// (stream_entry.hpp). Throws on any failure.
 inline staged_trades stage(tradeagg::redis::cluster_client& client, const synthetic::stream& s,
-                           std::size_t count, std::size_t entry_trades = 1) {
+                           std::size_t count, std::size_t entry_trades = 1, std::size_t first = 0,
+                           stage_to where = stage_to::staging) {
     staged_trades out;
     out.total = count;
     out.last_id.fill("0-0");
     std::array<std::string, stream_partitions> keys;
     for (std::size_t k = 0; k < stream_partitions; ++k) {
-        keys[k] = staging_key(k);
+        keys[k] = where == stage_to::staging ? staging_key(k)
+                                             : tradeagg::redis::stream_key(key_prefix, k);
     }
     std::vector<tradeagg::redis::cluster_command> batch;
     std::vector<std::size_t> partition; // of each command of the batch
@@ -162,7 +167,7 @@ inline staged_trades stage(tradeagg::redis::cluster_client& client, const synthe
         packed_count[k] = 0;
     };
     const std::vector<tradeagg::trade>& trades = s.trades();
-    for (std::size_t n = 0; n < count; ++n) {
+    for (std::size_t n = first; n < first + count; ++n) {
         const tradeagg::trade& t = trades[n];
         const tradeagg::trade_view v{
             s.names()[t.token], t.price, t.quantity, t.taker, t.ts_ms, t.id};
@@ -189,6 +194,9 @@ inline staged_trades stage(tradeagg::redis::cluster_client& client, const synthe
         }
     }
     send();
+    if (where == stage_to::live) {
+        return out;
+    }
     for (std::size_t k = 0; k < stream_partitions; ++k) {
         batch.push_back({{"XGROUP", "CREATE", keys[k], std::string(stream_group), "0", "MKSTREAM"},
                          tradeagg::redis::key_slot(keys[k])});

@@ -128,6 +128,7 @@ int main(int argc, char** argv) {
     bench::register_redis_end_to_end();
     bench::register_stream_read_baseline();
     bench::register_stream_ingest();
+    bench::register_stream_takeover();
 
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();

@@ -60,10 +60,12 @@ inline void configure(benchmark::internal::Benchmark* b) {
 void register_redis_per_trade();
 /// BM_redis_end_to_end/<policy>, one per shipped policy (redis_end_to_end_bench.cpp).
 void register_redis_end_to_end();
-/// BM_stream_read_baseline (stream_read_baseline_bench.cpp).
+/// BM_stream_read_baseline, and /entry_trades:<n> (stream_read_baseline_bench.cpp).
 void register_stream_read_baseline();
-/// BM_stream_ingest/instances:<n>, with the default and the larger read count
-/// (stream_ingest_bench.cpp).
+/// BM_stream_ingest/instances:<n>, with single and packed entries, and with the larger read
+/// count (stream_ingest_bench.cpp).
 void register_stream_ingest();
+/// BM_stream_takeover (stream_takeover_bench.cpp).
+void register_stream_takeover();
 
 } // namespace bench
