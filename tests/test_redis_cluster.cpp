@@ -26,6 +26,7 @@
 #include <tradeagg/redis/stream_consumer.hpp>
 #include <tradeagg/redis/stream_entry.hpp>
 #include <tradeagg/redis/stream_reply.hpp>
+#include <tradeagg/redis/token_write.hpp>
 #include <tradeagg/tradeagg.hpp>
 
 #include "redis_cluster.hpp"
@@ -390,6 +391,48 @@ TEST_CASE("packed entries: records read back as written, a bad one spoils the en
         CHECK(got.entries[e].count == 0);
     }
     CHECK(got.trades.size() == 4);
+}
+
+TEST_CASE("token changes: newer figures win, candles only the older holds stay") {
+    const auto candle_at = [](std::uint32_t interval, timestamp_ms open, double close) {
+        candle_update c;
+        c.name = "ignored";
+        c.interval_index = interval;
+        c.width = std::chrono::milliseconds(1'000);
+        c.data.open_time = open;
+        c.data.close = close;
+        return c;
+    };
+    redis::detail::token_changes older;
+    older.put(candle_at(0, 1'000, 1.0));
+    older.put(candle_at(1, 0, 1.0));
+    older.put(candle_at(0, 1'000, 1.5)); // a newer version of the same candle replaces it
+    CHECK(older.candles.size() == 2);
+    CHECK(older.candles[0].data.close == 1.5);
+    CHECK(older.candles[0].name.empty()); // the map's key is the name
+    older.has_token = true;
+    older.latest.price = 1.5;
+    older.last_applied = redis::stream_id{5, 0};
+
+    redis::detail::token_changes newer;
+    newer.put(candle_at(0, 2'000, 2.0)); // the next 1 s candle: the older one closed
+    newer.put(candle_at(1, 0, 2.0));
+    newer.last_applied = redis::stream_id{9, 1};
+    older.absorb(newer); // no latest figures in `newer`: the older ones stay
+    CHECK(older.has_token);
+    CHECK(older.latest.price == 1.5);
+    REQUIRE(older.candles.size() == 3);
+    CHECK(older.candles[0].data.close == 1.5); // only the older holds it: kept
+    CHECK(older.candles[1].data.close == 2.0); // newer version
+    CHECK(older.candles[2].data.open_time == 2'000);
+    CHECK(older.last_applied == redis::stream_id{9, 1});
+
+    redis::detail::token_changes latest;
+    latest.has_token = true;
+    latest.latest.price = 3.0;
+    older.absorb(latest); // no entry id: the one held stays
+    CHECK(older.latest.price == 3.0);
+    CHECK(older.last_applied == redis::stream_id{9, 1});
 }
 
 TEST_CASE("resp_builder: a command in RESP, and what an EVALSHA shares with its EVAL") {
