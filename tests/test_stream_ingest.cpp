@@ -324,6 +324,12 @@ TEST_CASE("stream ingest: two instances, SIGKILL, restart, reshard, master resta
     out.append(s, 5 * sixth + rest / 3, s.arrivals.size(), 10);
 
     REQUIRE(testing::eventually([&] { return all_acknowledged(cluster); }, 120s));
+    // Nothing read is left unacknowledged, and nothing waits to be written.
+    for (const int port : {port_a, port_b}) {
+        CHECK(testing::eventually([&] {
+            return figure(port, "entries_unacked") == 0 && figure(port, "tokens_waiting") == 0;
+        }));
+    }
     // Every trade arrived in its token's order: none was late.
     for (const int port : {port_a, port_b}) {
         const std::string body = get(static_cast<std::uint16_t>(port), "/performance");

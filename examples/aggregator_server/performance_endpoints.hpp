@@ -186,6 +186,11 @@ public:
             out.counter("tradeagg_stream_leases_acquired_total", "Partition leases taken",
                         s.acquired);
             out.counter("tradeagg_stream_leases_lost_total", "Partition leases lost", s.lost);
+            out.gauge("tradeagg_stream_entries_unacked",
+                      "Stream entries read and not yet acknowledged (their writes pending)",
+                      s.entries_unacked);
+            out.gauge("tradeagg_stream_tokens_waiting",
+                      "Tokens whose changes wait for the stream writer", s.tokens_waiting);
             out.gauge("tradeagg_stream_partitions_held", "Partitions this instance reads",
                       s.partitions_held);
             out.gauge("tradeagg_stream_live_instances", "Instances sharing the partitions",

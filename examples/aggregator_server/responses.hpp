@@ -260,6 +260,8 @@ inline boost::json::object streams_json(const tradeagg::redis::stream_consumer_s
     o["trades_late"] = s.trades_late;
     o["trades_applied"] = s.trades_applied;
     o["entries_acked"] = s.entries_acked;
+    o["entries_unacked"] = s.entries_unacked;
+    o["tokens_waiting"] = s.tokens_waiting;
     o["entries_trimmed"] = s.entries_trimmed;
     o["token_writes"] = s.token_writes;
     o["write_retries"] = s.write_retries;

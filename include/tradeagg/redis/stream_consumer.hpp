@@ -271,9 +271,16 @@ private:
             writer_.apply(p, entries);
             writer_.hand_over(p, std::move(ids), entries.trades.size());
         }
+        std::size_t unacked = 0;
+        for (const partition* p : held) {
+            unacked += p->epoch != 0 ? p->unacked : 0;
+        }
+        const std::size_t waiting = behind_.tokens_waiting();
         control_.update([&](stream_consumer_stats& s) {
             ++s.rounds;
             s.entries_read += total;
+            s.entries_unacked = unacked;
+            s.tokens_waiting = waiting;
         });
         return total;
     }

@@ -23,6 +23,8 @@ struct stream_consumer_stats {
     std::uint64_t acquired = 0;        ///< leases taken (each one a rebuild)
     std::uint64_t released = 0;        ///< leases given up for balance or at stop
     std::uint64_t lost = 0;            ///< leases lost: fenced, lapsed, or not renewed in time
+    std::size_t entries_unacked = 0;   ///< read and not yet acknowledged (their writes pending)
+    std::size_t tokens_waiting = 0;    ///< tokens whose changes wait for the writer
     std::size_t partitions_held = 0;
     std::size_t live_instances = 0;
     std::string held; ///< the partitions held, e.g. "0,2"

@@ -116,6 +116,16 @@ public:
         return generation;
     }
 
+    /// Tokens whose changes wait to be written or are being written. Any thread.
+    [[nodiscard]] std::size_t tokens_waiting() const {
+        const std::lock_guard lock(mutex_);
+        std::size_t n = in_flight_tokens_;
+        for (const lane& l : lanes_) {
+            n += l.waiting.size();
+        }
+        return n;
+    }
+
     /// A partition's progress. Any thread.
     [[nodiscard]] write_progress progress(std::size_t partition) const {
         const std::lock_guard lock(mutex_);
@@ -177,6 +187,7 @@ private:
                         take.push_back({k, l.progress.epoch, l.progress.handed, {}, false, false});
                         take.back().tokens.swap(l.waiting);
                         l.in_flight = true;
+                        in_flight_tokens_ += take.back().tokens.size();
                     }
                 }
             }
@@ -244,6 +255,7 @@ private:
                     }
                 }
                 ++takes_done_;
+                in_flight_tokens_ = 0;
             }
             progressed_.notify_all();
             control_.update([&](stream_consumer_stats& s) {
@@ -276,6 +288,7 @@ private:
     std::condition_variable progressed_; ///< a take finished
     std::vector<lane> lanes_;            ///< per partition
     std::uint64_t takes_done_ = 0;
+    std::size_t in_flight_tokens_ = 0; ///< in the take being written
     bool quit_ = false;
     std::thread thread_;
 };
