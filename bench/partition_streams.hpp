@@ -25,13 +25,18 @@
 
 #include <hiredis/hiredis.h>
 
+#include <tradeagg/pipeline.hpp>
+#include <tradeagg/policy.hpp>
 #include <tradeagg/redis/cluster_client.hpp>
 #include <tradeagg/redis/slots.hpp>
 #include <tradeagg/redis/stream_entry.hpp>
+#include <tradeagg/runtime_config.hpp>
+#include <tradeagg/sink/memory_sink.hpp>
 #include <tradeagg/trade.hpp>
 
 #include "redis_bench_settings.hpp"
-#include "redis_cluster.hpp" // tests/: the 3-master cluster the stream tests use
+#include "redis_cluster.hpp"  // tests/: the 3-master cluster the stream tests use
+#include "redis_keyspace.hpp" // tests/: Redis compared with a memory_sink
 #include "stream.hpp"
 
 namespace bench {
@@ -264,6 +269,30 @@ inline std::string unacknowledged(tradeagg::redis::cluster_client& client,
                    " pending, delivered up to " + std::string(delivered) + " of " +
                    staged.last_id[k];
         }
+    }
+    return {};
+}
+
+/// The first `count` trades of `s` through a memory pipeline, and the cluster compared with it.
+/// Empty if they agree, otherwise what differs; `keys` is set to the keys compared.
+inline std::string check_cluster(const synthetic::stream& s, std::size_t count, std::size_t& keys) {
+    tradeagg::pipeline<tradeagg::throughput_policy, tradeagg::memory_sink> ref{
+        tradeagg::runtime_config{}};
+    const std::vector<tradeagg::trade>& trades = s.intern_into(ref);
+    ref.start();
+    {
+        auto producer = ref.make_producer();
+        for (std::size_t n = 0; n < count; ++n) {
+            (void)producer.push(trades[n]);
+        }
+    }
+    ref.stop();
+    const tradeagg::testing::mismatch_log log = tradeagg::testing::compare_cluster_with(
+        stream_cluster().node(0).port(), ref.sink(), std::string(key_prefix),
+        tradeagg::throughput_policy::intervals, &keys);
+    if (log.count != 0) {
+        return std::to_string(log.count) + " differences between the cluster and the reference, " +
+               "e.g. " + log.first.front();
     }
     return {};
 }

@@ -98,30 +98,6 @@ void wait_for_shares(const std::vector<std::unique_ptr<bench_consumer>>& consume
     }
 }
 
-/// The first `count` trades of `s` through a memory pipeline, and the cluster compared with it.
-/// Empty if they agree, otherwise what differs; `keys` is set to the keys compared.
-std::string check_cluster(const synthetic::stream& s, std::size_t count, std::size_t& keys) {
-    tradeagg::pipeline<tradeagg::throughput_policy, tradeagg::memory_sink> ref{
-        tradeagg::runtime_config{}};
-    const std::vector<tradeagg::trade>& trades = s.intern_into(ref);
-    ref.start();
-    {
-        auto producer = ref.make_producer();
-        for (std::size_t n = 0; n < count; ++n) {
-            (void)producer.push(trades[n]);
-        }
-    }
-    ref.stop();
-    const tradeagg::testing::mismatch_log log = tradeagg::testing::compare_cluster_with(
-        stream_cluster().node(0).port(), ref.sink(), std::string(key_prefix),
-        tradeagg::throughput_policy::intervals, &keys);
-    if (log.count != 0) {
-        return std::to_string(log.count) + " differences between the cluster and the reference, " +
-               "e.g. " + log.first.front();
-    }
-    return {};
-}
-
 void bm_stream_ingest(benchmark::State& state, std::size_t instances, std::size_t read_count,
                       std::size_t entry_trades) {
     const std::string name = stream_ingest_name(instances, read_count, entry_trades);

@@ -159,25 +159,7 @@ void bm_stream_takeover(benchmark::State& state) {
                                            st.last_error);
                 break;
             }
-            // The reference: every trade, through a memory pipeline.
-            tradeagg::pipeline<tradeagg::throughput_policy, tradeagg::memory_sink> ref{
-                tradeagg::runtime_config{}};
-            const auto& trades = s.intern_into(ref);
-            ref.start();
-            {
-                auto producer = ref.make_producer();
-                for (std::size_t n = 0; n < total; ++n) {
-                    (void)producer.push(trades[n]);
-                }
-            }
-            ref.stop();
-            const tradeagg::testing::mismatch_log log = tradeagg::testing::compare_cluster_with(
-                stream_cluster().node(0).port(), ref.sink(), std::string(key_prefix),
-                tradeagg::throughput_policy::intervals, &keys);
-            if (check_failed(state, name,
-                             log.count == 0 ? std::string()
-                                            : std::to_string(log.count) + " differences, e.g. " +
-                                                  log.first.front())) {
+            if (check_failed(state, name, check_cluster(s, total, keys))) {
                 break;
             }
         }
