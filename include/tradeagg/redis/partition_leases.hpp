@@ -60,8 +60,16 @@ struct stream_partition {
     };
     std::deque<hand_over> awaiting;  ///< handed over, oldest first, not yet written
     std::vector<std::string> to_ack; ///< written, to acknowledge
-    std::size_t unacked = 0;         ///< entries read and not yet acknowledged
     bool lost = false;               ///< dropped during the round
+
+    /// Entries read and not yet acknowledged (nor in an XACK being sent).
+    [[nodiscard]] std::size_t unacked() const noexcept {
+        std::size_t n = to_ack.size();
+        for (const hand_over& h : awaiting) {
+            n += h.ids.size();
+        }
+        return n;
+    }
 
     /// Forgets what was read while held.
     void put_down() {
@@ -69,7 +77,6 @@ struct stream_partition {
         state.reset();
         awaiting.clear();
         to_ack.clear();
-        unacked = 0;
     }
 
     /// Redis granted (or renewed) the lease for `ttl` to a command sent at `sent`: it is
@@ -173,16 +180,15 @@ public:
         if (p.epoch == 0) {
             return;
         }
-        p.put_down();
+        start_over(p);
         p.lost = true;
-        behind_.forget(p.index);
         control_.note_error(std::move(why));
         control_.update([](stream_consumer_stats& s) { ++s.lost; });
         publish_held();
     }
 
-    /// Starts a partition over: forgets what was read (the lease stays; it is acquired again
-    /// under a new epoch at the next balance).
+    /// Starts a partition over: forgets what was read and what waits to be written (a lease
+    /// still held is acquired again under a new epoch at the next balance).
     void start_over(partition& p) {
         p.put_down();
         behind_.forget(p.index);
@@ -282,8 +288,7 @@ private:
     void release(partition& p) {
         (void)client_.run_one(client_.script(lease_scripts::release, p.slot,
                                              {p.lease, holder_, std::to_string(p.epoch)}, 1));
-        p.put_down();
-        behind_.forget(p.index);
+        start_over(p);
         control_.update([](stream_consumer_stats& s) { ++s.released; });
     }
 

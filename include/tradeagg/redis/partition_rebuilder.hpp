@@ -77,6 +77,7 @@ public:
         const std::string to = delivered->text();
         tradeagg::detail::string_map<std::optional<stream_id>> stored;
         stream_entries entries;
+        std::vector<bool> in_redis; ///< per trade of `entries`: its effect is in Redis already
         while (*delivered != stream_id{} && p.epoch != 0) {
             command_result r = client_.run_one(cluster_command{
                 {"XRANGE", p.stream, from, to, "COUNT", std::to_string(cfg_.read_count)}, p.slot});
@@ -95,23 +96,22 @@ public:
             // A trade of an entry at or below its token's stored id is in Redis already: it
             // is applied, and what it changed is not written. A token's such trades come
             // before its others, so applying them all first keeps each token's order.
-            const auto done = [&](const stream_entry_view& e, const trade_view& t) {
-                const auto s = stored.find(t.token);
-                return s != stored.end() && s->second && e.id <= *s->second;
-            };
+            in_redis.assign(entries.trades.size(), false);
             std::size_t skipped = 0;
+            for (const stream_entry_view& e : entries.entries) {
+                for (std::size_t i = e.first; i < e.first + e.count; ++i) {
+                    const auto s = stored.find(entries.trades[i].token);
+                    in_redis[i] = s != stored.end() && s->second && e.id <= *s->second;
+                    skipped += in_redis[i] ? 1 : 0;
+                }
+            }
             writer_.apply(
-                p, entries,
-                [&](const stream_entry_view& e, const trade_view& t) {
-                    const bool old = done(e, t);
-                    skipped += old ? 1 : 0;
-                    return old;
-                },
+                p, entries, [&](const stream_entry_view&, std::size_t i) { return in_redis[i]; },
                 false);
             p.state->sink.tokens.clear(); // in Redis already
             writer_.apply(
-                p, entries,
-                [&](const stream_entry_view& e, const trade_view& t) { return !done(e, t); }, true);
+                p, entries, [&](const stream_entry_view&, std::size_t i) { return !in_redis[i]; },
+                true);
             writer_.hand_over(p, {}, entries.trades.size() - skipped);
             control_.update([&](stream_consumer_stats& s) {
                 s.entries_replayed += entries.entries.size();

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -45,8 +46,9 @@ public:
     partition_writer(const partition_writer&) = delete;
     partition_writer& operator=(const partition_writer&) = delete;
 
-    /// Applies the trades of `in` that `select(entry, trade)` picks to a partition's state, in
-    /// stream order; invalid entries are counted and reported when `count_invalid`.
+    /// Applies the trades of `in` that `select(entry, i)` picks (`i` indexes `in.trades`) to a
+    /// partition's state, in stream order; invalid entries are counted and reported when
+    /// `count_invalid`.
     template <class Select>
     void apply(partition& p, const stream_entries& in, Select&& select, bool count_invalid) {
         std::uint64_t invalid = 0;
@@ -60,10 +62,10 @@ public:
                 continue;
             }
             for (std::size_t i = e.first; i < e.first + e.count; ++i) {
-                const trade_view& t = in.trades[i];
-                if (!select(e, t)) {
+                if (!select(e, i)) {
                     continue;
                 }
+                const trade_view& t = in.trades[i];
                 std::string_view why;
                 if (p.state->push(t, why)) {
                     tradeagg::detail::find_or_add(p.state->applied, t.token) = e.id;
@@ -85,7 +87,7 @@ public:
     /// Applies every trade of `in`.
     void apply(partition& p, const stream_entries& in) {
         apply(
-            p, in, [](const stream_entry_view&, const trade_view&) { return true; }, true);
+            p, in, [](const stream_entry_view&, std::size_t) { return true; }, true);
     }
 
     /// Hands the changes applied to `p` since the last hand-over to the writer (write_behind.hpp),
@@ -94,7 +96,6 @@ public:
     void hand_over(partition& p, std::vector<std::string> ids, std::size_t applied) {
         const std::uint64_t generation =
             behind_.hand_over(p.index, p.epoch, p.state->sink.tokens, p.state->applied);
-        p.unacked += ids.size();
         p.awaiting.push_back({generation, std::move(ids), applied});
     }
 
@@ -104,12 +105,12 @@ public:
                       std::vector<partition*>& owner) {
         std::uint64_t applied = 0;
         for (partition* p : parts) {
-            if (p->epoch == 0 || fenced(*p)) {
+            const std::optional<write_progress> w = progress_if_held(*p);
+            if (!w) {
                 continue;
             }
-            const write_progress w = behind_.progress(p->index);
-            while (!p->awaiting.empty() && w.epoch == p->epoch &&
-                   p->awaiting.front().generation <= w.written) {
+            while (!p->awaiting.empty() && w->epoch == p->epoch &&
+                   p->awaiting.front().generation <= w->written) {
                 auto& done = p->awaiting.front();
                 applied += done.applied;
                 for (std::string& id : done.ids) {
@@ -142,10 +143,8 @@ public:
         std::uint64_t count = 0;
         for (std::size_t i = first; i < first + owner.size(); ++i) {
             partition& p = *owner[i - first];
-            const std::size_t ids = cmds[i].args.size() - 3;
             if (r[i].ok()) {
-                count += ids;
-                p.unacked -= std::min(p.unacked, ids);
+                count += cmds[i].args.size() - 3;
             } else {
                 control_.note_error("XACK: " + r[i].error);
                 if (p.epoch != 0) {
@@ -186,9 +185,8 @@ public:
         for (;;) {
             bool done = true;
             for (partition* p : parts) {
-                if (p->epoch != 0 && !fenced(*p)) {
-                    const write_progress w = behind_.progress(p->index);
-                    done = done && !(w.epoch == p->epoch && w.written < w.handed);
+                if (const std::optional<write_progress> w = progress_if_held(*p)) {
+                    done = done && !(w->epoch == p->epoch && w->written < w->handed);
                 }
             }
             if (done) {
@@ -206,15 +204,19 @@ public:
     }
 
 private:
-    /// Drops `p` if one of its writes was refused for a newer epoch.
-    bool fenced(partition& p) {
+    /// The writer's progress on `p`, if `p` is held; drops `p` (nothing) if one of its writes
+    /// was refused for a newer epoch.
+    std::optional<write_progress> progress_if_held(partition& p) {
+        if (p.epoch == 0) {
+            return std::nullopt;
+        }
         const write_progress w = behind_.progress(p.index);
         if (w.epoch == p.epoch && w.fenced) {
             leases_.drop(p, "partition " + std::to_string(p.index) +
                                 ": a token holds a newer epoch (taken over)");
-            return true;
+            return std::nullopt;
         }
-        return false;
+        return w;
     }
 
     const stream_consumer_config& cfg_;

@@ -10,26 +10,38 @@
 
 namespace tradeagg::redis::detail {
 
+/// Appends `arg` to `out` as one RESP bulk string (`$<length>`, the bytes).
+inline void append_resp_argument(std::string& out, std::string_view arg) {
+    char text[24];
+    text[0] = '$';
+    const auto r = std::to_chars(text + 1, text + sizeof text - 2, arg.size());
+    char* end = r.ptr;
+    *end++ = '\r';
+    *end++ = '\n';
+    out.append(text, end);
+    out.append(arg);
+    out.append("\r\n", 2);
+}
+
 class resp_builder {
 public:
     /// Appends one argument. Allocates as the buffer grows.
     void add(std::string_view arg) {
-        append_length('$', arg.size());
-        body_.append(arg);
-        body_.append("\r\n", 2);
+        append_resp_argument(body_, arg);
         ++count_;
     }
 
-    /// The command so far in RESP (`*<count>`, then each argument), and starts a new one.
+    /// The command so far in RESP (`*<count>`, then each argument), and starts a new one; the
+    /// buffer keeps its capacity for the next.
     [[nodiscard]] std::string take() {
         std::string out;
         out.reserve(body_.size() + 24);
-        std::swap(out, body_);
+        out.push_back('*');
+        out.append(std::to_string(count_));
+        out.append("\r\n", 2);
+        out.append(body_);
         body_.clear();
-        std::string head;
-        append_length_to(head, '*', count_);
         count_ = 0;
-        out.insert(0, head);
         return out;
     }
 
@@ -37,18 +49,6 @@ public:
     [[nodiscard]] std::size_t count() const noexcept { return count_; }
 
 private:
-    void append_length(char kind, std::size_t n) { append_length_to(body_, kind, n); }
-
-    static void append_length_to(std::string& out, char kind, std::size_t n) {
-        char text[24];
-        text[0] = kind;
-        const auto r = std::to_chars(text + 1, text + sizeof text - 2, n);
-        char* end = r.ptr;
-        *end++ = '\r';
-        *end++ = '\n';
-        out.append(text, end);
-    }
-
     std::string body_;
     std::size_t count_ = 0;
 };

@@ -76,13 +76,8 @@ public:
                 continue;
             }
             c.args[0] = "EVAL";
-            for (const auto& [body, sha] : shas_) {
-                if (sha == c.args[1]) {
-                    c.args[1] = body;
-                }
-            }
-            if (const auto named = bodies_.find(c.args[1]); named != bodies_.end()) {
-                c.args[1] = std::string(named->second);
+            if (const std::string_view body = body_named(c.args[1]); !body.empty()) {
+                c.args[1] = std::string(body);
             }
             retry.push_back(std::move(c));
         }
@@ -105,8 +100,20 @@ public:
     [[nodiscard]] cluster_client& cluster() noexcept { return client_; }
 
 private:
-    /// An EVALSHA written in RESP, as the EVAL of its script (the same arguments after the
-    /// script's name); unchanged if the name is not one of the scripts sent.
+    /// The script sent under `name` (its SHA1, or the name it has until it is loaded); empty
+    /// if none was.
+    [[nodiscard]] std::string_view body_named(std::string_view name) const {
+        for (const auto& [body, sha] : shas_) {
+            if (sha == name) {
+                return body;
+            }
+        }
+        const auto named = bodies_.find(std::string(name));
+        return named != bodies_.end() ? named->second : std::string_view();
+    }
+
+    /// An EVALSHA written in RESP, as the EVAL of its script (the same argument count and the
+    /// same arguments after the script's name); unchanged if the name is not one sent here.
     [[nodiscard]] std::string as_eval(const std::string& resp) const {
         const std::size_t rest = resp_after_two_arguments(resp);
         if (rest == std::string::npos) {
@@ -114,27 +121,16 @@ private:
         }
         const std::size_t name_end = rest - 2;
         const std::size_t name_start = resp.rfind('\n', name_end - 1) + 1;
-        const std::string name = resp.substr(name_start, name_end - name_start);
-        std::string_view body;
-        for (const auto& [text, sha] : shas_) {
-            if (sha == name) {
-                body = text;
-            }
-        }
-        if (const auto named = bodies_.find(name); named != bodies_.end()) {
-            body = named->second;
-        }
+        const std::string_view body =
+            body_named(std::string_view(resp).substr(name_start, name_end - name_start));
         if (body.empty()) {
             return resp;
         }
-        resp_builder b;
-        b.add("EVAL");
-        b.add(body);
-        std::string head = b.take();
-        // `b` counted two arguments: the count is the EVALSHA's, which the EVAL keeps.
-        head.replace(0, head.find("\r\n"), resp.substr(0, resp.find("\r\n")));
-        head.append(resp, rest);
-        return head;
+        std::string eval = resp.substr(0, resp.find("\r\n") + 2); // `*<count>`
+        append_resp_argument(eval, "EVAL");
+        append_resp_argument(eval, body);
+        eval.append(resp, rest);
+        return eval;
     }
 
     /// The script's SHA1, as SCRIPT LOAD answers it; until that succeeds, a name no script has

@@ -208,7 +208,7 @@ private:
         const std::size_t first_read = cmds.size();
         std::vector<partition*> who;
         for (partition* p : held) {
-            if (p->epoch != 0 && p->unacked < max_unacked()) {
+            if (p->epoch != 0 && p->unacked() < max_unacked()) {
                 cmds.push_back(
                     client_.script(lease_scripts::read, p->slot,
                                    {p->lease, p->stream, leases_.holder(), std::to_string(p->epoch),
@@ -273,7 +273,7 @@ private:
         }
         std::size_t unacked = 0;
         for (const partition* p : held) {
-            unacked += p->epoch != 0 ? p->unacked : 0;
+            unacked += p->epoch != 0 ? p->unacked() : 0;
         }
         const std::size_t waiting = behind_.tokens_waiting();
         control_.update([&](stream_consumer_stats& s) {

@@ -59,15 +59,19 @@ struct token_changes {
     }
 };
 
+/// How many keys `token_write` has for `t`: its latest and rolling hashes, and its candles.
+[[nodiscard]] inline std::size_t token_write_keys(const token_changes& t) noexcept {
+    return 2 + t.candles.size();
+}
+
 /// Adds the keys and arguments of `token_write` (lease.hpp) for `name`'s changes `t` to `b`
-/// (resp.hpp), the keys first, in the order lease.hpp gives: written under the partition's
-/// `epoch` with the id of the token's last applied entry, if any; candles expire
-/// `candle_retention_intervals` of their interval after they are created. Returns how many
-/// keys it added.
+/// (resp.hpp), the `token_write_keys(t)` keys first, in the order lease.hpp gives: written
+/// under the partition's `epoch` with the id of the token's last applied entry, if any;
+/// candles expire `candle_retention_intervals` of their interval after they are created.
 template <class Builder>
-std::size_t add_token_write(Builder& b, std::string_view prefix, std::string_view name,
-                            const token_changes& t, std::uint64_t epoch,
-                            std::size_t candle_retention_intervals) {
+void add_token_write(Builder& b, std::string_view prefix, std::string_view name,
+                     const token_changes& t, std::uint64_t epoch,
+                     std::size_t candle_retention_intervals) {
     b.add(latest_key(prefix, name));
     b.add(rolling_key(prefix, name));
     for (const candle_update& c : t.candles) {
@@ -95,7 +99,6 @@ std::size_t add_token_write(Builder& b, std::string_view prefix, std::string_vie
                   .view());
         pairs(c.data, candle_fields.size());
     }
-    return 2 + t.candles.size();
 }
 
 } // namespace tradeagg::redis::detail

@@ -197,9 +197,9 @@ private:
                 for (auto it = take[i].tokens.begin(); it != take[i].tokens.end(); ++it) {
                     cmds.push_back(client_.script_resp(
                         lease_scripts::token_write, token_slot(it->first),
-                        2 + it->second.candles.size(), [&](resp_builder& b) {
-                            (void)add_token_write(b, cfg_.key_prefix, it->first, it->second,
-                                                  take[i].epoch, cfg_.candle_retention_intervals);
+                        token_write_keys(it->second), [&](resp_builder& b) {
+                            add_token_write(b, cfg_.key_prefix, it->first, it->second,
+                                            take[i].epoch, cfg_.candle_retention_intervals);
                         }));
                     who.emplace_back(i, it);
                 }
