@@ -6,10 +6,14 @@
 #include <cstdint>
 #include <cstring>
 #include <new>
+#include <stdexcept>
+#include <string>
 #include <type_traits>
 
 #include <tradeagg/candle.hpp>
 #include <tradeagg/config.hpp>
+#include <tradeagg/detail/byte_codec.hpp>
+#include <tradeagg/detail/compensated_sum.hpp>
 #include <tradeagg/trade.hpp>
 
 namespace tradeagg {
@@ -41,6 +45,38 @@ struct rolling_slot : price_summary {
     std::int64_t index = 0; ///< event time / sub-bucket width
 };
 static_assert(std::is_trivially_copyable_v<rolling_slot>);
+
+/// Writes both parts of a sum, so that its value reads back bit for bit.
+inline void save_sum(byte_writer& out, const compensated_sum& s) {
+    out.f64(s.sum);
+    out.f64(s.compensation);
+}
+
+inline void load_sum(byte_reader& in, compensated_sum& s) {
+    s.sum = in.f64();
+    s.compensation = in.f64();
+}
+
+/// Writes a summary's ends, extremes, sums and count (72 bytes).
+inline void save_summary(byte_writer& out, const price_summary& p) {
+    out.f64(p.open);
+    out.f64(p.high);
+    out.f64(p.low);
+    out.f64(p.close);
+    save_sum(out, p.volume);
+    save_sum(out, p.quote_volume);
+    out.u64(p.trades);
+}
+
+inline void load_summary(byte_reader& in, price_summary& p) {
+    p.open = in.f64();
+    p.high = in.f64();
+    p.low = in.f64();
+    p.close = in.f64();
+    load_sum(in, p.volume);
+    load_sum(in, p.quote_volume);
+    p.trades = in.u64();
+}
 
 /// Sub-buckets that hold trades, in time order, in a ring that grows by doubling up to the
 /// window's sub-bucket count: a token pays only for the sub-buckets it traded in.
@@ -183,6 +219,92 @@ public:
         capacity_ = head_ = size_ = 0;
         prefix_valid_ = true;
         prefix_any_ = false;
+    }
+
+    /// Writes the ring's capacity, its sub-buckets oldest first and the kept prefix as it is,
+    /// for `load`. The prefix is saved rather than rebuilt on load so that a stale one (not
+    /// valid, rebuilt when next asked for) reads back as it was, bit for bit. Never allocates
+    /// beyond what `out` does.
+    void save(byte_writer& out) const {
+        out.u32(capacity_);
+        out.u32(size_);
+        for (std::uint32_t i = 0; i < size_; ++i) {
+            out.i64(at(i).index);
+            save_summary(out, at(i));
+        }
+        save_summary(out, prefix_);
+        out.boolean(prefix_valid_);
+        out.boolean(prefix_any_);
+    }
+
+    /// Reads what `save` wrote into this window, which holds no ring (new, or cleared);
+    /// `bytes` grows by the ring it allocates, as `merge` counts it. The ring gets the saved
+    /// capacity, so the byte counts (and the reclamations they trigger) go on as they would
+    /// have. Throws `snapshot_error` on input that does not read back or breaks the ring's
+    /// rules (size within capacity within the window, indices increasing within one window,
+    /// no empty sub-bucket, prefix flags that agree with the size), the window unchanged.
+    /// Allocates the ring.
+    void load(byte_reader& in, std::size_t& bytes) {
+        if (slots_ != nullptr) {
+            throw std::logic_error("rolling_window::load: the window already holds a ring");
+        }
+        const std::uint32_t capacity = in.u32();
+        const std::uint32_t size = in.u32();
+        if (capacity > bucket_count || size > capacity) {
+            in.fail("rolling window of " + std::to_string(size) + " sub-buckets in a ring of " +
+                    std::to_string(capacity) + " (at most " + std::to_string(bucket_count) + ")");
+        }
+        // Checked before allocating, so corrupt input costs no ring: each sub-bucket takes
+        // its index and a summary.
+        if (std::size_t{size} * (8 + 72) > in.left()) {
+            in.fail("truncated: a rolling window of " + std::to_string(size) + " sub-buckets");
+        }
+        auto* slots =
+            capacity == 0
+                ? nullptr
+                : static_cast<rolling_slot*>(::operator new(capacity * sizeof(rolling_slot)));
+        try {
+            for (std::uint32_t i = 0; i < size; ++i) {
+                rolling_slot& s = *::new (static_cast<void*>(slots + i)) rolling_slot{};
+                s.index = in.i64();
+                load_summary(in, s);
+                if (s.index < 0 || s.index > max_timestamp_ms / BucketMs) {
+                    in.fail("rolling sub-bucket index " + std::to_string(s.index) +
+                            " out of range");
+                }
+                if (i > 0 && s.index <= slots[i - 1].index) {
+                    in.fail("rolling sub-bucket index " + std::to_string(s.index) +
+                            " does not follow " + std::to_string(slots[i - 1].index));
+                }
+                if (s.index - slots[0].index >= bucket_count) {
+                    in.fail("rolling sub-buckets span more than the window");
+                }
+                if (s.trades == 0) {
+                    in.fail("an empty rolling sub-bucket");
+                }
+            }
+            price_summary prefix;
+            load_summary(in, prefix);
+            const bool valid = in.boolean();
+            const bool any = in.boolean();
+            // A valid prefix sums every sub-bucket but the last.
+            if (valid && any != (size > 1)) {
+                in.fail("rolling prefix flags disagree with " + std::to_string(size) +
+                        " sub-buckets");
+            }
+            prefix_ = prefix;
+            prefix_valid_ = valid;
+            prefix_any_ = any;
+        } catch (...) {
+            ::operator delete(slots);
+            throw;
+        }
+        slots_ = slots;
+        capacity_ = capacity;
+        head_ = 0;
+        size_ = size;
+        oldest_ = size > 0 ? slots[0].index : 0;
+        bytes += std::size_t{capacity} * sizeof(rolling_slot);
     }
 
 private:

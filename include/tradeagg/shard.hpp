@@ -194,6 +194,29 @@ public:
         flush();
     }
 
+    /// Writes the shard's aggregation state for `load_state`: the policy's layout fingerprint,
+    /// the event clock, the book (`token_book::save`). Only while the worker is not running and
+    /// nothing is queued or held for the sink: right after `apply_here`. Allocates as `out`
+    /// grows.
+    void save_state(detail::byte_writer& out) const {
+        out.u64(detail::layout_fingerprint<Policy>);
+        out.i64(clock_);
+        book_.save(out);
+    }
+
+    /// Takes the state `save_state` wrote, into a shard that holds none and whose worker is not
+    /// running: fed the same trades, it hands its sink what the saved shard would have. Throws
+    /// `snapshot_error` on input that does not read back or is another policy layout's; the shard
+    /// then holds part of it and must be discarded. Allocates.
+    void load_state(detail::byte_reader& in) {
+        detail::check_layout_fingerprint<Policy>(in);
+        clock_ =
+            detail::read_event_time(in, "shard clock", std::numeric_limits<timestamp_ms>::min());
+        clock_published_.store(clock_, std::memory_order_relaxed);
+        book_.load(in, table_);
+        publish();
+    }
+
     /// Trades drained per batch. Any thread.
     [[nodiscard]] std::size_t batch_width() const noexcept {
         return batch_width_.load(std::memory_order_relaxed);

@@ -1,12 +1,16 @@
 #pragma once
 // The book a shard keeps of the tokens it owns: each token's state (token_state.hpp) in an
-// arena, the tokens changed since the last flush, and when each token's buckets next close.
+// arena, the tokens changed since the last flush, and when each token's buckets next close; and
+// how all of it is saved and loaded, bit for bit (a shard's snapshot).
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
+#include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -14,6 +18,7 @@
 #include <tradeagg/arena.hpp>
 #include <tradeagg/candle.hpp>
 #include <tradeagg/config.hpp>
+#include <tradeagg/detail/byte_codec.hpp>
 #include <tradeagg/detail/large_allocator.hpp>
 #include <tradeagg/policy.hpp>
 #include <tradeagg/rolling_window.hpp>
@@ -22,6 +27,47 @@
 #include <tradeagg/trade.hpp>
 
 namespace tradeagg {
+
+namespace detail {
+
+/// Version of the encoding of saved shard state (`shard::save_state` and what it calls); part
+/// of the layout fingerprint, so a snapshot in another encoding is refused as another layout's.
+inline constexpr std::uint32_t snapshot_format_version = 1;
+
+/// A digest of what saved token state means under `Policy`: the format version, every interval
+/// width, the allowed lateness, the rolling sub-bucket and window, and the slot layout. Two
+/// policies with the same digest read each other's snapshots.
+template <policy Policy>
+inline constexpr std::uint64_t layout_fingerprint = [] {
+    using layout = candle_layout<Policy>;
+    constexpr std::size_t n = 7 + layout::interval_count;
+    std::array<std::uint64_t, n> values{snapshot_format_version,
+                                        layout::interval_count,
+                                        static_cast<std::uint64_t>(layout::lateness),
+                                        static_cast<std::uint64_t>(Policy::rolling_bucket.count()),
+                                        static_cast<std::uint64_t>(rolling_window_length.count()),
+                                        layout::finest_slots,
+                                        layout::total_slots};
+    for (std::size_t i = 0; i < layout::interval_count; ++i) {
+        values[7 + i] = static_cast<std::uint64_t>(layout::widths[i]);
+    }
+    std::array<char, 8 * n> bytes{};
+    for (std::size_t i = 0; i < 8 * n; ++i) {
+        bytes[i] = static_cast<char>((values[i / 8] >> (8 * (i % 8))) & 0xff);
+    }
+    return fnv1a64(std::string_view(bytes.data(), bytes.size()));
+}();
+
+/// Reads a layout fingerprint and refuses one that is not `Policy`'s.
+template <policy Policy>
+void check_layout_fingerprint(byte_reader& in) {
+    if (in.u64() != layout_fingerprint<Policy>) {
+        in.fail("snapshot from another policy layout (not " + std::string(Policy::name) +
+                "'s intervals, lateness, rolling sub-buckets or format)");
+    }
+}
+
+} // namespace detail
 
 /// The tokens one shard owns: id -> state, arena-allocated; the list of those changed since
 /// the last flush; and the schedule of event times at which a token's buckets close or become
@@ -230,6 +276,97 @@ public:
         if (used < states_.size() / 2) {
             states_.resize(used);
             shrink(states_);
+        }
+    }
+
+    /// Writes every token's state for `load`: the count, then in id order each token's name,
+    /// state (`state::save`) and schedule entry; then the tokens changed since the last flush,
+    /// in the order they will be collected, by their place in that list. Worker thread (or the
+    /// owner of a shard it does not run). Allocates as `out` grows, and a table of places while
+    /// changes are pending.
+    void save(detail::byte_writer& out) const {
+        out.u32(static_cast<std::uint32_t>(active_now_));
+        std::vector<std::uint32_t> place(dirty_.empty() ? 0 : states_.size());
+        std::uint32_t saved = 0;
+        for (const state* s : states_) {
+            if (s == nullptr) {
+                continue;
+            }
+            if (!place.empty()) {
+                place[s->id] = saved;
+            }
+            ++saved;
+            out.text(s->name);
+            s->save(out);
+            // The entry itself, not the next event: a token whose events moved later keeps its
+            // earlier entry, and moves its watermark to the clock when the entry comes due.
+            out.i64(s->scheduled);
+        }
+        out.u32(static_cast<std::uint32_t>(dirty_.size()));
+        for (const state* s : dirty_) {
+            out.u32(place[s->id]);
+        }
+    }
+
+    /// Reads what `save` wrote into this book, which holds no token: each token is interned in
+    /// `table` (in the saved order, so a new table numbers them as the saved book's table did
+    /// if its tokens all had state), gets its state, its schedule entry and its place in the
+    /// changed list back. Throws `snapshot_error` on input that does not read back, a token
+    /// listed twice, or one `table` refuses (named, with the reason); the book then holds part of
+    /// the input and must be discarded. Worker thread, or the shard's owner. Allocates.
+    template <class Table>
+    void load(detail::byte_reader& in, Table& table) {
+        if (active_now_ != 0) {
+            throw std::logic_error("token_book::load: the book already holds tokens");
+        }
+        const std::uint32_t count = in.u32();
+        std::vector<state*> loaded;
+        for (std::uint32_t i = 0; i < count; ++i) {
+            const std::string_view name = in.text();
+            const auto interned = table.intern(name);
+            if (interned.reason != reject_reason::none) {
+                in.fail("token '" + std::string(name) +
+                        "' refused by the token table: " + std::string(to_string(interned.reason)));
+            }
+            if (find(interned.id) != nullptr) {
+                in.fail("token '" + std::string(name) + "' listed twice");
+            }
+            state& s = get(interned.id, table);
+            loaded.push_back(&s);
+            s.load(in, rolling_bytes_);
+            const timestamp_ms at = in.i64();
+            // `schedule` keeps an entry at or before the next event, and none only without one.
+            if (at > s.next_event) {
+                in.fail("token '" + std::string(name) + "' scheduled at " + std::to_string(at) +
+                        ", after its next event " + std::to_string(s.next_event));
+            }
+            if (at != state::none) {
+                s.scheduled = at;
+                due_.emplace_back(at, s.id);
+                std::push_heap(due_.begin(), due_.end(), std::greater<>{});
+            }
+        }
+        const std::uint32_t changed = in.u32();
+        if (changed > count) {
+            in.fail(std::to_string(changed) + " changed tokens of " + std::to_string(count));
+        }
+        for (std::uint32_t i = 0; i < changed; ++i) {
+            const std::uint32_t at = in.u32();
+            if (at >= count || loaded[at]->in_dirty_list) {
+                in.fail("changed token " + std::to_string(at) + " of " + std::to_string(count) +
+                        " unknown or listed twice");
+            }
+            mark_dirty(*loaded[at]);
+        }
+        // A changed bucket is on the list already when the book was saved whole; one that is
+        // not still reaches the sink at the next flush.
+        for (state* s : loaded) {
+            for (const auto& slot : s->slots) {
+                if (slot.dirty) {
+                    mark_dirty(*s);
+                    break;
+                }
+            }
         }
     }
 

@@ -1,20 +1,22 @@
 #pragma once
 // One token's state: a ring of candle buckets per interval (laid out by `candle_layout`), the
 // rolling window and the latest trade; how a trade is applied to it, how event time closes and
-// retires its buckets, and how its changes are collected for the sink. A shard's token_book
-// keeps one per token it owns.
+// retires its buckets, how its changes are collected for the sink, and how it is saved and
+// loaded. A shard's token_book keeps one per token it owns.
 
 #include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 #include <tradeagg/candle.hpp>
 #include <tradeagg/config.hpp>
+#include <tradeagg/detail/byte_codec.hpp>
 #include <tradeagg/policy.hpp>
 #include <tradeagg/rolling_window.hpp>
 #include <tradeagg/sink.hpp>
@@ -61,6 +63,15 @@ struct candle_layout {
         return bucket_open(t, widths[i]) + widths[i];
     }
 };
+
+/// Reads an event time that is `absent` or within the times trades may carry.
+inline timestamp_ms read_event_time(byte_reader& in, std::string_view what, timestamp_ms absent) {
+    const std::int64_t t = in.i64();
+    if (t != absent && (t < 0 || t > max_timestamp_ms)) {
+        in.fail(std::string(what) + " " + std::to_string(t) + " out of range");
+    }
+    return t;
+}
 
 /// One bucket of a token: its sums, which bucket it is, and whether it must be emitted.
 struct bucket_slot {
@@ -263,7 +274,122 @@ struct token_state {
         return true;
     }
 
+    /// Writes this state for `load`, bit for bit: the watermark and the times derived from it,
+    /// the latest trade, every slot (an empty one by its mark alone: its sums are never read
+    /// again) and the rolling window. Not `scheduled` nor `in_dirty_list`, which are the book's
+    /// (`token_book::save`). Never allocates beyond what `out` does.
+    void save(byte_writer& out) const {
+        out.i64(watermark);
+        out.i64(collected_at);
+        out.i64(next_event);
+        out.i64(next_close);
+        out.i64(next_final);
+        out.f64(latest.price);
+        out.f64(latest.quantity);
+        out.u8(static_cast<std::uint8_t>(latest.taker));
+        out.i64(latest.ts_ms);
+        out.u64(latest.id);
+        for (const bucket_slot& s : slots) {
+            out.i64(s.open_time);
+            out.boolean(s.dirty);
+            if (s.occupied()) {
+                save_summary(out, s.acc.ohlc);
+                out.i64(s.acc.ohlc.first.ts);
+                out.u64(s.acc.ohlc.first.id);
+                out.i64(s.acc.ohlc.last.ts);
+                out.u64(s.acc.ohlc.last.id);
+                save_sum(out, s.acc.taker_buy_volume);
+                save_sum(out, s.acc.taker_buy_quote_volume);
+            }
+        }
+        rolling.save(out);
+    }
+
+    /// Reads what `save` wrote into this state, new from its book; `rolling_bytes` grows by the
+    /// rolling ring. Checks what is cheap: times in range, each stored bucket aligned to its
+    /// interval, in its slot, open by the watermark, holding trades of its own bucket and none
+    /// after the latest trade. Throws `snapshot_error` otherwise, or on input that does not read
+    /// back; the state then holds part of it and must be discarded. Allocates the rolling ring.
+    void load(byte_reader& in, std::size_t& rolling_bytes) {
+        watermark = read_event_time(in, "watermark", never);
+        collected_at = read_event_time(in, "collected_at", never);
+        if (collected_at > watermark) {
+            in.fail("collected_at " + std::to_string(collected_at) + " after the watermark " +
+                    std::to_string(watermark));
+        }
+        // Ends of buckets (and lateness) beyond any trade's time: only their sign is checked.
+        next_event = read_next(in);
+        next_close = read_next(in);
+        next_final = read_next(in);
+        latest.price = in.f64();
+        latest.quantity = in.f64();
+        const std::uint8_t taker = in.u8();
+        if (taker > static_cast<std::uint8_t>(side::sell)) {
+            in.fail("latest trade of side " + std::to_string(taker));
+        }
+        latest.taker = static_cast<side>(taker);
+        latest.ts_ms = read_event_time(in, "latest trade time", never);
+        latest.id = in.u64();
+        for (std::size_t i = 0; i < layout::total_slots; ++i) {
+            bucket_slot& s = slots[i];
+            s.open_time = in.i64();
+            s.dirty = in.boolean();
+            if (s.open_time != -1) {
+                load_bucket(in, i, s);
+            }
+        }
+        rolling.load(in, rolling_bytes);
+    }
+
 private:
+    static timestamp_ms read_next(byte_reader& in) {
+        const timestamp_ms t = in.i64();
+        if (t < 0) {
+            in.fail("a next event time " + std::to_string(t) + " before the epoch");
+        }
+        return t;
+    }
+
+    /// Reads and checks the sums of a stored bucket in slot `i`, opening at `s.open_time`.
+    void load_bucket(byte_reader& in, std::size_t i, bucket_slot& s) {
+        const std::size_t level = level_of(i);
+        const std::int64_t width = layout::widths[level];
+        const auto fail = [&](const std::string& why) {
+            in.fail("slot " + std::to_string(i) + " (" +
+                    std::string(interval_name(Policy::intervals[level]).view()) + ", open_time " +
+                    std::to_string(s.open_time) + "): " + why);
+        };
+        if (s.open_time < 0 || s.open_time > max_timestamp_ms || s.open_time % width != 0) {
+            fail("not the start of a bucket");
+        }
+        if (level == 0 && finest_slot(s.open_time) != i) {
+            fail("the bucket belongs in slot " + std::to_string(finest_slot(s.open_time)));
+        }
+        if (s.open_time > watermark) {
+            fail("opens after the watermark " + std::to_string(watermark));
+        }
+        ohlc_accumulator& o = s.acc.ohlc;
+        load_summary(in, o);
+        o.first.ts = in.i64();
+        o.first.id = in.u64();
+        o.last.ts = in.i64();
+        o.last.id = in.u64();
+        load_sum(in, s.acc.taker_buy_volume);
+        load_sum(in, s.acc.taker_buy_quote_volume);
+        if (o.trades == 0) {
+            fail("a stored bucket without trades");
+        }
+        const auto inside = [&](const trade_key& k) {
+            return k.ts >= s.open_time && k.ts < s.open_time + width;
+        };
+        if (!inside(o.first) || !inside(o.last) || o.last < o.first) {
+            fail("first and last trades not in order inside the bucket");
+        }
+        if (trade_key{latest.ts_ms, latest.id} < o.last) {
+            fail("a trade after the token's latest");
+        }
+    }
+
     static constexpr std::size_t level_of(std::size_t slot) noexcept {
         return slot < layout::finest_slots ? 0 : slot - layout::finest_slots + 1;
     }
