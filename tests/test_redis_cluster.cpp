@@ -777,6 +777,7 @@ TEST_CASE("stream consumer: trims what is past the retention, never what it has 
     c.lease_ttl = std::chrono::milliseconds(300);
     c.read_count = 1;
     c.retention = std::chrono::seconds(60);
+    c.checkpoint_interval = std::chrono::milliseconds(0); // the retention alone trims
     c.redis = o;
     redis::stream_consumer<throughput_policy> consumer(
         c, resolve<throughput_policy>(runtime_config{}));

@@ -88,25 +88,47 @@ TEST_CASE("server config: defaults, and every malformed variable named in its er
     CHECK(config_from({{"STREAM_RETENTION", "off"}}).stream_retention ==
           std::chrono::milliseconds(0));
     CHECK(config_from({{"STREAM_RETENTION", "6h"}}).stream_retention == std::chrono::hours(6));
+    CHECK(d.stream_checkpoint_interval == std::chrono::seconds(5));
+    CHECK(config_from({{"STREAM_CHECKPOINT_INTERVAL", "off"}}).stream_checkpoint_interval ==
+          std::chrono::milliseconds(0));
+    CHECK(config_from({{"STREAM_CHECKPOINT_INTERVAL", "750ms"}}).stream_checkpoint_interval ==
+          std::chrono::milliseconds(750));
     // Streams are in Redis: stream ingest without it is refused.
     CHECK(config_failure({{"INGEST_STREAMS", "4"}, {"REDIS_ADDR", "off"}}).find("INGEST_STREAMS") ==
           0);
 
-    const std::map<std::string, std::string> bad = {
-        {"AGGREGATOR_POLICY", "fast"},    {"HTTP_ADDR", "localhost"},
-        {"HTTP_ADDR", "1.2.3.4:70000"},   {"HTTP_THREADS", "0"},
-        {"GC_TARGET_PERCENTAGE", "lots"}, {"MEMORY_LIMIT_MB", "-1"},
-        {"TRADE_BUFFER_SIZE", "1"},       {"WORKER_QUEUE_SIZE", "0"},
-        {"BATCH_PROCESSING_SIZE", "1.5"}, {"MAX_WORKERS", "0"},
-        {"MAX_TOKEN_PROCESSORS", "0"},    {"PROCESSOR_CHANNEL_SIZE", "x"},
-        {"REDIS_RETRY_DELAY", "100"},     {"REDIS_READ_TIMEOUT", "3 s"},
-        {"REDIS_ADDR", "nowhere"},        {"MONITOR_SAMPLE_INTERVAL", "1ms"},
-        {"SHUTDOWN_TIMEOUT", "forever"},  {"HTTP_IDLE_TIMEOUT", "0s"},
-        {"REDIS_KEY_PREFIX", "a{b"},      {"FLUSH_INTERVAL", "2h"},
-        {"INGEST_STREAMS", "-1"},         {"INGEST_STREAMS", "16385"},
-        {"INSTANCE_ID", "a b"},           {"INSTANCE_ID", "a#1"},
-        {"STREAM_LEASE_TTL", "100ms"},    {"STREAM_READ_COUNT", "0"},
-        {"STREAM_RETENTION", "500ms"},    {"STREAM_RETENTION", "never"},
+    const std::vector<std::pair<std::string, std::string>> bad = {
+        {"AGGREGATOR_POLICY", "fast"},
+        {"HTTP_ADDR", "localhost"},
+        {"HTTP_ADDR", "1.2.3.4:70000"},
+        {"HTTP_THREADS", "0"},
+        {"GC_TARGET_PERCENTAGE", "lots"},
+        {"MEMORY_LIMIT_MB", "-1"},
+        {"TRADE_BUFFER_SIZE", "1"},
+        {"WORKER_QUEUE_SIZE", "0"},
+        {"BATCH_PROCESSING_SIZE", "1.5"},
+        {"MAX_WORKERS", "0"},
+        {"MAX_TOKEN_PROCESSORS", "0"},
+        {"PROCESSOR_CHANNEL_SIZE", "x"},
+        {"REDIS_RETRY_DELAY", "100"},
+        {"REDIS_READ_TIMEOUT", "3 s"},
+        {"REDIS_ADDR", "nowhere"},
+        {"MONITOR_SAMPLE_INTERVAL", "1ms"},
+        {"SHUTDOWN_TIMEOUT", "forever"},
+        {"HTTP_IDLE_TIMEOUT", "0s"},
+        {"REDIS_KEY_PREFIX", "a{b"},
+        {"FLUSH_INTERVAL", "2h"},
+        {"INGEST_STREAMS", "-1"},
+        {"INGEST_STREAMS", "16385"},
+        {"INSTANCE_ID", "a b"},
+        {"INSTANCE_ID", "a#1"},
+        {"STREAM_LEASE_TTL", "100ms"},
+        {"STREAM_READ_COUNT", "0"},
+        {"STREAM_RETENTION", "500ms"},
+        {"STREAM_RETENTION", "never"},
+        {"STREAM_CHECKPOINT_INTERVAL", "50ms"},
+        {"STREAM_CHECKPOINT_INTERVAL", "2h"},
+        {"STREAM_CHECKPOINT_INTERVAL", "0"},
     };
     for (const auto& [name, value] : bad) {
         CAPTURE(name);

@@ -1,7 +1,7 @@
 // Stream ingest end to end: two server instances share four partition streams on a three-master
-// Redis Cluster, through an instance killed with SIGKILL and restarted, a slot range resharded
-// and a master stopped and started again; at the end the cluster holds exactly what a reference
-// pipeline given the same trades holds.
+// Redis Cluster, through an instance killed with SIGKILL and restarted (its partitions taken
+// over from their checkpoints), a slot range resharded and a master stopped and started again;
+// at the end the cluster holds exactly what a reference pipeline given the same trades holds.
 
 #include <doctest/doctest.h>
 
@@ -242,6 +242,7 @@ std::vector<std::string> instance_env(const std::string& id, int http_port,
             "INSTANCE_ID=" + id,
             "STREAM_LEASE_TTL=1500ms",
             "STREAM_READ_COUNT=500",
+            "STREAM_CHECKPOINT_INTERVAL=500ms",
             "REDIS_READ_TIMEOUT=1s",
             "HTTP_ADDR=127.0.0.1:" + std::to_string(http_port),
             "HTTP_THREADS=1",
@@ -282,6 +283,9 @@ TEST_CASE("stream ingest: two instances, SIGKILL, restart, reshard, master resta
     // Each invalid entry was read once, by one of them, and counted.
     CHECK(figure(port_a, "entries_invalid") + figure(port_b, "entries_invalid") == 7);
 
+    CHECK(figure(port_a, "checkpoints_written") > 0);
+    CHECK(figure(port_b, "checkpoints_written") > 0);
+
     // 2. Instance a is killed mid-stream; b takes its partitions over once its leases lapse.
     // Packed entries from here on in places, mixed with single ones in the same streams.
     out.append(s, sixth, sixth + sixth / 2, 37);
@@ -290,6 +294,9 @@ TEST_CASE("stream ingest: two instances, SIGKILL, restart, reshard, master resta
     a.reset();
     out.append(s, sixth + sixth / 2, 2 * sixth);
     CHECK(testing::eventually([&] { return held(port_b) == 4; }, 10s));
+    // b started a's partitions from a's checkpoints, and replayed only what followed them.
+    CHECK(figure(port_b, "checkpoints_loaded") >= 2);
+    CHECK(figure(port_b, "checkpoints_refused") == 0);
 
     // 3. a comes back (same INSTANCE_ID, a new process) and gets its share again.
     a = std::make_unique<testing::server_process>(instance_env("a", port_a, cluster));

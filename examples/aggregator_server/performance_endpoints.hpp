@@ -178,7 +178,20 @@ public:
             out.counter("tradeagg_stream_entries_acked_total", "Stream entries acknowledged",
                         s.entries_acked);
             out.counter("tradeagg_stream_entries_trimmed_total",
-                        "Stream entries removed past the retention (XTRIM)", s.entries_trimmed);
+                        "Stream entries removed past the retention or a checkpoint (XTRIM)",
+                        s.entries_trimmed);
+            out.counter("tradeagg_stream_checkpoints_written_total",
+                        "Partition checkpoints stored in Redis", s.checkpoints_written);
+            out.counter("tradeagg_stream_checkpoints_loaded_total",
+                        "Partition checkpoints a rebuild started from", s.checkpoints_loaded);
+            out.counter("tradeagg_stream_checkpoints_refused_total",
+                        "Partition checkpoints that did not read back (never applied)",
+                        s.checkpoints_refused);
+            out.counter("tradeagg_stream_checkpoint_errors_total",
+                        "Partition checkpoint writes Redis refused", s.checkpoint_errors);
+            out.gauge("tradeagg_stream_checkpoint_bytes",
+                      "Size of the last partition checkpoint written or loaded",
+                      s.checkpoint_bytes);
             out.counter("tradeagg_stream_token_writes_total", "Token writes acknowledged by Redis",
                         s.token_writes);
             out.counter("tradeagg_stream_write_retries_total", "Token writes sent again",

@@ -263,6 +263,11 @@ inline boost::json::object streams_json(const tradeagg::redis::stream_consumer_s
     o["entries_unacked"] = s.entries_unacked;
     o["tokens_waiting"] = s.tokens_waiting;
     o["entries_trimmed"] = s.entries_trimmed;
+    o["checkpoints_written"] = s.checkpoints_written;
+    o["checkpoints_loaded"] = s.checkpoints_loaded;
+    o["checkpoints_refused"] = s.checkpoints_refused;
+    o["checkpoint_errors"] = s.checkpoint_errors;
+    o["checkpoint_bytes"] = s.checkpoint_bytes;
     o["token_writes"] = s.token_writes;
     o["write_retries"] = s.write_retries;
     o["leases_acquired"] = s.acquired;

@@ -94,8 +94,13 @@ struct server_config {
     std::string instance_id;                           ///< INSTANCE_ID (default: host-pid)
     std::chrono::milliseconds stream_lease_ttl{5'000}; ///< STREAM_LEASE_TTL
     std::size_t stream_read_count = 4'096;             ///< STREAM_READ_COUNT
-    /// STREAM_RETENTION: unset keeps what rebuilds need to be exact (the policy's longest
-    /// interval or rolling window, plus its lateness); "off" (zero) never trims.
+    /// STREAM_CHECKPOINT_INTERVAL: how often a partition's holder stores a checkpoint of its
+    /// state, from which a new holder replays; "off" (zero) takes none.
+    std::chrono::milliseconds stream_checkpoint_interval{5'000};
+    /// STREAM_RETENTION: with checkpoints, a floor (entries go once a checkpoint before the
+    /// newest includes them and they are older than this; unset: at once). Without, unset keeps
+    /// what rebuilds need to be exact (the policy's longest interval or rolling window, plus its
+    /// lateness). "off" (zero) never trims.
     std::optional<std::chrono::milliseconds> stream_retention;
 };
 
@@ -140,6 +145,7 @@ inline constexpr std::string_view known_variables[] = {"AGGREGATOR_POLICY",
                                                        "INSTANCE_ID",
                                                        "STREAM_LEASE_TTL",
                                                        "STREAM_READ_COUNT",
+                                                       "STREAM_CHECKPOINT_INTERVAL",
                                                        "STREAM_RETENTION"};
 
 namespace detail {
@@ -331,6 +337,13 @@ server_config_from_env(const std::function<const char*(const char*)>& getenv) {
                                   milliseconds(600'000));
     c.stream_read_count =
         whole<std::size_t>(getenv, "STREAM_READ_COUNT", c.stream_read_count, 1, 1'000'000);
+    if (const auto v = get(getenv, "STREAM_CHECKPOINT_INTERVAL"); v && *v == "off") {
+        c.stream_checkpoint_interval = milliseconds(0);
+    } else if (v) {
+        c.stream_checkpoint_interval =
+            duration(getenv, "STREAM_CHECKPOINT_INTERVAL", c.stream_checkpoint_interval,
+                     milliseconds(100), milliseconds(3'600'000));
+    }
     if (const auto v = get(getenv, "STREAM_RETENTION"); v && *v == "off") {
         c.stream_retention = milliseconds(0);
     } else if (v) {

@@ -159,12 +159,24 @@ public:
             add("INSTANCE_ID", state_.cfg.instance_id);
             add("STREAM_LEASE_TTL", std::to_string(state_.cfg.stream_lease_ttl.count()) + "ms");
             add("STREAM_READ_COUNT", std::to_string(state_.cfg.stream_read_count));
-            const auto keep = state_.cfg.stream_retention.value_or(
-                service_state<Policy>::stream_consumer_type::exact_retention());
-            add("STREAM_RETENTION",
-                keep.count() == 0 ? std::string("off (the streams are never trimmed)")
-                                  : std::to_string(keep.count()) + "ms" +
-                                        (state_.cfg.stream_retention ? "" : " (exact rebuilds)"));
+            const auto every = state_.cfg.stream_checkpoint_interval;
+            add("STREAM_CHECKPOINT_INTERVAL",
+                every.count() == 0 ? std::string("off (a new holder replays the whole stream)")
+                                   : std::to_string(every.count()) + "ms");
+            const auto& retention = state_.cfg.stream_retention;
+            std::string keep;
+            if (retention && retention->count() == 0) {
+                keep = "off (the streams are never trimmed)";
+            } else if (every.count() > 0) {
+                keep = retention ? "past the checkpoint before the newest, and older than " +
+                                       std::to_string(retention->count()) + "ms"
+                                 : "past the checkpoint before the newest";
+            } else {
+                const auto ms = retention.value_or(
+                    service_state<Policy>::stream_consumer_type::exact_retention());
+                keep = std::to_string(ms.count()) + "ms" + (retention ? "" : " (exact rebuilds)");
+            }
+            add("STREAM_RETENTION", keep);
         } else {
             add("INGEST_STREAMS", "0 (trades come over POST /trades)");
         }

@@ -129,6 +129,7 @@ private:
         s.read_count = c.stream_read_count;
         s.candle_retention_intervals = c.redis.candle_retention_intervals;
         s.retention = c.stream_retention;
+        s.checkpoint_interval = c.stream_checkpoint_interval;
         for (const auto& [host, port] : c.redis.seeds()) {
             s.redis.seeds.push_back({host, port, {}});
         }

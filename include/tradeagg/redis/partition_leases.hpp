@@ -62,6 +62,19 @@ struct stream_partition {
     std::vector<std::string> to_ack; ///< written, to acknowledge
     bool lost = false;               ///< dropped during the round
 
+    /// Checkpoints of the partition's state (partition_checkpoints.hpp).
+    struct checkpoint_progress {
+        stream_id applied; ///< the last entry applied to the state
+        stream_id taken;   ///< the entry the last checkpoint taken includes
+        clock::time_point due{};
+        /// Taken, to be written once every write of `generation` (and before) is in Redis.
+        std::string blob;
+        stream_id blob_includes;
+        std::uint64_t generation = 0;
+        bool sending = false; ///< its write is in the round's batch
+    };
+    checkpoint_progress checkpoint;
+
     /// Entries read and not yet acknowledged (nor in an XACK being sent).
     [[nodiscard]] std::size_t unacked() const noexcept {
         std::size_t n = to_ack.size();
@@ -77,6 +90,7 @@ struct stream_partition {
         state.reset();
         awaiting.clear();
         to_ack.clear();
+        checkpoint = checkpoint_progress{};
     }
 
     /// Redis granted (or renewed) the lease for `ttl` to a command sent at `sent`: it is

@@ -1,8 +1,8 @@
 #pragma once
 // Rebuilding a partition a stream consumer has just acquired ("Exactly once" in
-// stream_consumer.hpp): its state is read again from its stream up to what the group had
-// delivered, only what Redis lacks is written, and the group's pending entries are claimed and
-// acknowledged.
+// stream_consumer.hpp): its state is loaded from its newest checkpoint and read again from its
+// stream after it, up to what the group had delivered; only what Redis lacks is written, and the
+// group's pending entries are claimed and acknowledged.
 
 #include <algorithm>
 #include <chrono>
@@ -22,6 +22,7 @@
 #include <tradeagg/redis/cluster_client.hpp>
 #include <tradeagg/redis/consumer_control.hpp>
 #include <tradeagg/redis/keys.hpp>
+#include <tradeagg/redis/partition_checkpoints.hpp>
 #include <tradeagg/redis/partition_engine.hpp>
 #include <tradeagg/redis/partition_leases.hpp>
 #include <tradeagg/redis/partition_writer.hpp>
@@ -44,17 +45,19 @@ class partition_rebuilder {
 public:
     partition_rebuilder(const stream_consumer_config& cfg, const resolved_config<Policy>& pipeline,
                         script_client& client, partition_leases<Policy>& leases,
-                        partition_writer<Policy>& writer, consumer_control& control)
+                        partition_writer<Policy>& writer,
+                        partition_checkpoints<Policy>& checkpoints, consumer_control& control)
         : cfg_(cfg), pipeline_(pipeline), client_(client), leases_(leases), writer_(writer),
-          control_(control) {}
+          checkpoints_(checkpoints), control_(control) {}
 
     partition_rebuilder(const partition_rebuilder&) = delete;
     partition_rebuilder& operator=(const partition_rebuilder&) = delete;
 
-    /// Builds the state of a partition just acquired from its stream, writes what Redis lacks,
-    /// and acknowledges what the group had delivered. False if Redis did not let it finish.
+    /// Builds the state of a partition just acquired from its newest checkpoint and the stream
+    /// after it (or the whole stream), writes what Redis lacks, and acknowledges what the group
+    /// had delivered. False if Redis did not let it finish.
     bool rebuild(partition& p) {
-        p.state = std::make_unique<engine>(pipeline_);
+        p.checkpoint = {};
         // The group (created with the stream if need be), and how far it has delivered.
         command_result created = client_.run_one(
             cluster_command{{"XGROUP", "CREATE", p.stream, cfg_.group, "0", "MKSTREAM"}, p.slot});
@@ -73,12 +76,19 @@ public:
             control_.note_error(p.stream + ": XINFO GROUPS has no group " + cfg_.group);
             return false;
         }
-        std::string from = "-";
+        std::optional<stream_id> checkpoint;
+        if (!checkpoints_.load(p, *delivered, checkpoint)) {
+            return false;
+        }
+        if (!checkpoint) {
+            p.state = std::make_unique<engine>(pipeline_);
+        }
+        std::string from = checkpoint ? "(" + checkpoint->text() : "-";
         const std::string to = delivered->text();
         tradeagg::detail::string_map<std::optional<stream_id>> stored;
         stream_entries entries;
         std::vector<bool> in_redis; ///< per trade of `entries`: its effect is in Redis already
-        while (*delivered != stream_id{} && p.epoch != 0) {
+        while (*delivered != stream_id{} && *delivered != checkpoint && p.epoch != 0) {
             command_result r = client_.run_one(cluster_command{
                 {"XRANGE", p.stream, from, to, "COUNT", std::to_string(cfg_.read_count)}, p.slot});
             if (!r.ok()) {
@@ -119,6 +129,7 @@ public:
             });
             // A long stream takes a while: keep every lease held meanwhile (this one too).
             leases_.renew_due();
+            p.checkpoint.applied = entries.entries.back().id;
             from = "(" + std::string(entries.entries.back().id_text);
             if (entries.entries.back().id >= *delivered) {
                 break;
@@ -208,6 +219,7 @@ private:
     script_client& client_;
     partition_leases<Policy>& leases_;
     partition_writer<Policy>& writer_;
+    partition_checkpoints<Policy>& checkpoints_;
     consumer_control& control_;
 };
 

@@ -33,21 +33,33 @@
 // Exactly once. A token's hashes in Redis are always the aggregates of a prefix of its entries
 // in the stream, the prefix ending at the `stream_id` its latest hash records (writes are
 // absolute values of that prefix, atomic per token, and a write from an older epoch is refused).
-// A new holder (after a takeover, a release, or a restart) rebuilds the partition's state by
-// reading the stream from its start up to the group's last delivered id (XRANGE): entries at or
+// A new holder (after a takeover, a release, or a restart) rebuilds the partition's state from
+// its newest checkpoint (below) and the stream after it, or from the stream's start, up to the
+// group's last delivered id (XRANGE): entries at or
 // below a token's stored `stream_id` are applied without being written, later ones are applied
 // and written, as in a round. It then claims the group's pending entries (XAUTOCLAIM) and
 // acknowledges them, and reads new entries from there. So an entry's effect is in Redis once,
 // whichever instance applied it and however often it was delivered.
 //
-// Trimming. The stream is the log of record, so a rebuild is exact only if the stream still
-// holds every entry the state depends on: for a producer that appends trades as they happen,
-// those appended within the longest interval (or the rolling window, if longer) plus the
-// allowed lateness, `exact_retention()` (a day and two seconds under throughput_policy). Every
-// `lease_ttl` the holder trims its streams to `retention` (XTRIM MINID by the ids' append time),
-// never past what the group has not delivered or is still pending. A shorter retention keeps
-// less in Redis, at a price: after a takeover, the longer intervals' open candles and the
-// rolling window start from the entries still there.
+// Checkpoints (partition_checkpoints.hpp). Every `checkpoint_interval` the holder encodes its
+// partition's state (checkpoint_format.hpp) and, once Redis has every token write covering the
+// entries it includes, stores it in the partition's slot, fenced by the lease, keeping the one
+// before it. A rebuild loads the newest that reads back (else the one before) and reads the
+// stream only after the entry it includes: a takeover replays an interval of entries, not the
+// stream. A checkpoint that does not read back (truncated, corrupt, another policy's layout) is
+// counted (`checkpoints_refused`) and never applied.
+//
+// Trimming. The stream is the log of record: a rebuild is exact only if the stream holds every
+// entry after the checkpoint it starts from. Each checkpoint stored trims the stream to the one
+// before it (XTRIM MINID), or, with a `retention` set, to what is also older than that: the
+// streams hold about two checkpoint intervals of entries. Without checkpoints, a rebuild reads
+// the whole stream, which must then hold every entry the state depends on: for a producer that
+// appends trades as they happen, those appended within the longest interval (or the rolling
+// window, if longer) plus the allowed lateness, `exact_retention()` (a day and two seconds under
+// throughput_policy); every `lease_ttl` the holder trims its streams to `retention` (by the ids'
+// append time), never past what the group has not delivered or is still pending. A shorter
+// retention keeps less in Redis, at a price: after a takeover, the longer intervals' open
+// candles and the rolling window start from the entries still there.
 //
 // Invalid entries (a missing field, a NaN price, an unknown side) are counted, reported in
 // `last_error` with their id, acknowledged and skipped: they can never be applied. A token's
@@ -57,7 +69,8 @@
 //
 // The parts, each in a header of its own: the settings and figures (stream_consumer_config.hpp,
 // stream_consumer_stats.hpp); the partitions and their leases (partition_leases.hpp); a
-// partition's state (partition_engine.hpp); applying, handing over and acknowledging, steps 2
+// partition's state (partition_engine.hpp) and its checkpoints (checkpoint_format.hpp,
+// partition_checkpoints.hpp); applying, handing over and acknowledging, steps 2
 // to 4 (partition_writer.hpp), and writing (write_behind.hpp, token_write.hpp); rebuilds
 // (partition_rebuilder.hpp); stream replies (stream_reply.hpp); running the scripts
 // (script_client.hpp); what the consumer's thread shares with the threads that stop and watch it
@@ -81,6 +94,7 @@
 #include <tradeagg/redis/cluster_client.hpp>
 #include <tradeagg/redis/consumer_control.hpp>
 #include <tradeagg/redis/lease.hpp>
+#include <tradeagg/redis/partition_checkpoints.hpp>
 #include <tradeagg/redis/partition_leases.hpp>
 #include <tradeagg/redis/partition_rebuilder.hpp>
 #include <tradeagg/redis/partition_writer.hpp>
@@ -101,7 +115,8 @@ public:
         : cfg_(std::move(cfg)), pipeline_(pipeline), client_(cfg_.redis), behind_(cfg_, control_),
           leases_(cfg_, client_, behind_, control_),
           writer_(cfg_, client_, leases_, behind_, control_),
-          rebuilder_(cfg_, pipeline_, client_, leases_, writer_, control_) {
+          checkpoints_(cfg_, pipeline_, client_, leases_, behind_, control_),
+          rebuilder_(cfg_, pipeline_, client_, leases_, writer_, checkpoints_, control_) {
         if (cfg_.partitions == 0 || cfg_.instance.empty()) {
             throw std::invalid_argument("stream_consumer: partitions > 0 and an instance name");
         }
@@ -165,7 +180,7 @@ private:
                 next_balance = clock::now() + cfg_.lease_ttl / 3;
             }
             leases_.renew_due();
-            if (now >= next_trim) {
+            if (now >= next_trim && !checkpoints_.enabled()) { // else each checkpoint trims
                 trim();
                 next_trim = clock::now() + cfg_.lease_ttl;
             }
@@ -205,6 +220,11 @@ private:
         std::vector<cluster_command> cmds;
         std::vector<partition*> acks;
         writer_.collect_acks(held, cmds, acks);
+        std::vector<partition*> stored;
+        for (partition* p : held) {
+            checkpoints_.take_if_due(*p); // one not taken after a round: the partition went idle
+        }
+        checkpoints_.collect_writes(held, cmds, stored);
         const std::size_t first_read = cmds.size();
         std::vector<partition*> who;
         for (partition* p : held) {
@@ -223,6 +243,7 @@ private:
         std::vector<command_result> replies;
         client_.run(cmds, replies);
         writer_.acked(cmds, replies, 0, acks);
+        checkpoints_.written(replies, acks.size(), stored);
         std::size_t total = 0;
         detail::stream_entries entries;
         for (std::size_t i = 0; i < who.size(); ++i) {
@@ -270,6 +291,7 @@ private:
             }
             writer_.apply(p, entries);
             writer_.hand_over(p, std::move(ids), entries.trades.size());
+            checkpoints_.applied(p, entries.entries.back().id);
         }
         std::size_t unacked = 0;
         for (const partition* p : held) {
@@ -364,6 +386,7 @@ private:
     detail::write_behind behind_; ///< writes the tokens' changes, on a thread of its own
     detail::partition_leases<Policy> leases_;
     detail::partition_writer<Policy> writer_;
+    detail::partition_checkpoints<Policy> checkpoints_;
     detail::partition_rebuilder<Policy> rebuilder_;
     std::thread thread_;
     bool started_ = false;   ///< `start()` or `stop()` was called

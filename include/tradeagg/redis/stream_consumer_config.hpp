@@ -20,8 +20,13 @@ struct stream_consumer_config {
     std::chrono::milliseconds lease_ttl{5'000};
     std::size_t read_count = 4'096; ///< entries read per partition per round
     std::size_t candle_retention_intervals = 1'000;
-    /// How long a stream keeps an entry after its append (its id's time), once the group has
-    /// delivered and acknowledged it: nothing is `exact_retention()`, zero never trims.
+    /// How often a partition's holder stores a checkpoint of its state (partition_checkpoints.hpp),
+    /// so that a new holder replays only what follows it; zero takes none (a new holder replays
+    /// the stream from its start, so the stream must keep `retention`).
+    std::chrono::milliseconds checkpoint_interval{5'000};
+    /// How long a stream keeps an entry after its append (its id's time). With checkpoints, a
+    /// floor: entries go once the previous checkpoint includes them and they are older than
+    /// this (nothing: at once). Without, nothing is `exact_retention()`. Zero never trims.
     std::optional<std::chrono::milliseconds> retention;
     cluster_client::options redis;
 };
