@@ -15,9 +15,14 @@
 // Checks, outside the clock: nothing invalid, b stopped cleanly, and the cluster holds exactly
 // what a memory pipeline fed every trade holds.
 //
+// Both instances store partition checkpoints every `checkpoint_ms` (the argument; 0: none, so b
+// replays the whole stream). a is killed as soon as it has acknowledged the last entry, at no
+// particular moment of its checkpoint interval.
+//
 // Counters: lease_ttl_s; resume_s; entries_applied_before (acknowledged by a before the kill);
 // entries_replayed (read again by b's rebuilds, against the bar of 10 % of those applied
-// before); replayed_fraction; keys_compared.
+// before); replayed_fraction; keys_compared; checkpoint_interval_s; checkpoints_loaded (by b);
+// checkpoint_bytes (the last one b loaded or wrote).
 
 #include <algorithm>
 #include <chrono>
@@ -51,8 +56,10 @@ namespace {
 
 using takeover_consumer = tradeagg::redis::stream_consumer<tradeagg::throughput_policy>;
 
-tradeagg::redis::stream_consumer_config takeover_config(const std::string& instance) {
+tradeagg::redis::stream_consumer_config takeover_config(const std::string& instance,
+                                                        std::chrono::milliseconds checkpoints) {
     tradeagg::redis::stream_consumer_config cfg;
+    cfg.checkpoint_interval = checkpoints;
     cfg.key_prefix = std::string(key_prefix);
     cfg.partitions = stream_partitions;
     cfg.instance = instance;
@@ -75,14 +82,15 @@ void wait_until(Done&& done, std::chrono::seconds timeout, const std::string& wh
 }
 
 /// Forks a process running instance "a" until it is killed.
-pid_t start_doomed_instance(const tradeagg::resolved_config<tradeagg::throughput_policy>& rc) {
+pid_t start_doomed_instance(const tradeagg::resolved_config<tradeagg::throughput_policy>& rc,
+                            std::chrono::milliseconds checkpoints) {
     const pid_t pid = ::fork();
     if (pid < 0) {
         throw std::runtime_error("fork failed");
     }
     if (pid == 0) {
         try {
-            takeover_consumer a(takeover_config("a"), rc);
+            takeover_consumer a(takeover_config("a", checkpoints), rc);
             a.start();
             for (;;) {
                 ::pause();
@@ -96,6 +104,8 @@ pid_t start_doomed_instance(const tradeagg::resolved_config<tradeagg::throughput
 
 void bm_stream_takeover(benchmark::State& state) {
     const std::string name = "BM_stream_takeover";
+    const std::chrono::milliseconds checkpoints(state.range(0));
+    tradeagg::redis::stream_consumer_stats st;
     double resume = 0.0;
     double seconds = 0.0;
     std::size_t before = 0;
@@ -115,7 +125,7 @@ void bm_stream_takeover(benchmark::State& state) {
             }
             staged_trades staged = stage(client, s, before);
             publish(client);
-            const pid_t a = start_doomed_instance(rc);
+            const pid_t a = start_doomed_instance(rc, checkpoints);
             try {
                 wait_until([&] { return unacknowledged(client, staged).empty(); },
                            std::chrono::seconds(600),
@@ -136,15 +146,14 @@ void bm_stream_takeover(benchmark::State& state) {
                 }
             }
             total = before + after;
-            takeover_consumer b(takeover_config("b"), rc);
+            takeover_consumer b(takeover_config("b", checkpoints), rc);
             b.start();
             wait_until([&] { return b.stats().token_writes > 0; }, std::chrono::seconds(600),
                        "instance b wrote nothing within 10 minutes: " + b.stats().last_error);
             resume = seconds_between(t0, bench_clock::now());
             wait_until(
                 [&] {
-                    const auto st = b.stats();
-                    return st.partitions_held == stream_partitions &&
+                    return b.stats().partitions_held == stream_partitions &&
                            unacknowledged(client, staged).empty();
                 },
                 std::chrono::seconds(600),
@@ -152,7 +161,7 @@ void bm_stream_takeover(benchmark::State& state) {
             seconds = seconds_between(t0, bench_clock::now());
             state.SetIterationTime(seconds);
 
-            const tradeagg::redis::stream_consumer_stats st = b.stats();
+            st = b.stats();
             replayed = st.entries_replayed;
             if (!b.stop(std::chrono::seconds(10)) || st.entries_invalid != 0) {
                 skip_with_error(state, name + ": invalid entries, or writes left at stop; " +
@@ -175,12 +184,18 @@ void bm_stream_takeover(benchmark::State& state) {
     state.counters["replayed_fraction"] =
         static_cast<double>(replayed) / static_cast<double>(std::max<std::size_t>(before, 1));
     state.counters["keys_compared"] = static_cast<double>(keys);
+    state.counters["checkpoint_interval_s"] = std::chrono::duration<double>(checkpoints).count();
+    state.counters["checkpoints_loaded"] = static_cast<double>(st.checkpoints_loaded);
+    state.counters["checkpoint_bytes"] = static_cast<double>(st.checkpoint_bytes);
 }
 
 } // namespace
 
 void register_stream_takeover() {
-    configure(benchmark::RegisterBenchmark("BM_stream_takeover", bm_stream_takeover));
+    // Checkpoints every second, at the default interval (5 s), and none (the whole stream).
+    auto* b = benchmark::RegisterBenchmark("BM_stream_takeover", bm_stream_takeover);
+    b->ArgName("checkpoint_ms")->Arg(1'000)->Arg(5'000)->Arg(0);
+    configure(b);
 }
 
 } // namespace bench
