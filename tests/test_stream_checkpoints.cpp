@@ -1,11 +1,17 @@
 // Partition checkpoints of stream ingest: the stored format reads back whole or is refused; the
 // script that stores one is fenced by the lease, keeps the one before and trims the stream; a
-// new holder starts from the newest that reads back and replays only what follows it, exactly;
-// and Redis running out of memory while a checkpoint is stored loses nothing.
+// new holder (after a SIGKILL) starts from the newest that reads back and replays only what
+// follows it, exactly; one that stops stores a checkpoint of everything; and Redis running out
+// of memory while a checkpoint is stored loses nothing.
+
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <string>
@@ -310,18 +316,37 @@ TEST_CASE("stream checkpoints: a new holder starts from the newest, replays what
     const std::size_t half = s.arrivals.size() / 2;
     const auto pipeline = resolve<throughput_policy>(runtime_config{});
 
-    // a takes one checkpoint per partition at its first round, then none for a minute: what it
-    // applies after that is replayed by the next holder.
+    // a, in a process of its own, takes one checkpoint per partition at its first round, then
+    // none for a minute, and is killed (SIGKILL: no checkpoint at stop, no lease released): what
+    // it applied after those checkpoints is replayed by the next holder.
     append(client, s, 0, half);
-    {
-        consumer a(consumer_config("a", port, std::chrono::seconds(60)), pipeline);
-        a.start();
-        REQUIRE(eventually([&] { return a.stats().trades_applied == half; }));
-        REQUIRE(eventually([&] { return a.stats().checkpoints_written == partitions; }));
-        CHECK(a.stop(std::chrono::seconds(10)));
-        INFO(a.stats().last_error);
-        CHECK(a.stats().checkpoint_errors == 0);
+    const pid_t doomed = ::fork();
+    REQUIRE(doomed >= 0);
+    if (doomed == 0) {
+        try {
+            consumer a(consumer_config("a", port, std::chrono::seconds(60)), pipeline);
+            a.start();
+            for (;;) {
+                ::pause();
+            }
+        } catch (...) {
+            std::_Exit(1);
+        }
     }
+    const bool applied = eventually([&] {
+        if (!all_acknowledged(client)) {
+            return false;
+        }
+        for (std::size_t k = 0; k < partitions; ++k) {
+            if (checkpoint_field(client, k, "id").empty()) {
+                return false;
+            }
+        }
+        return true;
+    });
+    ::kill(doomed, SIGKILL);
+    ::waitpid(doomed, nullptr, 0);
+    REQUIRE(applied);
     std::size_t after_checkpoints = 0;
     for (std::size_t k = 0; k < partitions; ++k) {
         const std::string id = checkpoint_field(client, k, "id");
@@ -488,5 +513,6 @@ TEST_CASE("stream checkpoints: Redis out of memory while one is stored loses not
     REQUIRE(eventually([&] { return b.stats().partitions_held == partitions; }));
     CHECK(b.stop(std::chrono::seconds(10)));
     CHECK(b.stats().checkpoints_loaded == partitions);
+    CHECK(b.stats().entries_replayed == 0); // a stored a checkpoint of everything as it stopped
     check_exact(cluster, s);
 }

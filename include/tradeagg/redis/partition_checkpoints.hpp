@@ -138,6 +138,36 @@ public:
         c.due = clock::now() + cfg_.checkpoint_interval;
     }
 
+    /// Takes and stores a checkpoint of each of `parts` whose state changed since its last one,
+    /// whenever one is due: for partitions given up (released, or at stop) after their writes
+    /// were drained, so that the next holder replays nothing. Stored only if every write it
+    /// covers is in Redis (a drain cut short by the stop's deadline stores nothing); a
+    /// checkpoint Redis refuses is counted as any. The next holder then starts from the one
+    /// before.
+    void store_now(const std::vector<partition*>& parts) {
+        if (!enabled()) {
+            return;
+        }
+        std::vector<partition*> due;
+        for (partition* p : parts) {
+            if (p->epoch != 0 && !p->checkpoint.sending) {
+                p->checkpoint.blob.clear(); // one taken earlier includes less
+                p->checkpoint.due = {};
+                take_if_due(*p);
+                due.push_back(p);
+            }
+        }
+        std::vector<cluster_command> cmds;
+        std::vector<partition*> owner;
+        collect_writes(due, cmds, owner);
+        if (cmds.empty()) {
+            return;
+        }
+        std::vector<command_result> r;
+        client_.run(cmds, r);
+        written(r, 0, owner);
+    }
+
     /// Appends the write of every checkpoint of `parts` whose entries' writes are all in Redis
     /// to `cmds` (noting whose it is in `owner`).
     void collect_writes(const std::vector<partition*>& parts, std::vector<cluster_command>& cmds,

@@ -176,7 +176,10 @@ private:
             if (now >= next_balance || rebalance_) {
                 rebalance_ = false;
                 leases_.balance([this](partition& p) { return rebuilder_.rebuild(p); },
-                                [this](partition& p) { (void)writer_.drain({&p}); });
+                                [this](partition& p) {
+                                    (void)writer_.drain({&p});
+                                    checkpoints_.store_now({&p});
+                                });
                 next_balance = clock::now() + cfg_.lease_ttl / 3;
             }
             leases_.renew_due();
@@ -197,9 +200,12 @@ private:
         }
         std::vector<partition*> held;
         for (partition& p : leases_.all()) {
-            held.push_back(&p);
+            if (p.epoch != 0) {
+                held.push_back(&p);
+            }
         }
         (void)writer_.drain(held);
+        checkpoints_.store_now(held); // the next holders replay nothing
         leases_.release_all();
         behind_.stop();
     }
