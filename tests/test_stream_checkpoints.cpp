@@ -179,6 +179,16 @@ bool all_acknowledged(redis::cluster_client& client) {
     return true;
 }
 
+/// Every partition's checkpoint hash has `field`.
+bool every_checkpoint_has(redis::cluster_client& client, const char* field) {
+    for (std::size_t k = 0; k < partitions; ++k) {
+        if (checkpoint_field(client, k, field).empty()) {
+            return false;
+        }
+    }
+    return true;
+}
+
 /// Every partition's newest checkpoint includes its stream's last entry.
 bool checkpoints_current(redis::cluster_client& client) {
     for (std::size_t k = 0; k < partitions; ++k) {
@@ -333,17 +343,8 @@ TEST_CASE("stream checkpoints: a new holder starts from the newest, replays what
             std::_Exit(1);
         }
     }
-    const bool applied = eventually([&] {
-        if (!all_acknowledged(client)) {
-            return false;
-        }
-        for (std::size_t k = 0; k < partitions; ++k) {
-            if (checkpoint_field(client, k, "id").empty()) {
-                return false;
-            }
-        }
-        return true;
-    });
+    const bool applied =
+        eventually([&] { return all_acknowledged(client) && every_checkpoint_has(client, "id"); });
     ::kill(doomed, SIGKILL);
     ::waitpid(doomed, nullptr, 0);
     REQUIRE(applied);
@@ -403,15 +404,7 @@ TEST_CASE("stream checkpoints: corrupt, truncated or foreign ones are refused, n
         a.start();
         REQUIRE(eventually([&] { return a.stats().trades_applied == half; }));
         REQUIRE(eventually([&] {
-            if (!checkpoints_current(client)) {
-                return false;
-            }
-            for (std::size_t k = 0; k < partitions; ++k) {
-                if (checkpoint_field(client, k, "previous_id").empty()) {
-                    return false;
-                }
-            }
-            return true;
+            return checkpoints_current(client) && every_checkpoint_has(client, "previous_id");
         }));
         CHECK(a.stop(std::chrono::seconds(10)));
     }
