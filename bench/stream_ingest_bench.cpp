@@ -11,6 +11,9 @@
 // still holds partitions, and XINFO GROUPS confirms it (nothing pending, last-delivered id = the
 // last entry's, on every stream).
 //
+// The instances store partition checkpoints at the default interval (5 s), as a server does;
+// `/checkpoints:off` runs one instance without, for what they cost.
+//
 // Checks, outside the clock: no entry was invalid, both instances stopped cleanly, and the
 // cluster holds exactly what a memory pipeline fed the same trades holds (every candle, rolling
 // window and latest trade of every token, and no other aggregate key). A difference is a
@@ -64,10 +67,11 @@ constexpr std::size_t stream_read_count_large = 32'768;
 /// "BM_stream_ingest/instances:<n>", "/entry_trades:<n>" for packed entries, and
 /// "/read_count:<n>" when not the default.
 std::string stream_ingest_name(std::size_t instances, std::size_t read_count,
-                               std::size_t entry_trades) {
+                               std::size_t entry_trades, bool checkpoints) {
     return "BM_stream_ingest/instances:" + std::to_string(instances) +
            (entry_trades == 1 ? "" : "/entry_trades:" + std::to_string(entry_trades)) +
-           (read_count == stream_read_count ? "" : "/read_count:" + std::to_string(read_count));
+           (read_count == stream_read_count ? "" : "/read_count:" + std::to_string(read_count)) +
+           (checkpoints ? "" : "/checkpoints:off");
 }
 
 using bench_consumer = tradeagg::redis::stream_consumer<tradeagg::throughput_policy>;
@@ -99,8 +103,8 @@ void wait_for_shares(const std::vector<std::unique_ptr<bench_consumer>>& consume
 }
 
 void bm_stream_ingest(benchmark::State& state, std::size_t instances, std::size_t read_count,
-                      std::size_t entry_trades) {
-    const std::string name = stream_ingest_name(instances, read_count, entry_trades);
+                      std::size_t entry_trades, bool checkpoints) {
+    const std::string name = stream_ingest_name(instances, read_count, entry_trades, checkpoints);
     std::size_t total = 0;
     double seconds = 0.0;
     double busiest_share = 0.0;                 // of the trades, read by the busiest instance
@@ -126,6 +130,9 @@ void bm_stream_ingest(benchmark::State& state, std::size_t instances, std::size_
                 cfg.group = std::string(stream_group);
                 cfg.lease_ttl = stream_lease_ttl;
                 cfg.read_count = read_count;
+                if (!checkpoints) {
+                    cfg.checkpoint_interval = std::chrono::milliseconds(0);
+                }
                 cfg.redis = stream_client_options();
                 consumers.push_back(std::make_unique<bench_consumer>(std::move(cfg), resolved));
             }
@@ -212,14 +219,17 @@ void bm_stream_ingest(benchmark::State& state, std::size_t instances, std::size_
 } // namespace
 
 void register_stream_ingest() {
-    const auto add = [](std::size_t instances, std::size_t read_count, std::size_t entry_trades) {
+    const auto add = [](std::size_t instances, std::size_t read_count, std::size_t entry_trades,
+                        bool checkpoints = true) {
         configure(benchmark::RegisterBenchmark(
-            stream_ingest_name(instances, read_count, entry_trades).c_str(), bm_stream_ingest,
-            instances, read_count, entry_trades));
+            stream_ingest_name(instances, read_count, entry_trades, checkpoints).c_str(),
+            bm_stream_ingest, instances, read_count, entry_trades, checkpoints));
     };
     for (const std::size_t instances : {std::size_t{1}, std::size_t{2}}) {
         add(instances, stream_read_count, 1);
     }
+    // What the checkpoints (every 5 s, the default) cost the single-entry run.
+    add(1, stream_read_count, 1, false);
     for (const std::size_t instances : {std::size_t{1}, std::size_t{2}}) {
         add(instances, stream_read_count, stream_packed_entry_trades);
     }
