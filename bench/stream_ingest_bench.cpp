@@ -11,7 +11,7 @@
 // still holds partitions, and XINFO GROUPS confirms it (nothing pending, last-delivered id = the
 // last entry's, on every stream).
 //
-// The instances store partition checkpoints at the default interval (5 s), as a server does;
+// The instances store partition checkpoints at the default interval (2 s), as a server does;
 // `/checkpoints:off` runs one instance without, for what they cost.
 //
 // Checks, outside the clock: no entry was invalid, both instances stopped cleanly, and the
@@ -228,7 +228,7 @@ void register_stream_ingest() {
     for (const std::size_t instances : {std::size_t{1}, std::size_t{2}}) {
         add(instances, stream_read_count, 1);
     }
-    // What the checkpoints (every 5 s, the default) cost the single-entry run.
+    // What the checkpoints (every 2 s, the default) cost the single-entry run.
     add(1, stream_read_count, 1, false);
     for (const std::size_t instances : {std::size_t{1}, std::size_t{2}}) {
         add(instances, stream_read_count, stream_packed_entry_trades);

@@ -192,9 +192,9 @@ void bm_stream_takeover(benchmark::State& state) {
 } // namespace
 
 void register_stream_takeover() {
-    // Checkpoints every second, at the default interval (5 s), and none (the whole stream).
+    // Checkpoints every second, at the default interval (2 s), and none (the whole stream).
     auto* b = benchmark::RegisterBenchmark("BM_stream_takeover", bm_stream_takeover);
-    b->ArgName("checkpoint_ms")->Arg(1'000)->Arg(5'000)->Arg(0);
+    b->ArgName("checkpoint_ms")->Arg(1'000)->Arg(2'000)->Arg(0);
     configure(b);
 }
 

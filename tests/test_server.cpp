@@ -88,7 +88,7 @@ TEST_CASE("server config: defaults, and every malformed variable named in its er
     CHECK(config_from({{"STREAM_RETENTION", "off"}}).stream_retention ==
           std::chrono::milliseconds(0));
     CHECK(config_from({{"STREAM_RETENTION", "6h"}}).stream_retention == std::chrono::hours(6));
-    CHECK(d.stream_checkpoint_interval == std::chrono::seconds(5));
+    CHECK(d.stream_checkpoint_interval == std::chrono::seconds(2));
     CHECK(config_from({{"STREAM_CHECKPOINT_INTERVAL", "off"}}).stream_checkpoint_interval ==
           std::chrono::milliseconds(0));
     CHECK(config_from({{"STREAM_CHECKPOINT_INTERVAL", "750ms"}}).stream_checkpoint_interval ==

@@ -96,7 +96,7 @@ struct server_config {
     std::size_t stream_read_count = 4'096;             ///< STREAM_READ_COUNT
     /// STREAM_CHECKPOINT_INTERVAL: how often a partition's holder stores a checkpoint of its
     /// state, from which a new holder replays; "off" (zero) takes none.
-    std::chrono::milliseconds stream_checkpoint_interval{5'000};
+    std::chrono::milliseconds stream_checkpoint_interval{2'000};
     /// STREAM_RETENTION: with checkpoints, a floor (entries go once a checkpoint before the
     /// newest includes them and they are older than this; unset: at once). Without, unset keeps
     /// what rebuilds need to be exact (the policy's longest interval or rolling window, plus its

@@ -23,7 +23,7 @@ struct stream_consumer_config {
     /// How often a partition's holder stores a checkpoint of its state (partition_checkpoints.hpp),
     /// so that a new holder replays only what follows it; zero takes none (a new holder replays
     /// the stream from its start, so the stream must keep `retention`).
-    std::chrono::milliseconds checkpoint_interval{5'000};
+    std::chrono::milliseconds checkpoint_interval{2'000};
     /// How long a stream keeps an entry after its append (its id's time). With checkpoints, a
     /// floor: entries go once the previous checkpoint includes them and they are older than
     /// this (nothing: at once). Without, nothing is `exact_retention()`. Zero never trims.
