@@ -30,6 +30,7 @@
 #include <tradeagg/redis/cluster_client.hpp>
 #include <tradeagg/redis/slots.hpp>
 #include <tradeagg/redis/stream_entry.hpp>
+#include <tradeagg/redis/stream_reply.hpp>
 #include <tradeagg/runtime_config.hpp>
 #include <tradeagg/sink/memory_sink.hpp>
 #include <tradeagg/trade.hpp>
@@ -248,26 +249,31 @@ inline std::string unacknowledged(tradeagg::redis::cluster_client& client,
     std::vector<tradeagg::redis::command_result> results;
     run_checked(client, cmds, results);
     for (std::size_t k = 0; k < stream_partitions; ++k) {
+        // The consumers' groups: `stream_group` and `stream_group@<epoch>` (one per lease
+        // acquisition; a new holder destroys the former ones once it has rebuilt).
         const redisReply* groups = results[k].reply.get();
-        const redisReply* group = nullptr;
+        const auto ours = tradeagg::redis::detail::consumer_groups(groups, stream_group);
+        long long pending = 0;
         for (std::size_t g = 0; groups->type == REDIS_REPLY_ARRAY && g < groups->elements; ++g) {
             const redisReply* n = field_of(groups->element[g], "name");
-            if (n != nullptr && n->type == REDIS_REPLY_STRING &&
-                std::string_view(n->str, n->len) == stream_group) {
-                group = groups->element[g];
+            const redisReply* p = field_of(groups->element[g], "pending");
+            const bool listed = n != nullptr && std::any_of(ours.begin(), ours.end(), [&](auto& o) {
+                                    return o.name == std::string_view(n->str, n->len);
+                                });
+            if (listed && p != nullptr && p->type == REDIS_REPLY_INTEGER) {
+                pending += p->integer;
             }
         }
-        const redisReply* pending = field_of(group, "pending");
-        const redisReply* last = field_of(group, "last-delivered-id");
-        if (pending == nullptr || pending->type != REDIS_REPLY_INTEGER || last == nullptr ||
-            last->type != REDIS_REPLY_STRING) {
+        if (ours.empty()) {
             return "partition " + std::to_string(k) + ": no group " + std::string(stream_group);
         }
-        const std::string_view delivered(last->str, last->len);
-        if (pending->integer != 0 || delivered != staged.last_id[k]) {
-            return "partition " + std::to_string(k) + ": " + std::to_string(pending->integer) +
-                   " pending, delivered up to " + std::string(delivered) + " of " +
-                   staged.last_id[k];
+        tradeagg::redis::stream_id delivered{};
+        for (const auto& o : ours) {
+            delivered = std::max(delivered, o.delivered);
+        }
+        if (pending != 0 || delivered.text() != staged.last_id[k]) {
+            return "partition " + std::to_string(k) + ": " + std::to_string(pending) +
+                   " pending, delivered up to " + delivered.text() + " of " + staged.last_id[k];
         }
     }
     return {};

@@ -26,6 +26,7 @@
 #include <tradeagg/redis/partition_checkpoints.hpp>
 #include <tradeagg/redis/stream_consumer.hpp>
 #include <tradeagg/redis/stream_entry.hpp>
+#include <tradeagg/redis/stream_reply.hpp>
 #include <tradeagg/tradeagg.hpp>
 
 #include "redis_cluster.hpp"
@@ -369,6 +370,21 @@ TEST_CASE("stream checkpoints: a new holder starts from the newest, replays what
                std::to_string(entries_after(client, 0, checkpoint_field(client, 0, "previous_id")) +
                               1);
     }));
+    // Each stream has one group left, b's epoch's: a's were destroyed once b had rebuilt, so a
+    // that outlived its lease unseen would find its group gone at its next read.
+    for (std::size_t k = 0; k < partitions; ++k) {
+        const std::string key = redis::stream_key(prefix, k);
+        const std::string epoch = on_slot(client, key, {"GET", redis::epoch_key(prefix, k)});
+        const auto groups = client.run_one({{"XINFO", "GROUPS", key}, redis::key_slot(key)});
+        REQUIRE(groups.ok());
+        const auto ours = redis::detail::consumer_groups(groups.reply.get(), "tradeagg");
+        REQUIRE(ours.size() == 1);
+        CHECK(ours.front().name == "tradeagg@" + epoch);
+        const auto late = client.run_one(
+            {{"XREADGROUP", "GROUP", "tradeagg@1", "a", "COUNT", "1", "STREAMS", key, ">"},
+             redis::key_slot(key)});
+        CHECK(late.error.starts_with("NOGROUP"));
+    }
     CHECK(b.stop(std::chrono::seconds(10)));
     const auto st = b.stats();
     INFO(st.last_error);

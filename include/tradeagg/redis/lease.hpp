@@ -12,7 +12,6 @@
 //   renew    KEYS lease          ARGV instance, epoch, ttl_ms -> 1, or 0 if the lease is no
 //            longer this instance's at that epoch (it lapsed and another took it).
 //   release  KEYS lease          ARGV instance, epoch    -> 1 if released, 0 if not held.
-//   read     (below): XREADGROUP, only for the lease's holder.
 //   token_write (below): one token's keys written at once, refused from a smaller epoch.
 //
 // The lease's value is "<instance> <epoch>"; it expires after ttl_ms unless renewed. An
@@ -58,21 +57,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] .. ' ' .. ARGV[2] then
   return 1
 end
 return 0
-)lua";
-
-/// Reads new entries of a partition stream for its consumer group, only while the caller holds
-/// the partition's lease: an instance that lost its lease (paused past its expiry, say) cannot
-/// take entries the new holder would then never see.
-///
-///   KEYS  lease, stream
-///   ARGV  instance, epoch, group, consumer, count
-///   ->    0 if the lease is not the caller's at that epoch; else XREADGROUP's reply (nil when
-///         there is nothing new)
-inline constexpr std::string_view read = R"lua(
-if redis.call('GET', KEYS[1]) ~= ARGV[1] .. ' ' .. ARGV[2] then
-  return 0
-end
-return redis.call('XREADGROUP', 'GROUP', ARGV[3], ARGV[4], 'COUNT', ARGV[5], 'STREAMS', KEYS[2], '>')
 )lua";
 
 /// Writes one token's flush, fenced: all of a token's keys are in one slot, so one script

@@ -48,6 +48,7 @@ struct stream_partition {
     std::string stream, lease, epoch_key;
     std::uint16_t slot = 0;
     std::uint64_t epoch = 0; ///< 0: not held
+    std::string group;       ///< this epoch's consumer group, `<group>@<epoch>`
     clock::time_point renew_at{};
     clock::time_point valid_until{}; ///< the lease may have lapsed after this
     std::unique_ptr<partition_engine<Policy>> state;

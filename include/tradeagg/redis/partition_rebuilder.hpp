@@ -1,8 +1,8 @@
 #pragma once
 // Rebuilding a partition a stream consumer has just acquired ("Exactly once" in
 // stream_consumer.hpp): its state is loaded from its newest checkpoint and read again from its
-// stream after it, up to what the group had delivered; only what Redis lacks is written, and the
-// group's pending entries are claimed and acknowledged.
+// stream after it, up to what the former epochs' groups had delivered; only what Redis lacks is
+// written, this epoch's group delivers from there, and the former groups are destroyed.
 
 #include <algorithm>
 #include <chrono>
@@ -54,13 +54,15 @@ public:
     partition_rebuilder& operator=(const partition_rebuilder&) = delete;
 
     /// Builds the state of a partition just acquired from its newest checkpoint and the stream
-    /// after it (or the whole stream), writes what Redis lacks, and acknowledges what the group
-    /// had delivered. False if Redis did not let it finish.
+    /// after it (or the whole stream) up to what the former groups had delivered, writes what
+    /// Redis lacks, and starts this epoch's group there. False if Redis did not let it finish.
     bool rebuild(partition& p) {
         p.checkpoint = {};
-        // The group (created with the stream if need be), and how far it has delivered.
+        // This epoch's group (created with the stream if need be), and how far the former
+        // epochs' groups delivered: the new group delivers from there.
+        p.group = cfg_.group + "@" + std::to_string(p.epoch);
         command_result created = client_.run_one(
-            cluster_command{{"XGROUP", "CREATE", p.stream, cfg_.group, "0", "MKSTREAM"}, p.slot});
+            cluster_command{{"XGROUP", "CREATE", p.stream, p.group, "0", "MKSTREAM"}, p.slot});
         if (!created.ok() && !created.error.starts_with("BUSYGROUP")) {
             control_.note_error(p.stream + ": XGROUP CREATE: " + created.error);
             return false;
@@ -71,24 +73,35 @@ public:
             control_.note_error(p.stream + ": XINFO GROUPS: " + info.error);
             return false;
         }
-        const std::optional<stream_id> delivered = last_delivered(info.reply.get(), cfg_.group);
-        if (!delivered) {
-            control_.note_error(p.stream + ": XINFO GROUPS has no group " + cfg_.group);
-            return false;
+        std::vector<std::string> former;
+        stream_id delivered{};
+        for (consumer_group_info& g : consumer_groups(info.reply.get(), cfg_.group)) {
+            if (g.name != p.group) {
+                delivered = std::max(delivered, g.delivered);
+                former.push_back(std::move(g.name));
+            }
+        }
+        if (delivered != stream_id{}) {
+            command_result set = client_.run_one(
+                cluster_command{{"XGROUP", "SETID", p.stream, p.group, delivered.text()}, p.slot});
+            if (!set.ok()) {
+                control_.note_error(p.stream + ": XGROUP SETID: " + set.error);
+                return false;
+            }
         }
         std::optional<stream_id> checkpoint;
-        if (!checkpoints_.load(p, *delivered, checkpoint)) {
+        if (!checkpoints_.load(p, delivered, checkpoint)) {
             return false;
         }
         if (!checkpoint) {
             p.state = std::make_unique<engine>(pipeline_);
         }
         std::string from = checkpoint ? "(" + checkpoint->text() : "-";
-        const std::string to = delivered->text();
+        const std::string to = delivered.text();
         tradeagg::detail::string_map<std::optional<stream_id>> stored;
         stream_entries entries;
         std::vector<bool> in_redis; ///< per trade of `entries`: its effect is in Redis already
-        while (*delivered != stream_id{} && *delivered != checkpoint && p.epoch != 0) {
+        while (delivered != stream_id{} && delivered != checkpoint && p.epoch != 0) {
             command_result r = client_.run_one(cluster_command{
                 {"XRANGE", p.stream, from, to, "COUNT", std::to_string(cfg_.read_count)}, p.slot});
             if (!r.ok()) {
@@ -131,15 +144,24 @@ public:
             leases_.renew_due();
             p.checkpoint.applied = entries.entries.back().id;
             from = "(" + std::string(entries.entries.back().id_text);
-            if (entries.entries.back().id >= *delivered) {
+            if (entries.entries.back().id >= delivered) {
                 break;
             }
         }
-        // What the rebuild wrote is in Redis before the entries it read are acknowledged.
+        // What the rebuild wrote is in Redis before the former groups go: an instance still
+        // reading one of them (its lease lapsed unseen) then finds it gone (NOGROUP) and stops.
         if (p.epoch == 0 || !writer_.drain({&p})) {
             return false;
         }
-        return claim_pending(p);
+        for (const std::string& name : former) {
+            command_result gone =
+                client_.run_one(cluster_command{{"XGROUP", "DESTROY", p.stream, name}, p.slot});
+            if (!gone.ok()) {
+                control_.note_error(p.stream + ": XGROUP DESTROY " + name + ": " + gone.error);
+            }
+        }
+        leases_.renew_due();
+        return p.epoch != 0;
     }
 
 private:
@@ -184,34 +206,6 @@ private:
             }
         }
         return true;
-    }
-
-    /// Takes the group's pending entries (delivered to a former holder, or to this instance
-    /// before a restart) and acknowledges them: the rebuild has applied every delivered entry.
-    bool claim_pending(partition& p) {
-        std::string cursor = "0-0";
-        do {
-            command_result r =
-                client_.run_one(cluster_command{{"XAUTOCLAIM", p.stream, cfg_.group, cfg_.instance,
-                                                 "0", cursor, "COUNT", "1000", "JUSTID"},
-                                                p.slot});
-            if (!r.ok() || r.reply->type != REDIS_REPLY_ARRAY || r.reply->elements < 2 ||
-                r.reply->element[0]->type != REDIS_REPLY_STRING) {
-                control_.note_error(p.stream + ": XAUTOCLAIM: " + r.error);
-                return false;
-            }
-            cursor.assign(r.reply->element[0]->str, r.reply->element[0]->len);
-            const redisReply* ids = r.reply->element[1];
-            for (std::size_t i = 0; ids->type == REDIS_REPLY_ARRAY && i < ids->elements; ++i) {
-                if (ids->element[i]->type == REDIS_REPLY_STRING) {
-                    p.to_ack.emplace_back(ids->element[i]->str, ids->element[i]->len);
-                }
-            }
-            std::vector<partition*> one{&p};
-            writer_.ack(one);
-            leases_.renew_due();
-        } while (cursor != "0-0" && p.epoch != 0);
-        return p.epoch != 0;
     }
 
     const stream_consumer_config& cfg_;

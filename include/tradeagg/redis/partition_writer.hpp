@@ -120,7 +120,7 @@ public:
             }
             constexpr std::size_t chunk = 1'000;
             for (std::size_t from = 0; from < p->to_ack.size(); from += chunk) {
-                cluster_command c{{"XACK", p->stream, cfg_.group}, p->slot};
+                cluster_command c{{"XACK", p->stream, p->group}, p->slot};
                 const std::size_t to = std::min(p->to_ack.size(), from + chunk);
                 for (std::size_t i = from; i < to; ++i) {
                     c.args.push_back(std::move(p->to_ack[i]));

@@ -13,10 +13,13 @@
 // a former epoch and Redis runs late (from a connection that timed out) is refused.
 //
 // One round, for every partition held (one pipelined batch):
-//   1. XREADGROUP (its consumer group, this instance as consumer) inside a script that first
-//      checks the lease: an instance that lost its lease cannot take entries any more. A
-//      partition with `16 x read_count` entries read and not yet acknowledged is not read:
-//      reading waits for the writes.
+//   1. XREADGROUP, from the consumer group of the partition's current epoch
+//      (`<group>@<epoch>`), this instance as consumer. Each acquisition reads through a group of
+//      its own, which a new holder starts where the former groups had delivered and then
+//      destroys: an instance that lost its lease unseen reads only its own group, which the new
+//      holder does not depend on, and then finds it gone (NOGROUP) and stops. A partition with
+//      `16 x read_count` entries read and not yet acknowledged is not read: reading waits for
+//      the writes.
 //   2. The trades are applied to the partition's own shard (`shard::apply_here`): per-partition
 //      state, so a token's aggregates depend only on its own entries, in stream order, and
 //      reading them again gives the same values. Entries hold one trade, or many (the packed
@@ -35,11 +38,11 @@
 // absolute values of that prefix, atomic per token, and a write from an older epoch is refused).
 // A new holder (after a takeover, a release, or a restart) rebuilds the partition's state from
 // its newest checkpoint (below) and the stream after it, or from the stream's start, up to the
-// group's last delivered id (XRANGE): entries at or
-// below a token's stored `stream_id` are applied without being written, later ones are applied
-// and written, as in a round. It then claims the group's pending entries (XAUTOCLAIM) and
-// acknowledges them, and reads new entries from there. So an entry's effect is in Redis once,
-// whichever instance applied it and however often it was delivered.
+// last id the former epochs' groups delivered (XRANGE): entries at or below a token's stored
+// `stream_id` are applied without being written, later ones are applied and written, as in a
+// round. Its own group delivers from that id on, and once the rebuild's writes are in, the
+// former groups (and their pending entries) are destroyed. So an entry's effect is in Redis
+// once, whichever instance applied it and however often it was delivered.
 //
 // Checkpoints (partition_checkpoints.hpp). Every `checkpoint_interval` the holder encodes its
 // partition's state (checkpoint_format.hpp) and, once Redis has every token write covering the
@@ -235,11 +238,9 @@ private:
         std::vector<partition*> who;
         for (partition* p : held) {
             if (p->epoch != 0 && p->unacked() < max_unacked()) {
-                cmds.push_back(
-                    client_.script(lease_scripts::read, p->slot,
-                                   {p->lease, p->stream, leases_.holder(), std::to_string(p->epoch),
-                                    cfg_.group, cfg_.instance, std::to_string(cfg_.read_count)},
-                                   2));
+                cmds.push_back({{"XREADGROUP", "GROUP", p->group, cfg_.instance, "COUNT",
+                                 std::to_string(cfg_.read_count), "STREAMS", p->stream, ">"},
+                                p->slot});
                 who.push_back(p);
             }
         }
@@ -260,7 +261,9 @@ private:
             }
             if (!r.ok()) {
                 if (r.error.starts_with("NOGROUP")) {
-                    // The stream was deleted: its group with it. Start over on it.
+                    // The group is gone: a newer holder destroyed it (this lease lapsed unseen),
+                    // or the stream was deleted with it. Stop reading it; a later balance takes
+                    // the partition again if it is free.
                     leases_.drop(p, p.stream + ": " + r.error);
                 } else if (r.reply == nullptr) {
                     // No reply: entries may have been delivered to this consumer and lost on
@@ -274,10 +277,6 @@ private:
                     // Not run: read again next round.
                     control_.note_error(p.stream + ": " + r.error);
                 }
-                continue;
-            }
-            if (r.reply->type == REDIS_REPLY_INTEGER) {
-                leases_.drop(p, "lease " + p.lease + " is no longer held");
                 continue;
             }
             if (r.reply->type != REDIS_REPLY_ARRAY || r.reply->elements == 0) {
@@ -338,7 +337,7 @@ private:
         for (partition& p : leases_.all()) {
             if (p.epoch != 0) {
                 cmds.push_back({{"XINFO", "GROUPS", p.stream}, p.slot});
-                cmds.push_back({{"XPENDING", p.stream, cfg_.group}, p.slot});
+                cmds.push_back({{"XPENDING", p.stream, p.group}, p.slot});
                 who.push_back(&p);
             }
         }
@@ -353,7 +352,7 @@ private:
             const command_result& info = r[2 * i];
             const command_result& pending = r[2 * i + 1];
             const std::optional<stream_id> delivered =
-                info.ok() ? detail::last_delivered(info.reply.get(), cfg_.group) : std::nullopt;
+                info.ok() ? detail::last_delivered(info.reply.get(), who[i]->group) : std::nullopt;
             if (!delivered || !pending.ok() || pending.reply->type != REDIS_REPLY_ARRAY ||
                 pending.reply->elements < 2) {
                 continue; // not known now: next time

@@ -1,7 +1,7 @@
 #pragma once
 // Stream replies as the partition-stream consumer reads them: the entries of an XREADGROUP or
-// XRANGE reply, each with its id and its trade (or why it has none), and a consumer group's
-// last delivered id from XINFO GROUPS.
+// XRANGE reply, each with its id and its trade (or why it has none), and the consumer groups'
+// last delivered ids from XINFO GROUPS.
 
 #include <cstddef>
 #include <deque>
@@ -99,6 +99,34 @@ inline void parse_entries(const redisReply* list, stream_entries& out) {
         }
     }
     return std::nullopt;
+}
+
+/// A consumer group of the stream consumer, as XINFO GROUPS lists it.
+struct consumer_group_info {
+    std::string name;
+    stream_id delivered; ///< its last delivered id
+};
+
+/// The groups of XINFO GROUPS named `base` or `base@<epoch>` (stream_consumer.hpp, "Reads").
+[[nodiscard]] inline std::vector<consumer_group_info> consumer_groups(const redisReply* groups,
+                                                                      std::string_view base) {
+    std::vector<consumer_group_info> out;
+    if (groups == nullptr || groups->type != REDIS_REPLY_ARRAY) {
+        return out;
+    }
+    for (std::size_t g = 0; g < groups->elements; ++g) {
+        const auto field = entry_fields(groups->element[g]);
+        const auto name = field("name");
+        const auto last = field("last-delivered-id");
+        if (!name || !last ||
+            !(*name == base || (name->starts_with(base) && name->size() > base.size() &&
+                                (*name)[base.size()] == '@'))) {
+            continue;
+        }
+        const auto id = stream_id::parse(*last);
+        out.push_back({std::string(*name), id.value_or(stream_id{})});
+    }
+    return out;
 }
 
 } // namespace tradeagg::redis::detail
