@@ -212,8 +212,33 @@ inline staged_trades stage(tradeagg::redis::cluster_client& client, const synthe
 }
 
 /// Moves every staging stream, with its group, onto its partition's stream (replacing the empty
-/// one a consumer may have created): one RENAME per partition, in one batch.
+/// one a consumer may have created): one RENAME per partition, in one batch. The consumer groups
+/// of the streams replaced (a consumer reads through one of its own per lease epoch) are created
+/// on the staging streams first, at their start, so that the consumers read on unaware.
 inline void publish(tradeagg::redis::cluster_client& client) {
+    std::vector<tradeagg::redis::cluster_command> infos;
+    for (std::size_t k = 0; k < stream_partitions; ++k) {
+        const std::string live = tradeagg::redis::stream_key(key_prefix, k);
+        infos.push_back({{"XINFO", "GROUPS", live}, tradeagg::redis::key_slot(live)});
+    }
+    std::vector<tradeagg::redis::command_result> groups;
+    client.run(infos, groups); // a partition no consumer has created yet answers an error
+    std::vector<tradeagg::redis::cluster_command> creates;
+    for (std::size_t k = 0; k < stream_partitions; ++k) {
+        if (!groups[k].ok()) {
+            continue;
+        }
+        for (const auto& g :
+             tradeagg::redis::detail::consumer_groups(groups[k].reply.get(), stream_group)) {
+            if (g.name != stream_group) { // the staging stream has that one
+                creates.push_back({{"XGROUP", "CREATE", staging_key(k), g.name, "0"},
+                                   tradeagg::redis::key_slot(staging_key(k))});
+            }
+        }
+    }
+    if (!creates.empty()) {
+        run_checked(client, creates, groups);
+    }
     std::vector<tradeagg::redis::cluster_command> renames;
     for (std::size_t k = 0; k < stream_partitions; ++k) {
         const std::string to = tradeagg::redis::stream_key(key_prefix, k);
