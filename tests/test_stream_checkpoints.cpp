@@ -211,6 +211,16 @@ void check_exact(testing::redis_cluster& cluster, const testing::trade_stream& s
     CHECK(keys > 1'000);
 }
 
+/// What the tests on a cluster share: a 3-master cluster, a client, the trades, the settings.
+struct cluster_fixture {
+    testing::redis_cluster cluster{3};
+    int port = cluster.node(0).port();
+    redis::cluster_client client{options(port)};
+    testing::trade_stream s = checkpoint_stream();
+    std::size_t half = s.arrivals.size() / 2;
+    resolved_config<throughput_policy> pipeline = resolve<throughput_policy>(runtime_config{});
+};
+
 } // namespace
 
 TEST_CASE("checkpoint format: reads back whole, or is refused and never applied") {
@@ -319,13 +329,9 @@ TEST_CASE("checkpoint script: fenced by the lease, keeps the one before, trims t
     CHECK(stored(data) == "four");
 }
 
-TEST_CASE("stream checkpoints: a new holder starts from the newest, replays what follows, exact") {
-    testing::redis_cluster cluster(3);
-    const int port = cluster.node(0).port();
-    redis::cluster_client client(options(port));
-    const testing::trade_stream s = checkpoint_stream();
-    const std::size_t half = s.arrivals.size() / 2;
-    const auto pipeline = resolve<throughput_policy>(runtime_config{});
+TEST_CASE_FIXTURE(
+    cluster_fixture,
+    "stream checkpoints: a new holder starts from the newest, replays what follows, exact") {
 
     // a, in a process of its own, takes one checkpoint per partition at its first round, then
     // none for a minute, and is killed (SIGKILL: no checkpoint at stop, no lease released): what
@@ -396,13 +402,9 @@ TEST_CASE("stream checkpoints: a new holder starts from the newest, replays what
     check_exact(cluster, s);
 }
 
-TEST_CASE("stream checkpoints: corrupt, truncated or foreign ones are refused, nothing lost") {
-    testing::redis_cluster cluster(3);
-    const int port = cluster.node(0).port();
-    redis::cluster_client client(options(port));
-    const testing::trade_stream s = checkpoint_stream();
-    const std::size_t half = s.arrivals.size() / 2;
-    const auto pipeline = resolve<throughput_policy>(runtime_config{});
+TEST_CASE_FIXTURE(
+    cluster_fixture,
+    "stream checkpoints: corrupt, truncated or foreign ones are refused, nothing lost") {
     const auto data = [](std::size_t k) {
         return redis::partition_key(prefix, "checkpoint-data", k);
     };
@@ -458,18 +460,14 @@ TEST_CASE("stream checkpoints: corrupt, truncated or foreign ones are refused, n
     check_exact(cluster, s);
 }
 
-TEST_CASE("stream checkpoints: Redis out of memory while one is stored loses nothing") {
-    testing::redis_cluster cluster(3);
-    const int port = cluster.node(0).port();
-    redis::cluster_client client(options(port));
+TEST_CASE_FIXTURE(cluster_fixture,
+                  "stream checkpoints: Redis out of memory while one is stored loses nothing") {
     const auto set_maxmemory = [&](const char* bytes) {
         for (std::size_t n = 0; n < cluster.size(); ++n) {
             (void)cluster.node(n).command({"CONFIG", "SET", "maxmemory", bytes});
         }
     };
     const std::string stream0 = redis::stream_key(prefix, 0);
-    const testing::trade_stream s = checkpoint_stream();
-    const auto pipeline = resolve<throughput_policy>(runtime_config{});
     const std::size_t part = s.arrivals.size() / 8;
 
     consumer a(consumer_config("a", port, std::chrono::seconds(4)), pipeline);
