@@ -73,9 +73,9 @@ template <policy Policy>
     return out;
 }
 
-/// Reads a checkpoint's header alone, checking the checksum of the whole. Throws
-/// `snapshot_error` if it does not read back.
-[[nodiscard]] inline checkpoint_header read_checkpoint_header(std::string_view blob) {
+/// A checkpoint without its checksum, once the checksum matches. Throws `snapshot_error` if
+/// it does not.
+[[nodiscard]] inline std::string_view checked_body(std::string_view blob) {
     if (blob.size() < sizeof(std::uint64_t)) {
         throw snapshot_error("checkpoint of " + std::to_string(blob.size()) + " bytes");
     }
@@ -85,7 +85,12 @@ template <policy Policy>
         throw snapshot_error("checkpoint checksum mismatch (" + std::to_string(blob.size()) +
                              " bytes)");
     }
-    tradeagg::detail::byte_reader r(body);
+    return body;
+}
+
+/// Reads a checkpoint's header from the start of its body. Throws `snapshot_error` if it does
+/// not read back.
+[[nodiscard]] inline checkpoint_header read_checkpoint_header(tradeagg::detail::byte_reader& r) {
     if (r.text() != checkpoint_magic) {
         r.fail("not a tradeagg checkpoint");
     }
@@ -107,16 +112,11 @@ template <policy Policy>
 [[nodiscard]] std::pair<checkpoint_header, std::unique_ptr<partition_engine<Policy>>>
 decode_checkpoint(std::string_view blob, std::size_t partition,
                   const resolved_config<Policy>& pipeline) {
-    const checkpoint_header h = read_checkpoint_header(blob);
+    tradeagg::detail::byte_reader r(checked_body(blob));
+    const checkpoint_header h = read_checkpoint_header(r);
     if (h.partition != partition) {
         throw snapshot_error("checkpoint of partition " + std::to_string(h.partition) +
                              " stored for partition " + std::to_string(partition));
-    }
-    tradeagg::detail::byte_reader r(blob.substr(0, blob.size() - sizeof(std::uint64_t)));
-    (void)r.text();
-    (void)r.u32();
-    for (int i = 0; i < 4; ++i) {
-        (void)r.u64();
     }
     auto engine = std::make_unique<partition_engine<Policy>>(pipeline);
     const std::uint64_t applied = r.u64();

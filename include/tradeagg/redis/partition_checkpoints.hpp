@@ -132,7 +132,6 @@ public:
             return;
         }
         c.blob = encode_checkpoint(*p.state, checkpoint_header{p.index, p.epoch, c.applied});
-        c.blob_includes = c.applied;
         c.generation = p.awaiting.empty() ? 0 : p.awaiting.back().generation;
         c.taken = c.applied;
         c.due = clock::now() + cfg_.checkpoint_interval;
@@ -195,8 +194,8 @@ public:
                  partition_key(cfg_.key_prefix, "checkpoint-data", p->index),
                  partition_key(cfg_.key_prefix, "checkpoint-previous", p->index), p->stream,
                  partition_key(cfg_.key_prefix, "checkpoint-next", p->index), leases_.holder(),
-                 std::to_string(p->epoch), c.blob_includes.text(), c.blob,
-                 std::to_string(wall_ms()), std::move(floor)},
+                 std::to_string(p->epoch), c.taken.text(), c.blob, std::to_string(wall_ms()),
+                 std::move(floor)},
                 6));
             c.sending = true;
             owner.push_back(p);

@@ -68,9 +68,9 @@ struct stream_partition {
         stream_id applied; ///< the last entry applied to the state
         stream_id taken;   ///< the entry the last checkpoint taken includes
         clock::time_point due{};
-        /// Taken, to be written once every write of `generation` (and before) is in Redis.
+        /// Taken (it includes `taken`), to be written once every write of `generation` (and
+        /// before) is in Redis.
         std::string blob;
-        stream_id blob_includes;
         std::uint64_t generation = 0;
         bool sending = false; ///< its write is in the round's batch
     };
