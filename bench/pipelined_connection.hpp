@@ -63,6 +63,17 @@ public:
         }
     }
 
+    /// Queues one command already written in RESP (resp.hpp's `resp_builder`).
+    void append_formatted(std::string_view resp) {
+        if (redisAppendFormattedCommand(c_, resp.data(), resp.size()) != REDIS_OK) {
+            fail("append");
+        }
+        ++commands_;
+        if (++pending_ == depth_) {
+            drain();
+        }
+    }
+
     /// Sends what is queued and reads the reply of every pending command.
     void drain() {
         for (; pending_ > 0; --pending_) {

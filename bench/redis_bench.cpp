@@ -26,6 +26,8 @@
 //                               token's hashes with the fenced script, and acknowledge;
 //                               reading 4,096 entries per partition per round (the default),
 //                               and, as .../read_count:32768, eight times as many.
+//   BM_key_write                Redis's own CPU per key written, plainly and by the fenced
+//                               token-write script, in the same run (key_write_bench.cpp).
 //
 // Both per-trade baselines pipeline 100 commands deep on one blocking hiredis connection: append
 // 100 commands, then read their 100 replies, each checked not to be an error.
@@ -67,9 +69,9 @@
 // Where things are: one file per benchmark group: redis_per_trade_bench.cpp (its writers in
 // per_trade_writers.hpp, its keys in candle_keys.hpp), redis_end_to_end_bench.cpp (its probe in
 // lag_probe.hpp), stream_read_baseline_bench.cpp and stream_ingest_bench.cpp (their cluster and
-// streams in partition_streams.hpp); what they share, in redis_bench_settings.hpp (the settings
-// above), redis_benchmarks.hpp (registration, errors), redis_target.hpp (which Redis) and
-// pipelined_connection.hpp; this file is main.
+// streams in partition_streams.hpp), key_write_bench.cpp; what they share, in
+// redis_bench_settings.hpp (the settings above), redis_benchmarks.hpp (registration, errors),
+// redis_target.hpp (which Redis) and pipelined_connection.hpp; this file is main.
 
 #include <cstddef>
 #include <cstdio>
@@ -129,6 +131,7 @@ int main(int argc, char** argv) {
     bench::register_stream_read_baseline();
     bench::register_stream_ingest();
     bench::register_stream_takeover();
+    bench::register_key_write();
 
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();

@@ -67,5 +67,7 @@ void register_stream_read_baseline();
 void register_stream_ingest();
 /// BM_stream_takeover (stream_takeover_bench.cpp).
 void register_stream_takeover();
+/// BM_key_write (key_write_bench.cpp).
+void register_key_write();
 
 } // namespace bench
