@@ -317,22 +317,9 @@ void print_hot_token(const run_report& r, std::string_view name) {
     }
 }
 
-bool same(const tradeagg::candle& a, const tradeagg::candle& b) {
-    return a.open_time == b.open_time && a.close_time == b.close_time && a.open == b.open &&
-           a.high == b.high && a.low == b.low && a.close == b.close && a.volume == b.volume &&
-           a.quote_volume == b.quote_volume && a.trades == b.trades &&
-           a.taker_buy_volume == b.taker_buy_volume &&
-           a.taker_buy_quote_volume == b.taker_buy_quote_volume &&
-           a.first_trade_id == b.first_trade_id && a.last_trade_id == b.last_trade_id &&
-           a.closed == b.closed;
-}
-
 /// True if two runs hold exactly the same candles for the hottest token.
 bool same_candles(const run_report& a, const run_report& b) {
-    return std::equal(a.hot_candles.begin(), a.hot_candles.end(), b.hot_candles.begin(),
-                      b.hot_candles.end(), [](const auto& x, const auto& y) {
-                          return std::equal(x.begin(), x.end(), y.begin(), y.end(), same);
-                      });
+    return a.hot_candles == b.hot_candles;
 }
 
 /// Runs one policy and prints its report, or why it could not run (for instance --shards above

@@ -568,16 +568,6 @@ bool wait_for(F&& done) {
     return true;
 }
 
-bool same_candle(const candle& a, const candle& b) {
-    return a.open_time == b.open_time && a.close_time == b.close_time && a.open == b.open &&
-           a.high == b.high && a.low == b.low && a.close == b.close && a.volume == b.volume &&
-           a.quote_volume == b.quote_volume && a.trades == b.trades &&
-           a.taker_buy_volume == b.taker_buy_volume &&
-           a.taker_buy_quote_volume == b.taker_buy_quote_volume &&
-           a.first_trade_id == b.first_trade_id && a.last_trade_id == b.last_trade_id &&
-           a.closed == b.closed;
-}
-
 bool same_latest(const latest_trade& a, const latest_trade& b) {
     return a.price == b.price && a.quantity == b.quantity && a.taker == b.taker &&
            a.ts_ms == b.ts_ms && a.id == b.id;
@@ -740,7 +730,7 @@ TEST_CASE_TEMPLATE("resync() hands the sink again every candle and token the pip
     for (const auto& r : resent) {
         ++times_resent[r.key];
         const auto was = latest_before.find(r.key);
-        if (was == latest_before.end() || !same_candle(r.data, was->second)) {
+        if (was == latest_before.end() || r.data != was->second) {
             problems.add(where(r.key) + ": differs from its latest version before the resync");
         }
         const auto want = held.find(r.key);
@@ -812,8 +802,7 @@ bool same_collect(const collected& a, const collected& b) {
     for (std::size_t i = 0; i < a.candles.size(); ++i) {
         const candle_update& x = a.candles[i];
         const candle_update& y = b.candles[i];
-        if (x.token != y.token || x.interval_index != y.interval_index ||
-            !same_candle(x.data, y.data)) {
+        if (x.token != y.token || x.interval_index != y.interval_index || x.data != y.data) {
             return false;
         }
     }
@@ -913,7 +902,7 @@ TEST_CASE_TEMPLATE("mark_all_dirty: the next collect emits all a book holds, lat
             for (const candle_update& u : marked_out.candles) {
                 const auto key = std::make_tuple(u.token, u.interval_index, u.data.open_time);
                 const auto it = want.find(key);
-                if (it == want.end() || ++it->second > 1 || !same_candle(u.data, latest[key])) {
+                if (it == want.end() || ++it->second > 1 || u.data != latest[key]) {
                     problems.add("collect " + std::to_string(collects) + ": token " +
                                  std::to_string(u.token) + " interval " +
                                  std::to_string(u.interval_index) + " @" +

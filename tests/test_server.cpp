@@ -19,21 +19,14 @@
 #include <boost/json.hpp>
 
 #include "server_config.hpp"
+#include "server_requests.hpp"
 #include "service.hpp"
 
 using namespace aggregator;
+using namespace aggregator::testing;
 using namespace std::chrono_literals;
 
 namespace {
-
-using env_map = std::map<std::string, std::string>;
-
-server_config config_from(const env_map& env) {
-    return server_config_from_env([&env](const char* name) -> const char* {
-        const auto it = env.find(name);
-        return it == env.end() ? nullptr : it->second.c_str();
-    });
-}
 
 /// The message of the config_error that `env` raises, "" if none.
 std::string config_failure(const env_map& env) {
@@ -56,21 +49,6 @@ std::string config_failure(const env_map& env) {
     return "";
 }
 
-request make_request(http::verb verb, std::string target, std::string body = {},
-                     std::string content_type = {}) {
-    request req{verb, target, 11};
-    if (!content_type.empty()) {
-        req.set(http::field::content_type, content_type);
-    }
-    req.body() = std::move(body);
-    req.prepare_payload();
-    return req;
-}
-
-boost::json::object json_of(const response& res) {
-    return boost::json::parse(res.body()).as_object();
-}
-
 } // namespace
 
 TEST_CASE("server config: defaults, and every malformed variable named in its error") {
@@ -89,6 +67,8 @@ TEST_CASE("server config: defaults, and every malformed variable named in its er
           std::chrono::milliseconds(0));
     CHECK(config_from({{"STREAM_RETENTION", "6h"}}).stream_retention == std::chrono::hours(6));
     CHECK(d.stream_checkpoint_interval == std::chrono::seconds(2));
+    CHECK(d.quote_asset == "USD");
+    CHECK(config_from({{"QUOTE_ASSET", "USDT"}}).quote_asset == "USDT");
     CHECK(config_from({{"STREAM_CHECKPOINT_INTERVAL", "off"}}).stream_checkpoint_interval ==
           std::chrono::milliseconds(0));
     CHECK(config_from({{"STREAM_CHECKPOINT_INTERVAL", "750ms"}}).stream_checkpoint_interval ==
@@ -129,6 +109,9 @@ TEST_CASE("server config: defaults, and every malformed variable named in its er
         {"STREAM_CHECKPOINT_INTERVAL", "50ms"},
         {"STREAM_CHECKPOINT_INTERVAL", "2h"},
         {"STREAM_CHECKPOINT_INTERVAL", "0"},
+        {"QUOTE_ASSET", "usd"},
+        {"QUOTE_ASSET", "US D"},
+        {"QUOTE_ASSET", "ABCDEFGHIJKLMNOPQRSTU"},
     };
     for (const auto& [name, value] : bad) {
         CAPTURE(name);
@@ -321,8 +304,10 @@ TEST_CASE("route_of: every endpoint by its path, the rest as other") {
     CHECK(route_of("/performance/optimize/throughput") == route::optimize_throughput);
     CHECK(route_of("/performance/optimize/latency") == route::optimize_latency);
     CHECK(route_of("/metrics") == route::metrics);
+    CHECK(route_of("/api/v3/klines?symbol=SOL") == route::api_v3);
+    CHECK(route_of("/api/v3/ticker/24hr") == route::api_v3);
     for (const char* other : {"", "/", "/nope", "/performance/", "/tradesx", "/metrics/x", "other",
-                              "/Trades", "/tokens"}) {
+                              "/Trades", "/tokens", "/api/v3", "/api/v2/klines"}) {
         CAPTURE(other);
         CHECK(route_of(other) == route::other);
     }

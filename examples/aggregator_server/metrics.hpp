@@ -160,9 +160,10 @@ enum class route : std::uint8_t {
     optimize_throughput,
     optimize_latency,
     metrics,
-    other, ///< no such endpoint, or refused before its header was read
+    api_v3, ///< the Binance-compatible endpoints, /api/v3/...
+    other,  ///< no such endpoint, or refused before its header was read
 };
-inline constexpr std::size_t route_count = 9;
+inline constexpr std::size_t route_count = 10;
 
 /// The label of a route: its path, with `{token}` for the token's place.
 [[nodiscard]] constexpr std::string_view route_label(route r) noexcept {
@@ -175,6 +176,7 @@ inline constexpr std::size_t route_count = 9;
         "/performance/optimize/throughput",
         "/performance/optimize/latency",
         "/metrics",
+        "/api/v3/{endpoint}",
         "other",
     };
     return labels[static_cast<std::size_t>(r)];
@@ -186,8 +188,12 @@ inline constexpr std::size_t route_count = 9;
     if (path.starts_with("/tokens/")) {
         return route::tokens;
     }
+    if (path.starts_with("/api/v3/")) {
+        return route::api_v3;
+    }
     for (std::size_t r = 0; r + 1 < route_count; ++r) {
         if (r != static_cast<std::size_t>(route::tokens) &&
+            r != static_cast<std::size_t>(route::api_v3) &&
             path == route_label(static_cast<route>(r))) {
             return static_cast<route>(r);
         }

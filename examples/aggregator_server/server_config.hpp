@@ -102,6 +102,9 @@ struct server_config {
     /// what rebuilds need to be exact (the policy's longest interval or rolling window, plus its
     /// lateness). "off" (zero) never trims.
     std::optional<std::chrono::milliseconds> stream_retention;
+    /// QUOTE_ASSET: the quote asset of every symbol of the Binance-compatible API (each token is
+    /// a base asset quoted in it).
+    std::string quote_asset = "USD";
 };
 
 /// Every variable the server reads, for the start-up log and the documentation.
@@ -146,7 +149,8 @@ inline constexpr std::string_view known_variables[] = {"AGGREGATOR_POLICY",
                                                        "STREAM_LEASE_TTL",
                                                        "STREAM_READ_COUNT",
                                                        "STREAM_CHECKPOINT_INTERVAL",
-                                                       "STREAM_RETENTION"};
+                                                       "STREAM_RETENTION",
+                                                       "QUOTE_ASSET"};
 
 namespace detail {
 
@@ -332,6 +336,15 @@ server_config_from_env(const std::function<const char*(const char*)>& getenv) {
         ::gethostname(host, sizeof host - 1);
         c.instance_id =
             std::string(host[0] != '\0' ? host : "tradeagg") + "-" + std::to_string(::getpid());
+    }
+    if (const auto v = get(getenv, "QUOTE_ASSET")) {
+        const bool ok = v->size() <= 20 && std::all_of(v->begin(), v->end(), [](char ch) {
+                            return (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
+                        });
+        if (!ok) {
+            fail("QUOTE_ASSET", *v, "expected 1 to 20 upper-case letters or digits, e.g. USDT");
+        }
+        c.quote_asset = std::string(*v);
     }
     c.stream_lease_ttl = duration(getenv, "STREAM_LEASE_TTL", c.stream_lease_ttl, milliseconds(300),
                                   milliseconds(600'000));

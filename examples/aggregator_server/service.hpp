@@ -9,6 +9,7 @@
 //   POST /trades                        a JSON array of trades, or NDJSON
 //   GET  /tokens/{token}                current candles, rolling 24 h, latest trade
 //   GET  /metrics                       Prometheus text exposition of every statistic
+//   GET  /api/v3/...                    Binance-compatible market data (binance_api.hpp)
 //
 // Admin endpoints need `Authorization: Bearer <ADMIN_TOKEN>` when ADMIN_TOKEN is set.
 
@@ -24,6 +25,7 @@
 
 #include <tradeagg/policy.hpp>
 
+#include "binance_api.hpp"
 #include "ingest_endpoint.hpp"
 #include "log.hpp"
 #include "metrics.hpp"
@@ -70,7 +72,7 @@ public:
     /// Checks `cfg` against the policy (throws `tradeagg::config_error` naming the variable)
     /// and builds everything; starts nothing.
     explicit aggregator_service(server_config cfg)
-        : state_(std::move(cfg)), performance_(state_), ingest_(state_) {}
+        : state_(std::move(cfg)), performance_(state_), api_(state_), ingest_(state_) {}
 
     void start() override {
         if (state_.streams) {
@@ -203,6 +205,8 @@ public:
             return get([&] { return performance_.performance(req); });
         case route::metrics:
             return get([&] { return performance_.metrics(req); });
+        case route::api_v3:
+            return get([&] { return api_.handle(req); });
         case route::performance_gc:
         case route::optimize_throughput:
         case route::optimize_latency: {
@@ -249,6 +253,7 @@ private:
 
     service_state<Policy> state_;
     performance_endpoints<Policy> performance_;
+    binance_api<Policy> api_;
     /// Declared last: destroyed first (with the HTTP threads' producers), while the pipeline
     /// still exists.
     ingest_endpoint<Policy> ingest_;

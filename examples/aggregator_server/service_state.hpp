@@ -27,6 +27,7 @@
 
 #include <tradeagg/monitor.hpp>
 #include <tradeagg/pipeline.hpp>
+#include <tradeagg/redis/candle_reader.hpp>
 #include <tradeagg/redis/sink.hpp>
 #include <tradeagg/redis/stream_consumer.hpp>
 
@@ -77,6 +78,11 @@ struct service_state {
           streams(cfg.ingest_streams > 0
                       ? std::make_unique<stream_consumer_type>(stream_settings(cfg), resolved)
                       : nullptr),
+          history(cfg.redis_enabled ? std::make_unique<tradeagg::redis::candle_reader>(
+                                          cluster_options(cfg), cfg.redis.key_prefix,
+                                          std::vector<tradeagg::interval>(Policy::intervals.begin(),
+                                                                          Policy::intervals.end()))
+                                    : nullptr),
           sink{snapshots, redis.get()}, pipeline(cfg.pipeline, sink),
           monitored(pipeline,
                     [this]() -> std::optional<double> {
@@ -100,6 +106,9 @@ struct service_state {
     token_snapshots<interval_count> snapshots;
     std::unique_ptr<tradeagg::redis::redis_sink> redis; ///< null when Redis is off
     std::unique_ptr<stream_consumer_type> streams;      ///< null unless INGEST_STREAMS > 0
+    /// Reads candles and token hashes back from Redis (the Binance-compatible API); null when
+    /// Redis is off.
+    std::unique_ptr<tradeagg::redis::candle_reader> history;
     sink_type sink;
     pipeline_type pipeline;
     monitored_type monitored;
@@ -130,13 +139,20 @@ private:
         s.candle_retention_intervals = c.redis.candle_retention_intervals;
         s.retention = c.stream_retention;
         s.checkpoint_interval = c.stream_checkpoint_interval;
-        for (const auto& [host, port] : c.redis.seeds()) {
-            s.redis.seeds.push_back({host, port, {}});
-        }
-        s.redis.password = c.redis.password;
-        s.redis.db = c.redis.db;
-        s.redis.timeout = c.redis.read_timeout;
+        s.redis = cluster_options(c);
         return s;
+    }
+
+    /// The Redis (one node or a cluster) of REDIS_ADDR, for the blocking clients.
+    static tradeagg::redis::cluster_client::options cluster_options(const server_config& c) {
+        tradeagg::redis::cluster_client::options o;
+        for (const auto& [host, port] : c.redis.seeds()) {
+            o.seeds.push_back({host, port, {}});
+        }
+        o.password = c.redis.password;
+        o.db = c.redis.db;
+        o.timeout = c.redis.read_timeout;
+        return o;
     }
 };
 

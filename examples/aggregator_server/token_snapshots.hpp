@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include <tradeagg/detail/string_map.hpp>
 #include <tradeagg/sink.hpp>
@@ -73,6 +74,19 @@ public:
         const std::lock_guard lock(p.mutex);
         const auto it = p.tokens.find(token);
         return it == p.tokens.end() ? std::nullopt : std::optional<snapshot>(it->second);
+    }
+
+    /// The names of the tokens kept, in no particular order. Any thread; allocates.
+    [[nodiscard]] std::vector<std::string> names() const {
+        std::vector<std::string> out;
+        out.reserve(size());
+        for (const part& p : parts_) {
+            const std::lock_guard lock(p.mutex);
+            for (const auto& [name, snap] : p.tokens) {
+                out.push_back(name);
+            }
+        }
+        return out;
     }
 
     /// Tokens kept. Any thread.

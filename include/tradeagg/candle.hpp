@@ -33,6 +33,9 @@ struct candle {
     std::uint64_t last_trade_id = 0;
     bool closed = false;
 
+    /// Every field equal, exactly (doubles by value): what a restored or re-read candle must be.
+    friend constexpr bool operator==(const candle&, const candle&) noexcept = default;
+
     /// Volume-weighted average price: quote_volume / volume (0 for an empty candle).
     [[nodiscard]] constexpr double vwap() const noexcept {
         return volume > 0.0 ? quote_volume / volume : 0.0;
