@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Sourced by scripts/test.sh, scripts/run.sh, bench/http_ingest and tests/test_prometheus.sh.
+# Sourced by scripts/test.sh, scripts/run.sh, bench/http_ingest, tests/test_prometheus.sh and
+# tests/test_binance_clients.sh.
 
 # The Release configuration shared by the test and run scripts, so that they reuse one build.
 # shellcheck disable=SC2034 # used by the scripts that source this file
@@ -19,6 +20,22 @@ cmake_configure() {
         rm -rf "$dir"
     fi
     cmake -S . -B "$dir" -G Ninja "$@"
+}
+
+# stop_at_exit DIR: when the script exits, stops every process whose pid it added to the array
+# `pids` (SIGTERM, then waits for it) and removes DIR, its scratch directory.
+stop_at_exit() {
+    scratch_dir=$1
+    pids=()
+    trap stop_pids_and_scratch EXIT
+}
+stop_pids_and_scratch() {
+    local pid
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$scratch_dir"
 }
 
 # free_port: prints a TCP port free on loopback now, drawn from 20000-32767: below Linux's

@@ -22,22 +22,13 @@ for tool in prometheus promtool redis-server redis-cli curl python3; do
 done
 # The interpreter itself, not a wrapper that would outlive a kill (pyenv shims fork).
 python=$(python3 -c "import sys; print(sys.executable)")
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
 
 # shellcheck source=tests/check.sh
 source "$root/tests/check.sh"
 # shellcheck source=scripts/common.sh
 source "$root/scripts/common.sh" # free_port
+work=$(mktemp -d)
+stop_at_exit "$work"
 wait_for() { # wait_for URL PID: until the URL answers 2xx, or the process is gone
     local _
     for _ in $(seq 300); do
