@@ -357,12 +357,22 @@ TEST_CASE("Binance API: klines, tickers and symbols from Redis and memory, exact
         auto again = make_service(config_from(env));
         again->start();
         check_klines(*again, ref);
-        // Known from Redis when named; exchangeInfo lists the tokens in memory.
+        // Listed from Redis's token set, which the first server's registrar filled; tickers of
+        // every token read from Redis too.
         CHECK(json_of(get(*again, "/api/v3/exchangeInfo?symbol=SOL"))
                   .at("symbols")
                   .as_array()
                   .size() == 1);
-        CHECK(json_of(get(*again, "/api/v3/exchangeInfo")).at("symbols").as_array().empty());
+        const boost::json::array listed =
+            json_of(get(*again, "/api/v3/exchangeInfo")).at("symbols").as_array();
+        REQUIRE(listed.size() == 3);
+        CHECK(listed[0].at("symbol") == mint);
+        CHECK(listed[2].at("symbol") == "bonk");
+        const boost::json::array tickers =
+            json_value_of(get(*again, "/api/v3/ticker/24hr")).as_array();
+        REQUIRE(tickers.size() == 3);
+        CHECK(tickers[1].at("symbol") == "SOL");
+        CHECK(tickers[1].at("count").to_number<std::uint64_t>() == ref.rolling("SOL").trades);
         CHECK(number(json_of(get(*again, "/api/v3/ticker/price?symbol=bonk")).at("price")) ==
               ts[ts.size() - 41].t.price);
         (void)again->stop(std::chrono::seconds(5));

@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -209,6 +210,20 @@ void check_exact(testing::redis_cluster& cluster, const testing::trade_stream& s
     INFO(log.text());
     CHECK(log.count == 0);
     CHECK(keys > 1'000);
+    // Every token traded is listed in the token set, whichever holder wrote it first.
+    std::set<std::string> traded;
+    for (const testing::stream_trade& a : s.arrivals) {
+        traded.insert(s.names[a.token_index]);
+    }
+    redis::cluster_client client(options(cluster.node(0).port()));
+    const std::string key = redis::tokens_key(prefix);
+    const redis::command_result listed = client.run_one({{"SMEMBERS", key}, redis::key_slot(key)});
+    REQUIRE(listed.ok());
+    std::set<std::string> names;
+    for (std::size_t i = 0; i < listed.reply->elements; ++i) {
+        names.emplace(listed.reply->element[i]->str, listed.reply->element[i]->len);
+    }
+    CHECK(names == traded);
 }
 
 /// What the tests on a cluster share: a 3-master cluster, a client, the trades, the settings.

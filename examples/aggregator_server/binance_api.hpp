@@ -11,10 +11,11 @@
 //   GET /api/v3/avgPrice                  volume-weighted average price of the last 5 minutes
 //
 // Symbols. A symbol is the token's name exactly, case and all (tokens are often base58 mints,
-// where case matters); its base asset is the token and its quote asset QUOTE_ASSET. A token is
-// known when the server accepted a trade for it since it started (it is in memory), or when
-// Redis holds its latest-trade hash (a restart, or trades read from partition streams);
-// exchangeInfo without a symbol lists the tokens in memory.
+// where case matters); its base asset is the token and its quote asset QUOTE_ASSET. The tokens
+// listed are those in memory (trades accepted since the server started) and those in Redis's
+// token set (keys.hpp's `tokens_key`: added by this server's registrar and by the stream
+// consumer, so a restarted server and every instance reading partition streams list them); a
+// token named in a request is also known when Redis holds its latest-trade hash.
 //
 // Klines. History is read from Redis (candle_reader.hpp), the token's current candle of the
 // interval from memory, which is never older than Redis's. The seven intervals of the policy
@@ -34,6 +35,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <iterator>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -271,11 +273,46 @@ private:
         return out;
     }
 
-    /// The tokens in memory, sorted (an answer that does not change order between calls).
-    std::vector<std::string> tokens_in_memory() const {
+    /// Every token known: in memory, and in Redis's token set; sorted, so that an answer does
+    /// not change order between calls.
+    std::vector<std::string> all_tokens() const {
         std::vector<std::string> names = state_.snapshots.names();
+        if (state_.history) {
+            std::vector<std::string> listed = state_.history->tokens();
+            names.insert(names.end(), std::make_move_iterator(listed.begin()),
+                         std::make_move_iterator(listed.end()));
+        }
         std::sort(names.begin(), names.end());
+        names.erase(std::unique(names.begin(), names.end()), names.end());
         return names;
+    }
+
+    /// What is known of every token, those in memory from memory and the others from Redis,
+    /// read at once; a listed token Redis has no latest trade for (expired) is left out.
+    std::vector<known_token> all_known() const {
+        std::vector<known_token> out;
+        std::vector<std::string> from_redis;
+        for (std::string& name : all_tokens()) {
+            known_token t;
+            t.memory = state_.snapshots.find(name);
+            t.name = std::move(name);
+            if (t.memory) {
+                out.push_back(std::move(t));
+            } else {
+                from_redis.push_back(std::move(t.name));
+            }
+        }
+        if (!from_redis.empty()) {
+            std::vector<tradeagg::redis::token_summary> s = state_.history->summaries(from_redis);
+            for (std::size_t i = 0; i < from_redis.size(); ++i) {
+                if (s[i].latest) {
+                    out.push_back({std::move(from_redis[i]), std::nullopt, std::move(s[i])});
+                }
+            }
+            std::sort(out.begin(), out.end(),
+                      [](const known_token& a, const known_token& b) { return a.name < b.name; });
+        }
+        return out;
     }
 
     boost::json::object symbol_json(std::string_view name) const {
@@ -317,7 +354,7 @@ private:
     response exchange_info(const request& req, const query_string& q) const {
         std::vector<std::string> names = symbols_param(q);
         if (names.empty()) {
-            names = tokens_in_memory();
+            names = all_tokens();
         } else {
             for (const std::string& n : names) {
                 (void)find(n, false); // -1121 for any unknown
@@ -454,10 +491,16 @@ private:
 
     response tickers(const request& req, const query_string& q, bool full) const {
         const std::vector<std::string> asked = symbols_param(q);
-        const std::vector<std::string> names = asked.empty() ? tokens_in_memory() : asked;
+        std::vector<known_token> tokens;
+        if (asked.empty()) {
+            tokens = all_known();
+        } else {
+            for (const std::string& n : asked) {
+                tokens.push_back(find(n, false));
+            }
+        }
         boost::json::array all;
-        for (const std::string& n : names) {
-            const known_token t = find(n, false);
+        for (const known_token& t : tokens) {
             all.push_back(full ? ticker_24hr(t) : ticker_price(t));
         }
         if (q.get("symbol")) {

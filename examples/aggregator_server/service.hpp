@@ -82,6 +82,9 @@ public:
         } else {
             state_.pipeline.start();
         }
+        if (state_.registrar) {
+            state_.registrar->start();
+        }
         state_.monitor.start();
     }
 
@@ -90,6 +93,9 @@ public:
         state_.accepting.store(false);
         state_.monitor.stop();
         state_.pipeline.stop(); // every accepted trade applied and flushed to the sink
+        if (state_.registrar) {
+            state_.registrar->stop(); // a last pass over the tokens flushed
+        }
         shutdown_report r;
         if (state_.streams) {
             // What is left unwritten stays pending in the streams, for the next holder.

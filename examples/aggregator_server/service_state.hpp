@@ -34,6 +34,7 @@
 #include "log.hpp"
 #include "metrics.hpp"
 #include "server_config.hpp"
+#include "token_registrar.hpp"
 #include "token_snapshots.hpp"
 
 namespace aggregator {
@@ -83,6 +84,11 @@ struct service_state {
                                           std::vector<tradeagg::interval>(Policy::intervals.begin(),
                                                                           Policy::intervals.end()))
                                     : nullptr),
+          registrar(redis ? std::make_unique<token_registrar>(
+                                cluster_options(cfg), cfg.redis.key_prefix,
+                                [this] { return snapshots.take_new_names(); },
+                                std::chrono::seconds(1))
+                          : nullptr),
           sink{snapshots, redis.get()}, pipeline(cfg.pipeline, sink),
           monitored(pipeline,
                     [this]() -> std::optional<double> {
@@ -109,6 +115,8 @@ struct service_state {
     /// Reads candles and token hashes back from Redis (the Binance-compatible API); null when
     /// Redis is off.
     std::unique_ptr<tradeagg::redis::candle_reader> history;
+    /// Adds the tokens taken over HTTP to Redis's token set; null unless the Redis sink is on.
+    std::unique_ptr<token_registrar> registrar;
     sink_type sink;
     pipeline_type pipeline;
     monitored_type monitored;

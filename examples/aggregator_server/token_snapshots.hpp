@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <tradeagg/detail/string_map.hpp>
@@ -89,6 +90,13 @@ public:
         return out;
     }
 
+    /// The names of the tokens kept since the last call (each once), oldest first. Any thread;
+    /// allocates.
+    [[nodiscard]] std::vector<std::string> take_new_names() {
+        const std::lock_guard lock(fresh_mutex_);
+        return std::exchange(fresh_, {});
+    }
+
     /// Tokens kept. Any thread.
     [[nodiscard]] std::size_t size() const noexcept {
         return size_.load(std::memory_order_relaxed);
@@ -121,6 +129,8 @@ private:
             }
             it = p.tokens.emplace(std::string(token), snapshot{}).first;
             size_.fetch_add(1, std::memory_order_relaxed);
+            const std::lock_guard fresh_lock(fresh_mutex_);
+            fresh_.push_back(it->first);
         }
         f(it->second);
     }
@@ -129,6 +139,8 @@ private:
     std::array<part, parts> parts_;
     std::atomic<std::size_t> size_{0};
     std::atomic<std::uint64_t> not_kept_{0};
+    std::mutex fresh_mutex_;         ///< taken after a part's, never before
+    std::vector<std::string> fresh_; ///< kept since the last take_new_names
 };
 
 } // namespace aggregator

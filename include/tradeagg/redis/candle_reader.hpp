@@ -176,20 +176,59 @@ public:
 
     /// `token`'s rolling and latest hashes. Thread-safe; allocates.
     [[nodiscard]] token_summary summary(std::string_view token) {
-        const std::uint16_t slot = token_slot(token);
-        const std::vector<cluster_command> cmds{{{"HGETALL", rolling_key(prefix_, token)}, slot},
-                                                {{"HGETALL", latest_key(prefix_, token)}, slot}};
+        return std::move(summaries({std::string(token)}).front());
+    }
+
+    /// The summaries of many tokens at once, in the order of `tokens`. Thread-safe; allocates.
+    [[nodiscard]] std::vector<token_summary> summaries(const std::vector<std::string>& tokens) {
+        std::vector<cluster_command> cmds;
+        cmds.reserve(2 * tokens.size());
+        for (const std::string& token : tokens) {
+            const std::uint16_t slot = token_slot(token);
+            cmds.push_back({{"HGETALL", rolling_key(prefix_, token)}, slot});
+            cmds.push_back({{"HGETALL", latest_key(prefix_, token)}, slot});
+        }
         std::vector<command_result> results;
         lease conn(*this);
         conn->run(cmds, results);
-        token_summary s;
-        if (const redisReply* r = checked(results[0]); r->elements != 0) {
-            s.rolling = rolling_from_hash(entry_fields(r));
+        std::vector<token_summary> out(tokens.size());
+        for (std::size_t i = 0; i < tokens.size(); ++i) {
+            if (const redisReply* r = checked(results[2 * i]); r->elements != 0) {
+                out[i].rolling = rolling_from_hash(entry_fields(r));
+            }
+            if (const redisReply* r = checked(results[2 * i + 1]); r->elements != 0) {
+                out[i].latest = latest_from_hash(entry_fields(r));
+            }
         }
-        if (const redisReply* r = checked(results[1]); r->elements != 0) {
-            s.latest = latest_from_hash(entry_fields(r));
-        }
-        return s;
+        return out;
+    }
+
+    /// The names in the token set (keys.hpp's `tokens_key`), in no particular order, read with
+    /// SSCAN so that a large set does not hold Redis up. Thread-safe; allocates.
+    [[nodiscard]] std::vector<std::string> tokens() {
+        const std::string key = tokens_key(prefix_);
+        std::vector<std::string> out;
+        std::string cursor = "0";
+        lease conn(*this);
+        do {
+            const command_result r =
+                conn->run_one({{"SSCAN", key, cursor, "COUNT", "1000"}, key_slot(key)});
+            if (!r.ok()) {
+                throw std::runtime_error("Redis: " + r.error);
+            }
+            const redisReply* reply = r.reply.get();
+            if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+                reply->element[0]->type != REDIS_REPLY_STRING ||
+                reply->element[1]->type != REDIS_REPLY_ARRAY) {
+                throw std::runtime_error("Redis: SSCAN answered something other than a scan");
+            }
+            cursor.assign(reply->element[0]->str, reply->element[0]->len);
+            const redisReply* names = reply->element[1];
+            for (std::size_t i = 0; i < names->elements; ++i) {
+                out.emplace_back(names->element[i]->str, names->element[i]->len);
+            }
+        } while (cursor != "0");
+        return out;
     }
 
 private:

@@ -10,6 +10,11 @@
 //   <prefix>:{<token>}:candle:<interval>:<open_time_ms>   hash, `candle_fields`
 //   <prefix>:{<token>}:rolling:24h                        hash, `rolling_fields`
 //   <prefix>:{<token>}:latest                             hash, `latest_fields`
+//   <prefix>:tokens                                       set of token names: what readers list
+//                                                         the tokens by (added by the stream
+//                                                         consumer and the example server when
+//                                                         they first write a token; the Redis
+//                                                         sink alone does not)
 // Numbers are decimal text: doubles in the shortest form that reads back as the same double,
 // integers exactly; `closed` is 0 or 1 and `side` is "buy" or "sell".
 
@@ -176,6 +181,13 @@ inline void append_token_part(std::string& out, std::string_view prefix, std::st
     std::string key;
     append_token_part(key, prefix, token);
     key.append("latest");
+    return key;
+}
+
+/// `<prefix>:tokens`, the set of token names. Allocates.
+[[nodiscard]] inline std::string tokens_key(std::string_view prefix) {
+    std::string key(prefix);
+    key.append(":tokens");
     return key;
 }
 

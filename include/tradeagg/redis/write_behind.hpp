@@ -11,6 +11,9 @@
 // handed over since (later changes win, candles only it holds stay) and written in the next
 // take, so a take that succeeds covers every earlier one.
 //
+// Listing. A token's name is added to the token set (keys.hpp's `tokens_key`) the first time
+// this writer writes it, after the write's batch, so that readers can list the tokens.
+//
 // Epochs. A partition's changes are written under the epoch they were handed over in. A new
 // epoch (the partition taken again) or `forget` discards what is waiting; what is in flight
 // may still land, as a former epoch's writes may from anywhere: exact prefixes of the stream,
@@ -22,6 +25,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -33,6 +37,7 @@
 #include <tradeagg/detail/string_map.hpp>
 #include <tradeagg/redis/cluster_client.hpp>
 #include <tradeagg/redis/consumer_control.hpp>
+#include <tradeagg/redis/keys.hpp>
 #include <tradeagg/redis/lease.hpp>
 #include <tradeagg/redis/resp.hpp>
 #include <tradeagg/redis/script_client.hpp>
@@ -205,6 +210,7 @@ private:
                 }
             }
             client_.run(cmds, r);
+            register_tokens(take);
             std::uint64_t written = 0;
             std::uint64_t failed = 0;
             std::string error;
@@ -274,6 +280,31 @@ private:
         }
     }
 
+    /// Adds the names of a take's tokens not added yet to the token set (keys.hpp's
+    /// `tokens_key`), where readers list the tokens. A failed add is tried again with the next
+    /// take holding one of them.
+    void register_tokens(const std::vector<taken>& take) {
+        cluster_command add;
+        for (const taken& t : take) {
+            for (const auto& [name, changes] : t.tokens) {
+                if (!registered_.contains(name)) {
+                    add.args.push_back(name);
+                }
+            }
+        }
+        if (add.args.empty()) {
+            return;
+        }
+        std::vector<std::string> names = add.args;
+        const std::string key = tokens_key(cfg_.key_prefix);
+        add.args.insert(add.args.begin(), {"SADD", key});
+        add.slot = key_slot(key);
+        if (const command_result r = client_.run_one(std::move(add)); r.ok()) {
+            registered_.insert(std::make_move_iterator(names.begin()),
+                               std::make_move_iterator(names.end()));
+        }
+    }
+
     bool any_waiting() const {
         return std::any_of(lanes_.begin(), lanes_.end(), [](const lane& l) {
             return !l.waiting.empty() && l.progress.epoch != 0;
@@ -289,6 +320,8 @@ private:
     std::vector<lane> lanes_;            ///< per partition
     std::uint64_t takes_done_ = 0;
     std::size_t in_flight_tokens_ = 0; ///< in the take being written
+    /// Tokens this writer added to the token set (the writing thread's).
+    tradeagg::detail::string_set registered_;
     bool quit_ = false;
     std::thread thread_;
 };
