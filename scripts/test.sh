@@ -49,17 +49,18 @@ step_release() {
 }
 
 # The sanitizer builds skip what the release build already proves and what is not about memory
-# or threads: the header checks, the packaging tests and the bench.
+# or threads: the header checks, the packaging tests and the bench. They build at -O1, as the
+# sanitizers' documentation advises: with ASan+UBSan, -O2 took twice as long to compile (278 s
+# against 146 s for tests/test_server.cpp alone) and the build was most of the step.
+sanitizer_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g -DNDEBUG"
+    -DTRADEAGG_BUILD_BENCH=OFF -DTRADEAGG_CHECK_HEADERS=OFF -DTRADEAGG_TEST_PACKAGING=OFF)
+
 step_asan() {
-    cmake_build_and_test build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-        -DTRADEAGG_SANITIZE=address -DTRADEAGG_BUILD_BENCH=OFF \
-        -DTRADEAGG_CHECK_HEADERS=OFF -DTRADEAGG_TEST_PACKAGING=OFF
+    cmake_build_and_test build/asan "${sanitizer_args[@]}" -DTRADEAGG_SANITIZE=address
 }
 
 step_tsan() {
-    cmake_build_and_test build/tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-        -DTRADEAGG_SANITIZE=thread -DTRADEAGG_BUILD_BENCH=OFF \
-        -DTRADEAGG_CHECK_HEADERS=OFF -DTRADEAGG_TEST_PACKAGING=OFF
+    cmake_build_and_test build/tsan "${sanitizer_args[@]}" -DTRADEAGG_SANITIZE=thread
 }
 
 step_meson() {
