@@ -57,10 +57,7 @@ public:
         if (redisAppendCommandArgv(c_, argc, argv, lengths) != REDIS_OK) {
             fail("append");
         }
-        ++commands_;
-        if (++pending_ == depth_) {
-            drain();
-        }
+        queued();
     }
 
     /// Queues one command already written in RESP (resp.hpp's `resp_builder`).
@@ -68,10 +65,7 @@ public:
         if (redisAppendFormattedCommand(c_, resp.data(), resp.size()) != REDIS_OK) {
             fail("append");
         }
-        ++commands_;
-        if (++pending_ == depth_) {
-            drain();
-        }
+        queued();
     }
 
     /// Sends what is queued and reads the reply of every pending command.
@@ -113,6 +107,14 @@ public:
     [[nodiscard]] std::uint64_t commands() const noexcept { return commands_; }
 
 private:
+    /// Counts a command appended; drains once `depth` are pending.
+    void queued() {
+        ++commands_;
+        if (++pending_ == depth_) {
+            drain();
+        }
+    }
+
     [[noreturn]] void fail(const std::string& what) const {
         throw std::runtime_error("cannot " + what + ": " + std::string(c_->errstr));
     }

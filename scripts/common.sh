@@ -59,6 +59,24 @@ else:
     raise SystemExit("free_port: no free port in 20000-32767")'
 }
 
+# start_server BINARY NAME [ENV-ARG...]: starts the server under `env ENV-ARG...` (assignments,
+# or -u VAR) on a free loopback port, its log in the scratch directory as NAME.log; sets
+# server_pid (added to `pids`) and server_url. Exits with the log if /health does not answer.
+start_server() {
+    local binary=$1 name=$2 port
+    shift 2
+    port=$(free_port)
+    env "$@" HTTP_ADDR="127.0.0.1:$port" "$binary" >"$scratch_dir/$name.log" 2>&1 &
+    server_pid=$!
+    pids+=("$server_pid")
+    server_url=http://127.0.0.1:$port
+    wait_http "$server_url/health" "$server_pid" || {
+        cat "$scratch_dir/$name.log" >&2
+        echo "$(basename "$0"): the server ($name) did not start" >&2
+        exit 1
+    }
+}
+
 # start_local_redis DIR: starts a throwaway redis-server on a free loopback port (no
 # persistence, its log in DIR/redis.log) and waits for it to answer; sets redis_port and
 # redis_pid.

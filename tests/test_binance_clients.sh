@@ -24,7 +24,7 @@ if [ ! -f "$root/tests/binance/node_modules/ccxt/package.json" ]; then
 fi
 
 # shellcheck source=scripts/common.sh
-source "$root/scripts/common.sh" # free_port, start_local_redis, wait_http
+source "$root/scripts/common.sh" # free_port, start_local_redis, start_server
 work=$(mktemp -d)
 stop_at_exit "$work"
 
@@ -36,21 +36,6 @@ redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG || {
     exit 1
 }
 
-start_server() { # start_server NAME [VAR=VALUE...]: starts it, sets server_pid and server_url
-    local name=$1 port
-    shift
-    port=$(free_port)
-    env -u QUOTE_ASSET "$@" HTTP_ADDR="127.0.0.1:$port" REDIS_ADDR="127.0.0.1:$redis_port" \
-        "$server_binary" >"$work/$name.log" 2>&1 &
-    server_pid=$!
-    pids+=("$server_pid")
-    server_url=http://127.0.0.1:$port
-    wait_http "$server_url/health" "$server_pid" || {
-        cat "$work/$name.log" >&2
-        echo "test_binance_clients.sh: the server ($name) did not start" >&2
-        exit 1
-    }
-}
 
 failed=0
 run_node() { # run_node NAME [ARGS...]: the ccxt test against server NAME; on failure its log
@@ -65,14 +50,15 @@ run_node() { # run_node NAME [ARGS...]: the ccxt test against server NAME; on fa
 }
 
 # ---- 1. the default quote asset, every check -------------------------------------------------
-start_server server-usd
+start_server "$server_binary" server-usd -u QUOTE_ASSET REDIS_ADDR="127.0.0.1:$redis_port"
 QUOTE_ASSET=USD run_node server-usd
 kill -TERM "$server_pid"
 wait "$server_pid" || true
 
 # ---- 2. QUOTE_ASSET=USDT, the markets ------------------------------------------------------
 redis-cli -p "$redis_port" flushall >/dev/null
-start_server server-usdt QUOTE_ASSET=USDT
+start_server "$server_binary" server-usdt -u QUOTE_ASSET REDIS_ADDR="127.0.0.1:$redis_port" \
+    QUOTE_ASSET=USDT
 QUOTE_ASSET=USDT run_node server-usdt --markets-only
 
 if [ "$failed" -ne 0 ]; then

@@ -26,7 +26,7 @@ python=$(python3 -c "import sys; print(sys.executable)")
 # shellcheck source=tests/check.sh
 source "$root/tests/check.sh"
 # shellcheck source=scripts/common.sh
-source "$root/scripts/common.sh" # free_port
+source "$root/scripts/common.sh" # free_port, start_server, stop_at_exit
 work=$(mktemp -d)
 stop_at_exit "$work"
 wait_for() { # wait_for URL PID: until the URL answers 2xx, or the process is gone
@@ -57,20 +57,6 @@ for _ in $(seq 100); do
     sleep 0.05
 done
 
-start_server() { # start_server NAME REDIS_ADDR: starts it, sets server_pid and server_url
-    local port
-    port=$(free_port)
-    REDIS_ADDR=$2 HTTP_ADDR=127.0.0.1:$port ADMIN_TOKEN=secret \
-        "$server_binary" >"$work/$1.log" 2>&1 &
-    server_pid=$!
-    pids+=("$server_pid")
-    server_url=http://127.0.0.1:$port
-    wait_for "$server_url/health" "$server_pid" || {
-        cat "$work/$1.log" >&2
-        echo "test_prometheus.sh: the server ($1) did not start" >&2
-        exit 1
-    }
-}
 seed_names='heap_alloc_mb|heap_inuse_mb|gc_cpu_fraction|num_goroutines|active_tokens|worker_count|redis_latency_avg_ms|redis_success_rate'
 
 lint() { # lint FILE: promtool's complaints, less those about the seed's names, are none
@@ -84,7 +70,7 @@ lint() { # lint FILE: promtool's complaints, less those about the seed's names, 
 has_series() { grep -Eq "^$2( |\\{)" "$1"; }
 lacks_series() { ! grep -Eq "^$2( |\\{)" "$1"; }
 
-start_server server-off off
+start_server "$server_binary" server-off REDIS_ADDR=off ADMIN_TOKEN=secret
 curl -fsS -X POST -H "Content-Type: application/x-ndjson" --data-binary \
     '{"token":"SOL","price":1.5,"quantity":2,"side":"buy","ts":'"$(date +%s)"'000,"id":1}' \
     "$server_url/trades" >/dev/null
@@ -100,7 +86,7 @@ check "REDIS_ADDR=off: no tradeagg_redis_* series" \
 kill -TERM "$server_pid"
 wait "$server_pid"
 
-start_server server-redis "127.0.0.1:$redis_port"
+start_server "$server_binary" server-redis REDIS_ADDR="127.0.0.1:$redis_port" ADMIN_TOKEN=secret
 
 # ---- 3. a real Prometheus scraping it under load ---------------------------------------------
 prom_port=$(free_port)

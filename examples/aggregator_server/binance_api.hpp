@@ -211,15 +211,15 @@ private:
     }
 
     /// The token named `symbol`, or Binance's -1121. Reads Redis when the token is not in
-    /// memory (or `with_redis` asks for its hashes anyway).
-    known_token find(std::string_view symbol, bool with_redis) const {
+    /// memory.
+    known_token find(std::string_view symbol) const {
         known_token t;
         if (tradeagg::validate_token(symbol) != tradeagg::reject_reason::none) {
             throw detail::api_error{http::status::bad_request, -1121, "Invalid symbol."};
         }
         t.name = std::string(symbol);
         t.memory = state_.snapshots.find(symbol);
-        if (state_.history && (with_redis || !t.memory)) {
+        if (state_.history && !t.memory) {
             t.redis = state_.history->summary(symbol);
         }
         if (!t.memory && !t.redis.latest) {
@@ -357,7 +357,7 @@ private:
             names = all_tokens();
         } else {
             for (const std::string& n : names) {
-                (void)find(n, false); // -1121 for any unknown
+                (void)find(n); // -1121 for any unknown
             }
         }
         boost::json::array symbols;
@@ -418,7 +418,7 @@ private:
             throw detail::api_error{http::status::bad_request, -1128,
                                     "Combination of optional parameters invalid."};
         }
-        const known_token t = find(symbol, false);
+        const known_token t = find(symbol);
         const auto rows = candles(t, index, start, end, limit);
         boost::json::array body;
         for (const tradeagg::candle& c : rows) {
@@ -496,7 +496,7 @@ private:
             tokens = all_known();
         } else {
             for (const std::string& n : asked) {
-                tokens.push_back(find(n, false));
+                tokens.push_back(find(n));
             }
         }
         boost::json::array all;
@@ -542,7 +542,7 @@ private:
     /// Binance's current average price: here the volume-weighted price of the trades in the
     /// five one-minute candles up to the latest trade.
     response avg_price(const request& req, const query_string& q) const {
-        const known_token t = find(symbol_param(q), false);
+        const known_token t = find(symbol_param(q));
         std::optional<std::size_t> minute;
         for (std::size_t i = 0; i < Policy::intervals.size(); ++i) {
             if (Policy::intervals[i] == std::chrono::minutes(1)) {

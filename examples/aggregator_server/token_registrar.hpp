@@ -1,8 +1,8 @@
 #pragma once
-// Adds the names of the tokens the server takes trades for to Redis's token set (keys.hpp's
-// `tokens_key`), so that the Binance-compatible API lists them after a restart and other
-// instances list them too. The stream consumer adds its tokens itself (write_behind.hpp); this
-// is for trades that come over HTTP, whose Redis sink does not.
+// Adds the names of the tokens the server takes trades for to Redis's token set
+// (tradeagg/redis/token_set.hpp), so that the Binance-compatible API lists them after a restart and
+// other instances list them too. The stream consumer adds its tokens itself (write_behind.hpp);
+// this is for trades that come over HTTP, whose Redis sink does not.
 
 #include <algorithm>
 #include <chrono>
@@ -17,21 +17,20 @@
 #include <vector>
 
 #include <tradeagg/redis/cluster_client.hpp>
-#include <tradeagg/redis/keys.hpp>
-#include <tradeagg/redis/slots.hpp>
+#include <tradeagg/redis/token_set.hpp>
 
 namespace aggregator {
 
-/// Every `every`, takes the names new since the last pass (`fresh()`) and adds them with SADD,
-/// in batches; names it could not add are tried again in the next pass. Runs a thread of its
-/// own between `start` and `stop`.
+/// Every `every`, takes the names new since the last pass (`fresh()`) and adds them to the token
+/// set (token_set.hpp); names it could not add are tried again in the next pass. Runs a thread of
+/// its own between `start` and `stop`.
 class token_registrar {
 public:
     token_registrar(tradeagg::redis::cluster_client::options redis, std::string key_prefix,
                     std::function<std::vector<std::string>()> fresh,
                     std::chrono::milliseconds every)
-        : client_(std::move(redis)), key_(tradeagg::redis::tokens_key(key_prefix)),
-          fresh_(std::move(fresh)), every_(every) {}
+        : client_(std::move(redis)), prefix_(std::move(key_prefix)), fresh_(std::move(fresh)),
+          every_(every) {}
 
     token_registrar(const token_registrar&) = delete;
     token_registrar& operator=(const token_registrar&) = delete;
@@ -55,8 +54,6 @@ public:
     }
 
 private:
-    static constexpr std::size_t batch = 1'000;
-
     void run() {
         for (;;) {
             bool last = false;
@@ -76,24 +73,12 @@ private:
         std::vector<std::string> names = fresh_();
         pending_.insert(pending_.end(), std::make_move_iterator(names.begin()),
                         std::make_move_iterator(names.end()));
-        std::vector<std::string> left;
-        for (std::size_t from = 0; from < pending_.size(); from += batch) {
-            const std::size_t to = std::min(pending_.size(), from + batch);
-            tradeagg::redis::cluster_command add{{"SADD", key_}, tradeagg::redis::key_slot(key_)};
-            add.args.insert(add.args.end(), pending_.begin() + static_cast<std::ptrdiff_t>(from),
-                            pending_.begin() + static_cast<std::ptrdiff_t>(to));
-            if (!client_.run_one(std::move(add)).ok()) {
-                left.insert(
-                    left.end(),
-                    std::make_move_iterator(pending_.begin() + static_cast<std::ptrdiff_t>(from)),
-                    std::make_move_iterator(pending_.begin() + static_cast<std::ptrdiff_t>(to)));
-            }
-        }
-        pending_ = std::move(left);
+        const std::size_t added = tradeagg::redis::add_to_token_set(client_, prefix_, pending_);
+        pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(added));
     }
 
     tradeagg::redis::cluster_client client_; ///< the thread's own
-    std::string key_;
+    std::string prefix_;
     std::function<std::vector<std::string>()> fresh_;
     std::chrono::milliseconds every_;
     std::vector<std::string> pending_; ///< names not added yet (the thread's)

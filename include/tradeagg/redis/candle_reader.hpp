@@ -37,6 +37,7 @@
 #include <tradeagg/redis/cluster_client.hpp>
 #include <tradeagg/redis/keys.hpp>
 #include <tradeagg/redis/slots.hpp>
+#include <tradeagg/redis/token_set.hpp>
 #include <tradeagg/rolling_window.hpp>
 #include <tradeagg/sink.hpp>
 #include <tradeagg/trade.hpp>
@@ -203,32 +204,11 @@ public:
         return out;
     }
 
-    /// The names in the token set (keys.hpp's `tokens_key`), in no particular order, read with
-    /// SSCAN so that a large set does not hold Redis up. Thread-safe; allocates.
+    /// The names in the token set (token_set.hpp), in no particular order. Thread-safe;
+    /// allocates.
     [[nodiscard]] std::vector<std::string> tokens() {
-        const std::string key = tokens_key(prefix_);
-        std::vector<std::string> out;
-        std::string cursor = "0";
         lease conn(*this);
-        do {
-            const command_result r =
-                conn->run_one({{"SSCAN", key, cursor, "COUNT", "1000"}, key_slot(key)});
-            if (!r.ok()) {
-                throw std::runtime_error("Redis: " + r.error);
-            }
-            const redisReply* reply = r.reply.get();
-            if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
-                reply->element[0]->type != REDIS_REPLY_STRING ||
-                reply->element[1]->type != REDIS_REPLY_ARRAY) {
-                throw std::runtime_error("Redis: SSCAN answered something other than a scan");
-            }
-            cursor.assign(reply->element[0]->str, reply->element[0]->len);
-            const redisReply* names = reply->element[1];
-            for (std::size_t i = 0; i < names->elements; ++i) {
-                out.emplace_back(names->element[i]->str, names->element[i]->len);
-            }
-        } while (cursor != "0");
-        return out;
+        return read_token_set(*conn, prefix_);
     }
 
 private:
@@ -360,6 +340,7 @@ private:
             }
         }
         cluster_client* operator->() const noexcept { return client_.get(); }
+        cluster_client& operator*() const noexcept { return *client_; }
 
     private:
         candle_reader& owner_;

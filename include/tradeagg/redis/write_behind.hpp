@@ -11,7 +11,7 @@
 // handed over since (later changes win, candles only it holds stay) and written in the next
 // take, so a take that succeeds covers every earlier one.
 //
-// Listing. A token's name is added to the token set (keys.hpp's `tokens_key`) the first time
+// Listing. A token's name is added to the token set (token_set.hpp) the first time
 // this writer writes it, after the write's batch, so that readers can list the tokens.
 //
 // Epochs. A partition's changes are written under the epoch they were handed over in. A new
@@ -44,6 +44,7 @@
 #include <tradeagg/redis/slots.hpp>
 #include <tradeagg/redis/stream_consumer_config.hpp>
 #include <tradeagg/redis/stream_consumer_stats.hpp>
+#include <tradeagg/redis/token_set.hpp>
 #include <tradeagg/redis/token_write.hpp>
 
 namespace tradeagg::redis::detail {
@@ -280,29 +281,22 @@ private:
         }
     }
 
-    /// Adds the names of a take's tokens not added yet to the token set (keys.hpp's
-    /// `tokens_key`), where readers list the tokens. A failed add is tried again with the next
-    /// take holding one of them.
+    /// Adds the names of a take's tokens not added yet to the token set (token_set.hpp), where
+    /// readers list the tokens. A failed add is tried again with the next take holding one of
+    /// them.
     void register_tokens(const std::vector<taken>& take) {
-        cluster_command add;
+        std::vector<std::string> names;
         for (const taken& t : take) {
             for (const auto& [name, changes] : t.tokens) {
                 if (!registered_.contains(name)) {
-                    add.args.push_back(name);
+                    names.push_back(name);
                 }
             }
         }
-        if (add.args.empty()) {
-            return;
-        }
-        std::vector<std::string> names = add.args;
-        const std::string key = tokens_key(cfg_.key_prefix);
-        add.args.insert(add.args.begin(), {"SADD", key});
-        add.slot = key_slot(key);
-        if (const command_result r = client_.run_one(std::move(add)); r.ok()) {
-            registered_.insert(std::make_move_iterator(names.begin()),
-                               std::make_move_iterator(names.end()));
-        }
+        const std::size_t added = add_to_token_set(client_.cluster(), cfg_.key_prefix, names);
+        registered_.insert(
+            std::make_move_iterator(names.begin()),
+            std::make_move_iterator(names.begin() + static_cast<std::ptrdiff_t>(added)));
     }
 
     bool any_waiting() const {
